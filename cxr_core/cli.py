@@ -1,0 +1,126 @@
+"""The ``cxr`` command: analyze files, train and evaluate models.
+
+Exit codes: 0 all inputs analysed; 2 some input refused (the others are still done);
+1 an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cxr_core.models import default_models_dir
+
+EXIT_REFUSED = 2
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("analyze", help="analyse DICOM / PNG / JPEG chest radiographs")
+    parser.add_argument("inputs", nargs="+", type=Path, help="files or folders")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.set_defaults(handler=_run_analyze)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train", help="train a model")
+    tasks = parser.add_subparsers(dest="task", required=True)
+    lung = tasks.add_parser("lung", help="right/left lung + heart segmentation")
+    lung.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    lung.add_argument("--datalist", type=Path, default=None,
+                      help="extra labels: MONAI datalist JSON (e.g. a SlicerCXR label store)")
+    lung.add_argument("--init-from", default=None, help="model name or folder to fine-tune")
+    lung.add_argument("--out", type=Path, default=default_models_dir() / "lung_seg")
+    lung.add_argument("--size", type=int, default=256)
+    lung.add_argument("--epochs", type=int, default=60)
+    lung.add_argument("--batch-size", type=int, default=8)
+    lung.add_argument("--learning-rate", type=float, default=2e-3)
+    lung.add_argument("--patience", type=int, default=15)
+    lung.add_argument("--max-minutes", type=float, default=40.0)
+    lung.add_argument("--seed", type=int, default=0)
+    lung.add_argument("--version", default="1.0.0")
+    lung.set_defaults(handler=_run_train_lung)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate", help="evaluate a model on a split")
+    tasks = parser.add_subparsers(dest="task", required=True)
+    lung = tasks.add_parser("lung", help="Dice / IoU per structure, montage, curves")
+    lung.add_argument("--model", default="lung_seg", help="model name or folder")
+    lung.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    lung.add_argument("--split", default="test", choices=("train", "val", "test"))
+    lung.add_argument("--out", type=Path, required=True)
+    lung.set_defaults(handler=_run_evaluate_lung)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from cxr_core.batch import analyze_paths
+
+    return analyze_paths(args.inputs, args.out, models_dir=args.models_dir)
+
+
+def _run_train_lung(args: argparse.Namespace) -> int:
+    from cxr_core.training.lung import train_lung
+    from cxr_core.training.segtrain import SegTrainConfig
+
+    config = SegTrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                            learning_rate=args.learning_rate, patience=args.patience,
+                            max_minutes=args.max_minutes, seed=args.seed)
+    card = train_lung(data_root=args.data_root, out_dir=args.out, datalist=args.datalist,
+                      init_from=args.init_from, size=args.size, config=config,
+                      version=args.version, command=args.command_line)
+    _print_lung_metrics(card.metrics)
+    print(f"saved {args.out}")
+    return 0
+
+
+def _run_evaluate_lung(args: argparse.Namespace) -> int:
+    from cxr_core.segmentation import Segmenter
+    from cxr_core.training.data import shared_lung_samples
+    from cxr_core.training.lung import evaluate_lung
+    from cxr_core.training.plots import plot_curves
+
+    segmenter = Segmenter.load(args.model)
+    samples = [s for s in shared_lung_samples(args.data_root) if s.split == args.split]
+    metrics = evaluate_lung(segmenter, samples, args.out)
+    history = segmenter.card.training.get("history")
+    if history:
+        plot_curves(history, segmenter.card.labels, args.out / "training_curves.png")
+    _print_lung_metrics(metrics)
+    print(f"montage and curves in {args.out}")
+    return 0
+
+
+def _print_lung_metrics(metrics: dict) -> None:
+    print(f"{'structure':<12} {'n':>4} {'Dice':>7} {'median':>7} {'IoU':>7}")
+    for name, m in metrics["per_structure"].items():
+        print(f"{name:<12} {m['n']:>4} {m['dice_mean']:>7.4f} {m['dice_median']:>7.4f} "
+              f"{m['iou_mean']:>7.4f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cxr", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_analyze(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = "cxr " + shlex.join(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""DICOM CR / DX / Secondary Capture -> :class:`Radiograph`.
+
+Everything a received file says is untrusted: each attribute the engine relies on is
+checked here, and anything odd becomes a :class:`RefusedInput` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import UID
+
+from cxr_core.io.errors import RefusedInput
+from cxr_core.quality import POLARITY_SUSPECT, check_polarity
+from cxr_core.radiograph import PixelSpacing, Radiograph, SpacingSource
+
+CR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
+DX_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.1")
+DX_FOR_PROCESSING = UID("1.2.840.10008.5.1.4.1.1.1.1.1")
+SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
+ACCEPTED_SOP_CLASSES = frozenset(
+    {CR_IMAGE_STORAGE, DX_FOR_PRESENTATION, DX_FOR_PROCESSING, SECONDARY_CAPTURE}
+)
+ACCEPTED_MODALITIES = frozenset({"CR", "DX", "OT", ""})
+CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "PORT CHEST", "TORAX", "TORSO"})
+LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LATERAL", "LAT"})
+MIN_SIDE, MAX_SIDE = 128, 8192
+
+
+def read_dicom_radiograph(path: Path, *, radiograph_id: str | None = None) -> Radiograph:
+    """Read one DICOM file as a chest radiograph.
+
+    Raises
+    ------
+    RefusedInput
+        When the file is not DICOM, not a single-frame grayscale CR/DX/SC image, says it
+        shows another body part, or its pixel data cannot be decoded.
+    """
+    dataset = _read_dataset(path)
+    _check_is_chest_image(dataset)
+    pixels = _presentation_pixels(dataset)
+    flags = _orientation_flags(dataset)
+    if check_polarity(pixels) == "inverted":
+        # Possibly a header that contradicts its pixels (a file rewritten to MONOCHROME1
+        # without inverting them). The heuristic alone is too weak to act on; the
+        # pipeline lets the lung model decide (see cxr_core.pipeline).
+        flags.append(POLARITY_SUSPECT)
+    view = str(dataset.get("ViewPosition", "") or "").upper() or None
+    if view in LATERAL_VIEWS:
+        flags.append("lateral_view")
+    header = _header_without_pixels(dataset)
+    return Radiograph(
+        pixels=pixels,
+        spacing=read_pixel_spacing(dataset),
+        id=radiograph_id or path.stem,
+        view_position=view,
+        source_dataset=header,
+        quality_flags=flags,
+    )
+
+
+def _read_dataset(path: Path) -> pydicom.Dataset:
+    try:
+        dataset = pydicom.dcmread(path)
+    except pydicom.errors.InvalidDicomError as error:
+        raise RefusedInput(f"not a DICOM file ({error})") from error
+    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as error:
+        raise RefusedInput(f"unreadable DICOM ({type(error).__name__}: {error})") from error
+    if "PixelData" not in dataset:
+        name = _sop_class_name(dataset)
+        raise RefusedInput(f"not an image: {name} has no pixel data")
+    return dataset
+
+
+def _sop_class_name(dataset: pydicom.Dataset) -> str:
+    sop_class = dataset.get("SOPClassUID")
+    if sop_class is None:
+        return "a dataset without SOPClassUID"
+    return UID(str(sop_class)).name
+
+
+def _check_is_chest_image(dataset: pydicom.Dataset) -> None:
+    sop_class = UID(str(dataset.get("SOPClassUID", "")))
+    if sop_class not in ACCEPTED_SOP_CLASSES:
+        raise RefusedInput(f"not a radiograph: SOP class {sop_class.name} is not CR, DX or SC")
+    modality = str(dataset.get("Modality", "") or "").upper()
+    if modality not in ACCEPTED_MODALITIES:
+        raise RefusedInput(f"not a radiograph: Modality is {modality}")
+    body_part = str(dataset.get("BodyPartExamined", "") or "").upper().strip()
+    if body_part and body_part not in CHEST_BODY_PARTS:
+        raise RefusedInput(f"not a chest radiograph: BodyPartExamined is {body_part}")
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise RefusedInput(f"not a grayscale radiograph: SamplesPerPixel is {samples}")
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise RefusedInput(f"multi-frame image ({frames} frames); expected one radiograph")
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    if not (MIN_SIDE <= rows <= MAX_SIDE and MIN_SIDE <= columns <= MAX_SIDE):
+        raise RefusedInput(
+            f"implausible image size {rows}x{columns}; expected {MIN_SIDE}..{MAX_SIDE} per side"
+        )
+    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
+    if photometric not in {"MONOCHROME1", "MONOCHROME2"}:
+        raise RefusedInput(f"PhotometricInterpretation {photometric or 'missing'} is not grayscale")
+
+
+def _presentation_pixels(dataset: pydicom.Dataset) -> np.ndarray:
+    """Decode, apply Modality then VOI LUT, and make MONOCHROME2 float32."""
+    try:
+        stored = dataset.pixel_array
+    except Exception as error:  # decoders raise many types; all mean the same to us
+        raise RefusedInput(
+            f"pixel data could not be decoded ({type(error).__name__}: {error})"
+        ) from error
+    if stored.ndim != 2:
+        raise RefusedInput(f"pixel data has shape {stored.shape}; expected one 2D frame")
+    try:
+        values = apply_modality_lut(stored, dataset)
+        values = apply_voi_lut(values, dataset, prefer_lut=True)
+    except Exception as error:
+        raise RefusedInput(f"invalid Modality/VOI LUT ({type(error).__name__}: {error})") from error
+    pixels = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(pixels).all():
+        raise RefusedInput("pixel data contains non-finite values after LUTs")
+    if str(dataset.PhotometricInterpretation).upper() == "MONOCHROME1":
+        pixels = pixels.max() + pixels.min() - pixels
+    if float(pixels.max() - pixels.min()) <= 0:
+        raise RefusedInput("blank image: every pixel has the same value")
+    return pixels
+
+
+def _orientation_flags(dataset: pydicom.Dataset) -> list[str]:
+    """Flag images whose columns run towards the patient's right (mirrored display)."""
+    orientation = dataset.get("PatientOrientation")
+    if orientation and len(orientation) == 2 and str(orientation[0]).upper().startswith("R"):
+        return ["mirrored_orientation"]
+    return []
+
+
+def read_pixel_spacing(dataset: pydicom.Dataset) -> PixelSpacing:
+    """Pixel spacing with its source; ``0\\0`` or malformed values count as unknown."""
+    spacing = _positive_pair(dataset.get("PixelSpacing"))
+    if spacing is not None:
+        return PixelSpacing(spacing[0], spacing[1], SpacingSource.PIXEL_SPACING)
+    imager = _positive_pair(dataset.get("ImagerPixelSpacing"))
+    if imager is None:
+        return PixelSpacing.unknown()
+    magnification = _positive_number(dataset.get("EstimatedRadiographicMagnificationFactor"))
+    if magnification is not None:
+        return PixelSpacing(
+            imager[0] / magnification, imager[1] / magnification, SpacingSource.CALIBRATED
+        )
+    return PixelSpacing(imager[0], imager[1], SpacingSource.IMAGER_PIXEL_SPACING)
+
+
+def _positive_pair(value: object) -> tuple[float, float] | None:
+    try:
+        row, column = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    if all(math.isfinite(v) and 0 < v < 10 for v in (row, column)):
+        return row, column
+    return None
+
+
+def _positive_number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _header_without_pixels(dataset: pydicom.Dataset) -> pydicom.Dataset:
+    header = pydicom.Dataset()
+    header.file_meta = dataset.file_meta
+    for element in dataset:
+        if element.tag.group != 0x7FE0:
+            header.add(element)
+    return header

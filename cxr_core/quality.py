@@ -1,0 +1,46 @@
+"""Image-content checks that do not trust the header."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+POLARITY_SUSPECT = "polarity_suspect"
+"""Reader flag: the pixels may be a negative; resolved by the pipeline."""
+PHOTOMETRIC_MISMATCH = "photometric_mismatch"
+"""Pipeline flag: the pixels were analysed inverted against the header."""
+
+Polarity = Literal["normal", "inverted", "unclear"]
+
+# Fractions of the image height / width. On a frontal chest radiograph the spine and
+# mediastinum (central strip) are denser, so brighter in MONOCHROME2, than the lung fields.
+_ROWS = (0.25, 0.70)
+_CENTRE_COLUMNS = (0.44, 0.56)
+_LUNG_COLUMNS = ((0.18, 0.34), (0.66, 0.82))
+_MARGIN = 0.04
+
+
+def check_polarity(pixels: np.ndarray) -> Polarity:
+    """Say whether a frontal chest radiograph looks MONOCHROME2 (``"normal"``) or negative.
+
+    Compares the median brightness of the central (mediastinal) strip with the lung
+    fields, on pixels scaled to 0..1 by their 1st/99th percentiles.
+    """
+    low, high = np.percentile(pixels[::4, ::4], (1, 99))
+    if high <= low:
+        return "unclear"
+    scaled = np.clip((pixels - low) / (high - low), 0, 1)
+    rows, columns = scaled.shape
+    band = scaled[int(_ROWS[0] * rows) : int(_ROWS[1] * rows)]
+
+    def strip(start: float, stop: float) -> np.ndarray:
+        return band[:, int(start * columns) : int(stop * columns)]
+
+    centre = float(np.median(strip(*_CENTRE_COLUMNS)))
+    lungs = float(np.median(np.concatenate([strip(*c).ravel() for c in _LUNG_COLUMNS])))
+    if centre - lungs > _MARGIN:
+        return "normal"
+    if lungs - centre > _MARGIN:
+        return "inverted"
+    return "unclear"

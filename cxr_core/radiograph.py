@@ -1,0 +1,99 @@
+"""The engine's input: a presentation-ready chest radiograph."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+
+
+class SpacingSource(str, enum.Enum):
+    """Where a pixel spacing came from, which decides whether mm are trustworthy."""
+
+    PIXEL_SPACING = "PixelSpacing"
+    """(0028,0030): spacing in the patient (or calibrated by the modality)."""
+    CALIBRATED = "calibrated"
+    """ImagerPixelSpacing corrected by EstimatedRadiographicMagnificationFactor,
+    or a spacing the user gave explicitly."""
+    IMAGER_PIXEL_SPACING = "ImagerPixelSpacing"
+    """(0018,1164): at the detector, magnified; not a patient measurement."""
+    UNKNOWN = "unknown"
+
+
+TRUSTED_SPACING_SOURCES = frozenset({SpacingSource.PIXEL_SPACING, SpacingSource.CALIBRATED})
+
+
+@dataclass(frozen=True)
+class PixelSpacing:
+    """Row and column spacing in mm together with their provenance."""
+
+    row_mm: float | None
+    column_mm: float | None
+    source: SpacingSource
+
+    @classmethod
+    def unknown(cls) -> PixelSpacing:
+        return cls(None, None, SpacingSource.UNKNOWN)
+
+    @property
+    def trusted(self) -> bool:
+        """True when areas in mm² derived from this spacing describe the patient."""
+        return self.source in TRUSTED_SPACING_SOURCES and self.row_mm is not None
+
+    @property
+    def pixel_area_mm2(self) -> float | None:
+        if self.row_mm is None or self.column_mm is None:
+            return None
+        return self.row_mm * self.column_mm
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "row_mm": self.row_mm,
+            "column_mm": self.column_mm,
+            "source": self.source.value,
+            "trusted_for_mm": self.trusted,
+        }
+
+
+@dataclass
+class Radiograph:
+    """A chest radiograph as every face hands it to the engine.
+
+    Attributes
+    ----------
+    pixels:
+        2D float32 array, MONOCHROME2 (high = bright = dense), Modality/VOI LUT applied.
+    spacing:
+        Pixel spacing with its source.
+    view_position:
+        ``"PA"``, ``"AP"``, ``"LL"`` ... as read from the header or manifest, or ``None``.
+    source_dataset:
+        The DICOM header without pixel data (for derivation), or ``None`` for image files.
+    id:
+        A short, non-identifying name used for output folders and logs.
+    quality_flags:
+        Problems noticed while reading (e.g. ``photometric_mismatch``).
+    """
+
+    pixels: np.ndarray
+    spacing: PixelSpacing
+    id: str
+    view_position: str | None = None
+    source_dataset: pydicom.Dataset | None = None
+    quality_flags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.pixels.ndim != 2:
+            raise ValueError(f"pixels: expected a 2D array, got shape {self.pixels.shape}")
+        if not np.issubdtype(self.pixels.dtype, np.floating):
+            self.pixels = self.pixels.astype(np.float32)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.source_dataset is not None

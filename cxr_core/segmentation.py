@@ -1,0 +1,93 @@
+"""Run a segmentation model on a radiograph and return masks at source resolution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from cxr_core.models import ModelCard, load_model
+from cxr_core.preprocess import ToModelInput, resize_probabilities
+
+THRESHOLD = 0.5
+LARGEST_COMPONENT = "largest_component"
+MIN_COMPONENT = "min_component"
+
+
+@dataclass
+class SegmentationOutput:
+    masks: dict[str, np.ndarray]
+    """Boolean masks at source resolution, by structure name."""
+    probabilities: torch.Tensor
+    """``(C, rows, columns)`` sigmoid outputs at the model's input size."""
+    evidence: float
+    """Soft area fraction of confident foreground (channel mean): how much the model 'sees'."""
+
+
+class Segmenter:
+    """A segmentation network with its card's pre- and post-processing.
+
+    Post-processing, per the card's ``extra["postprocess"]``: ``largest_component`` keeps
+    one connected component per structure (lungs, heart); ``min_component`` drops
+    components smaller than ``extra["min_component_fraction"]`` of the image (lesions).
+    Left/right lung overlaps go to the more probable side.
+    """
+
+    def __init__(self, network: torch.nn.Module, card: ModelCard) -> None:
+        self.network = network.eval()
+        self.card = card
+        self.to_input = ToModelInput(card.input_size)
+        self.postprocess = card.extra.get("postprocess", LARGEST_COMPONENT)
+        self.min_fraction = float(card.extra.get("min_component_fraction", 0.0))
+
+    @classmethod
+    def load(cls, name_or_dir: str | Path) -> Segmenter:
+        return cls(*load_model(name_or_dir))
+
+    def probabilities(self, pixels: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.sigmoid(self.network(self.to_input(pixels)))[0]
+
+    def __call__(self, pixels: np.ndarray, *, mirrored: bool = False) -> SegmentationOutput:
+        """Segment ``pixels``; ``mirrored`` images (patient-right on image-right) are
+        flipped into radiological display for the model and the masks flipped back."""
+        view = pixels[:, ::-1] if mirrored else pixels
+        probabilities = self.probabilities(view)
+        cleaned = self._clean(probabilities)
+        full = resize_probabilities(cleaned[None], view.shape)[0].numpy() > THRESHOLD
+        if mirrored:
+            full = full[:, :, ::-1]
+        masks = {name: np.ascontiguousarray(full[i]) for i, name in enumerate(self.card.labels)}
+        confident = probabilities * (probabilities > THRESHOLD)
+        return SegmentationOutput(masks, probabilities, float(confident.mean()))
+
+    def _clean(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Zero the probabilities outside the kept components (at model resolution)."""
+        cleaned = probabilities.clone()
+        labels = self.card.labels
+        if "right_lung" in labels and "left_lung" in labels:
+            right, left = labels.index("right_lung"), labels.index("left_lung")
+            right_wins = cleaned[right] >= cleaned[left]
+            cleaned[left][right_wins] = torch.minimum(cleaned[left][right_wins],
+                                                      torch.tensor(THRESHOLD - 1e-3))
+            cleaned[right][~right_wins] = torch.minimum(cleaned[right][~right_wins],
+                                                        torch.tensor(THRESHOLD - 1e-3))
+        for channel in range(cleaned.shape[0]):
+            keep = self._components_to_keep(cleaned[channel].numpy() > THRESHOLD)
+            # a one-pixel margin so the bilinear upsampling keeps a smooth edge
+            keep = ndimage.binary_dilation(keep, iterations=1)
+            cleaned[channel][~torch.from_numpy(keep)] = 0.0
+        return cleaned
+
+    def _components_to_keep(self, mask: np.ndarray) -> np.ndarray:
+        labels, count = ndimage.label(mask)
+        if count == 0:
+            return mask
+        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+        if self.postprocess == LARGEST_COMPONENT:
+            return labels == (int(np.argmax(sizes)) + 1)
+        keep_ids = np.nonzero(sizes >= self.min_fraction * mask.size)[0] + 1
+        return np.isin(labels, keep_ids)

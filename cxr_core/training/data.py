@@ -1,0 +1,173 @@
+"""Segmentation samples from the places labels come from.
+
+Sources: the shared manifests (``../shared/data``), a folder of ``images/`` + ``masks/``,
+and MONAI datalist JSON files (which is also what the SlicerCXR label store writes).
+A :class:`SegSample` names its image and one mask file per structure it has; a structure
+without a mask is *unknown* for that sample (not empty) and is left out of the loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage
+
+from cxr_core.io import read_radiograph
+from cxr_core.preprocess import ToModelInput
+
+LUNG_STRUCTURES = ("right_lung", "left_lung", "heart")
+BOTH_LUNGS = "lungs"  # a mask of both lungs, split into right/left by position
+
+
+@dataclass
+class SegSample:
+    image: Path
+    masks: dict[str, Path]
+    split: str = "train"
+    source: str = ""
+    key: str = field(default="")
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.image.stem
+
+
+def shared_lung_samples(data_root: Path) -> list[SegSample]:
+    """V7 (both lungs) and General Blockchain (left/right/heart) samples, one per image.
+
+    The 64 images in both sets keep the General Blockchain masks (they carry laterality
+    and the heart); splits agree between the sets, so no image crosses a split.
+    """
+    gb_root, v7_root = data_root / "covid_cxr_gb_lr_lungs", data_root / "covid_cxr_v7lungs"
+    samples, gb_sources = [], set()
+    for row in _manifest(gb_root):
+        masks = {
+            "right_lung": row["mask_lung_right"],
+            "left_lung": row["mask_lung_left"],
+            "heart": row["mask_heart_mediastinum"],
+        }
+        samples.append(SegSample(
+            image=gb_root / row["image"],
+            masks={k: gb_root / v for k, v in masks.items() if v},
+            split=row["split"], source="covid_cxr_gb_lr_lungs",
+        ))
+        gb_sources.add(row["source_id"])
+    for row in _manifest(v7_root):
+        if row["usable_for_lung_seg"] != "True" or row["source_id"] in gb_sources:
+            continue
+        samples.append(SegSample(
+            image=v7_root / row["image"], masks={BOTH_LUNGS: v7_root / row["mask_lungs"]},
+            split=row["split"], source="covid_cxr_v7lungs",
+        ))
+    return samples
+
+
+def folder_samples(root: Path, structures: Sequence[str], split: str = "train") -> list[SegSample]:
+    """``root/images/<stem>.png`` with ``root/masks/<stem>_<structure>.png`` (or
+    ``root/masks/<stem>.png`` when a single structure is asked for)."""
+    samples = []
+    for image in sorted((root / "images").glob("*.png")):
+        masks = {}
+        for structure in structures:
+            for candidate in (f"{image.stem}_{structure}.png", f"{image.stem}.png"):
+                path = root / "masks" / candidate
+                if path.is_file() and (len(structures) == 1 or candidate != f"{image.stem}.png"):
+                    masks[structure] = path
+                    break
+        samples.append(SegSample(image=image, masks=masks, split=split, source=str(root)))
+    return samples
+
+
+def datalist_samples(path: Path, structures: Iterable[str]) -> list[SegSample]:
+    """MONAI datalist JSON: ``{"training": [{"image": ..., "<structure>": ...}], ...}``.
+
+    Keys ``training``/``validation``/``test`` become splits; relative paths are relative
+    to the JSON file. A ``label`` key stands for the first structure asked for.
+    """
+    structures = list(structures)
+    document = json.loads(path.read_text())
+    splits = {"training": "train", "validation": "val", "test": "test"}
+    samples = []
+    for key, split in splits.items():
+        for entry in document.get(key, []):
+            masks = {}
+            for structure in structures:
+                value = entry.get(structure) or (entry.get("label") if structure == structures[0]
+                                                 else None)
+                if value:
+                    masks[structure] = (path.parent / value).resolve()
+            samples.append(SegSample(
+                image=(path.parent / entry["image"]).resolve(), masks=masks, split=split,
+                source=str(path), key=entry.get("id", ""),
+            ))
+    return samples
+
+
+def _manifest(root: Path) -> list[dict[str, str]]:
+    with (root / "manifest.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A 0/255 (or 0/1) mask PNG as a bool array."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L")) > 127 if image.mode != "1" else np.asarray(image)
+
+
+def split_both_lungs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split a both-lungs mask into (right, left) in radiological display.
+
+    Patient-right is on image-left. Connected components go to the side of their
+    centroid; a component straddling the middle is cut at its narrowest column near it.
+    """
+    labels, count = ndimage.label(mask)
+    right, left = np.zeros_like(mask), np.zeros_like(mask)
+    width = mask.shape[1]
+    for index in range(1, count + 1):
+        component = labels == index
+        columns = np.nonzero(component.any(axis=0))[0]
+        start, stop = columns[0], columns[-1]
+        if start < 0.4 * width and stop > 0.6 * width:
+            window = slice(int(0.35 * width), int(0.65 * width))
+            cut = window.start + int(np.argmin(component[:, window].sum(axis=0)))
+            right[:, :cut] |= component[:, :cut]
+            left[:, cut:] |= component[:, cut:]
+        elif (start + stop) / 2 < width / 2:
+            right |= component
+        else:
+            left |= component
+    return right, left
+
+
+def sample_targets(sample: SegSample, structures: Sequence[str]) -> dict[str, np.ndarray]:
+    """Masks for the structures this sample knows, at source resolution."""
+    masks = {name: read_mask(path) for name, path in sample.masks.items()}
+    if BOTH_LUNGS in masks and "right_lung" in structures:
+        masks["right_lung"], masks["left_lung"] = split_both_lungs(masks.pop(BOTH_LUNGS))
+    return {name: masks[name] for name in structures if name in masks}
+
+
+def load_tensors(
+    samples: Sequence[SegSample], structures: Sequence[str], size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images ``(N,1,H,W)``, targets ``(N,C,H,W)`` in 0..1, known ``(N,C)`` as 0/1."""
+    to_input = ToModelInput(size)
+    images, targets, known = [], [], []
+    for sample in samples:
+        images.append(to_input(read_radiograph(sample.image).pixels)[0])
+        masks = sample_targets(sample, structures)
+        target = torch.zeros(len(structures), *size)
+        for channel, name in enumerate(structures):
+            if name in masks:
+                mask = torch.from_numpy(masks[name].astype(np.float32))[None, None]
+                target[channel] = F.interpolate(mask, size=size, mode="area")[0, 0]
+        targets.append(target)
+        known.append(torch.tensor([float(name in masks) for name in structures]))
+    return torch.stack(images), torch.stack(targets), torch.stack(known)
