@@ -45,7 +45,8 @@ def expand_inputs(inputs: Iterable[Path | str]) -> list[Path]:
             files.extend(
                 p
                 for p in sorted(item.rglob("*"))
-                if p.is_file() and not any(part.startswith(".") for part in p.parts)
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(item).parts)
                 and (p.suffix.lower() in IMAGE_SUFFIXES or looks_like_dicom(p))
             )
         else:

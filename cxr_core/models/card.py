@@ -102,5 +102,6 @@ def load_model(
         raise ValueError(f"model {card.name}: {weights_path.name} does not match its card's sha256")
     network = card.build()
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    network.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return network.to(device).eval(), card

@@ -1,0 +1,50 @@
+"""``cxr analyze``: many inputs, one engine, refusals reported without stopping the run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cxr_core.io import RefusedInput, expand_inputs, read_radiograph
+from cxr_core.pipeline import Engine, timed_call
+from cxr_core.writers.files import write_outputs
+
+log = logging.getLogger(__name__)
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+
+
+def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None = None) -> int:
+    """Analyse every input; print one line per refused input; return the exit code."""
+    files = expand_inputs(inputs)
+    if not files:
+        print("cxr analyze: no input files found", file=sys.stderr)
+        return EXIT_REFUSED
+    engine = Engine(models_dir=models_dir)
+    refused = failed = 0
+    progress = tqdm(files, desc="analyzing", unit="image", disable=len(files) < 2,
+                    file=sys.stderr)
+    for path in progress:
+        try:
+            timings: dict[str, float] = {}
+            radiograph = timed_call(timings, "read", read_radiograph, path)
+            analysis = engine.analyze(radiograph)
+            analysis.timings = timings | analysis.timings
+            written = write_outputs(analysis, out_dir)
+        except RefusedInput as error:
+            refused += 1
+            tqdm.write(f"refused {path.name}: {error}", file=sys.stderr)
+            continue
+        except Exception as error:  # one bad input must not stop the others
+            failed += 1
+            log.exception("internal error on %s", path.name)
+            tqdm.write(f"failed {path.name}: internal error ({type(error).__name__}: {error})",
+                       file=sys.stderr)
+            continue
+        flags = f" [{', '.join(analysis.quality_flags)}]" if analysis.quality_flags else ""
+        tqdm.write(f"analyzed {path.name} -> {written.folder}{flags}")
+    if failed:
+        return EXIT_FAILED
+    return EXIT_REFUSED if refused else EXIT_OK

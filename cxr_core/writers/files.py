@@ -1,0 +1,60 @@
+"""Per-image output folder: analysis.json, masks/*.png, overlay.png, seg.dcm, sr.dcm."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxr_core.analysis import Analysis
+from cxr_core.pipeline import timed_call
+from cxr_core.segments import SEGMENT_TYPES
+from cxr_core.training.plots import overlay_rgb
+from cxr_core.writers.seg import build_seg
+from cxr_core.writers.sr import build_sr
+
+
+@dataclass
+class WrittenOutputs:
+    folder: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def safe_folder_name(name: str) -> str:
+    """A file-system-safe folder name (received names are untrusted)."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("._")
+    return cleaned[:120] or "image"
+
+
+def write_outputs(analysis: Analysis, out_dir: Path) -> WrittenOutputs:
+    """Write every output for one analysis into ``out_dir/<id>/``."""
+    folder = out_dir / safe_folder_name(analysis.radiograph.id)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    written = WrittenOutputs(folder)
+    for name, segment in analysis.segments.items():
+        path = folder / "masks" / f"{name}.png"
+        Image.fromarray(segment.mask.astype(np.uint8) * 255).save(path, optimize=False)
+        written.files[f"mask:{name}"] = path
+    written.files["overlay"] = folder / "overlay.png"
+    Image.fromarray(render_overlay(analysis)).save(written.files["overlay"])
+    if analysis.radiograph.is_dicom:
+        seg = timed_call(analysis.timings, "seg", build_seg, analysis)
+        seg.save_as(folder / "seg.dcm", enforce_file_format=True)
+        sr = timed_call(analysis.timings, "sr", build_sr, analysis, seg=seg)
+        sr.save_as(folder / "sr.dcm", enforce_file_format=True)
+        written.files["seg"], written.files["sr"] = folder / "seg.dcm", folder / "sr.dcm"
+    written.files["json"] = folder / "analysis.json"
+    written.files["json"].write_text(json.dumps(analysis.summary(), indent=2) + "\n")
+    return written
+
+
+def render_overlay(analysis: Analysis, max_side: int = 1024) -> np.ndarray:
+    """RGB overlay of every segment over the radiograph, at most ``max_side`` pixels."""
+    pixels = analysis.radiograph.pixels
+    step = max(1, int(np.ceil(max(pixels.shape) / max_side)))
+    masks = {n: s.mask[::step, ::step] for n, s in analysis.segments.items()}
+    colors = {n: SEGMENT_TYPES[n].rgb for n in masks if n in SEGMENT_TYPES}
+    return overlay_rgb(pixels[::step, ::step], masks, colors)
