@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from cxr_core.analysis import Analysis
 from cxr_core.measure import area_measurements, cardiothoracic_ratio, lung_ratio, make_segment
+from cxr_core.models import ModelCard, default_models_dir
 from cxr_core.quality import PHOTOMETRIC_MISMATCH, POLARITY_SUSPECT
 from cxr_core.radiograph import Radiograph
 from cxr_core.segmentation import SegmentationOutput, Segmenter
@@ -26,6 +28,27 @@ LUNGS_NOT_FOUND = "lungs_not_found"
 ONE_LUNG_NOT_FOUND = "one_lung_not_found"
 
 
+class Stage(Protocol):
+    """A step after lung segmentation (findings, pneumothorax...).
+
+    Contract: ``run`` may add segments, measurements, findings and quality flags to the
+    analysis it is given, and must not change what earlier stages wrote; ``card`` is the
+    model card of the model it runs (recorded in every output).
+    """
+
+    name: str
+    card: ModelCard
+
+    def run(self, analysis: Analysis) -> None: ...
+
+
+StageFactory = Callable[[Path], Stage]
+"""Builds a stage from the models folder (loading its weights once)."""
+
+STAGE_FACTORIES: list[StageFactory] = []
+"""Stages run after the lungs, in order; later issues append theirs here."""
+
+
 class Engine:
     """Holds the loaded models; :meth:`analyze` is cheap to call many times.
 
@@ -36,13 +59,15 @@ class Engine:
     """
 
     def __init__(self, *, models_dir: Path | None = None) -> None:
-        base = Path(models_dir) if models_dir else None
-        self.lung = Segmenter.load(base / LUNG_MODEL if base else LUNG_MODEL)
+        self.models_dir = Path(models_dir) if models_dir else default_models_dir()
+        self.lung = Segmenter.load(self.models_dir / LUNG_MODEL)
+        self.stages: list[Stage] = [factory(self.models_dir) for factory in STAGE_FACTORIES]
 
     @property
     def model_summaries(self) -> list[dict[str, str]]:
-        card = self.lung.card
-        return [{"id": card.identifier, "task": card.task, "sha256": card.weights_sha256[:16]}]
+        cards = [self.lung.card] + [stage.card for stage in self.stages]
+        return [{"id": c.identifier, "task": c.task, "sha256": c.weights_sha256[:16]}
+                for c in cards]
 
     def analyze(self, radiograph: Radiograph) -> Analysis:
         timings: dict[str, float] = {}
@@ -56,8 +81,12 @@ class Engine:
             measurements = area_measurements(segments, radiograph.spacing)
             measurements += [m for m in (lung_ratio(segments), cardiothoracic_ratio(
                 segments, radiograph.view_position)) if m is not None]
-        return Analysis(radiograph=radiograph, segments=segments, measurements=measurements,
-                        quality_flags=flags, models=self.model_summaries, timings=timings)
+        analysis = Analysis(radiograph=radiograph, segments=segments, measurements=measurements,
+                            quality_flags=flags, models=self.model_summaries, timings=timings)
+        for stage in self.stages:
+            with _timed(timings, stage.name):
+                stage.run(analysis)
+        return analysis
 
     def _segment_with_polarity(
         self, radiograph: Radiograph, flags: list[str]
