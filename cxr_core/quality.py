@@ -27,10 +27,12 @@ def check_polarity(pixels: np.ndarray) -> Polarity:
     Compares the median brightness of the central (mediastinal) strip with the lung
     fields, on pixels scaled to 0..1 by their 1st/99th percentiles.
     """
-    low, high = np.percentile(pixels[::4, ::4], (1, 99))
+    step = max(1, min(pixels.shape) // 256)  # a 256-ish grid says as much, much faster
+    sample = pixels[::step, ::step]
+    low, high = np.percentile(sample, (1, 99))
     if high <= low:
         return "unclear"
-    scaled = np.clip((pixels - low) / (high - low), 0, 1)
+    scaled = np.clip((sample - low) / (high - low), 0, 1)
     rows, columns = scaled.shape
     band = scaled[int(_ROWS[0] * rows) : int(_ROWS[1] * rows)]
 

@@ -1,0 +1,139 @@
+"""The engine on real files, through every writer: SEG, SR, overlay, JSON, masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from cxr_core.io import read_radiograph
+from cxr_core.quality import PHOTOMETRIC_MISMATCH
+from cxr_core.writers.files import write_outputs
+from cxr_core.writers.seg_reader import read_seg
+from tests.conftest import DICOM_SAMPLES, RG1_UNCR, dciodvfy_errors, dsrdump
+
+LUNG = "39607008"
+LATERALITY = {"right_lung": "24028007", "left_lung": "7771000"}
+SIIM = next(DICOM_SAMPLES.glob("siim_*.dcm"))
+NIH_DX = next(DICOM_SAMPLES.glob("nih_gcp_*.dcm"))
+
+
+@pytest.fixture(scope="module")
+def written(engine, tmp_path_factory) -> dict[str, tuple]:
+    """Analyses and output folders of three different DICOM sources."""
+    out = tmp_path_factory.mktemp("outputs")
+    results = {}
+    for path in (RG1_UNCR, SIIM, NIH_DX):
+        analysis = engine.analyze(read_radiograph(path))
+        results[path.name] = (analysis, write_outputs(analysis, out))
+    return results
+
+
+def test_lungs_are_found_on_real_chest_radiographs(written) -> None:
+    for name, (analysis, _) in written.items():
+        right, left = analysis.segments["right_lung"], analysis.segments["left_lung"]
+        fraction = (right.pixel_count + left.pixel_count) / analysis.radiograph.pixels.size
+        assert 0.12 < fraction < 0.6, name
+        assert not {"lungs_not_found", "one_lung_not_found"} & set(analysis.quality_flags)
+        # radiological display: the patient's right lung is on the image's left
+        columns = [np.nonzero(s.mask.any(axis=0))[0].mean() for s in (right, left)]
+        assert columns[0] < columns[1], name
+
+
+def test_seg_validates_and_round_trips(written) -> None:
+    for name, (analysis, outputs) in written.items():
+        seg_path = outputs.files["seg"]
+        assert dciodvfy_errors(seg_path) == [], name
+        content = read_seg(seg_path)
+        assert set(content.masks) == set(analysis.segments)
+        for segment_name, mask in content.masks.items():
+            np.testing.assert_array_equal(mask, analysis.segments[segment_name].mask)
+        source = analysis.radiograph.source_dataset
+        assert content.source_sop_instance_uid == source.SOPInstanceUID
+
+
+def test_seg_codes_laterality_and_references(written) -> None:
+    analysis, outputs = written[RG1_UNCR.name]
+    seg = pydicom.dcmread(outputs.files["seg"])
+    assert seg.SegmentationType == "BINARY" and "FrameOfReferenceUID" not in seg
+    by_label = {item.SegmentLabel: item for item in seg.SegmentSequence}
+    for name, code in LATERALITY.items():
+        item = by_label["Right lung" if name == "right_lung" else "Left lung"]
+        type_item = item.SegmentedPropertyTypeCodeSequence[0]
+        assert type_item.CodeValue == LUNG
+        assert type_item.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == code
+        assert item.SegmentAlgorithmType == "AUTOMATIC"
+        assert item.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == analysis.radiograph.source_dataset.SeriesInstanceUID
+    assert seg.PatientOrientation == ["L", "F"]
+
+
+def test_sr_validates_and_reads(written) -> None:
+    for name, (_, outputs) in written.items():
+        sr_path = outputs.files["sr"]
+        assert dciodvfy_errors(sr_path) == [], name
+        text = dsrdump(sr_path)
+        assert "Imaging Measurement Report" in text and '"Area"' in text
+        report = hd.sr.srread(sr_path)
+        groups = report.content.get_image_measurement_groups()
+        assert groups, name
+
+
+def test_areas_in_mm2_only_with_trusted_spacing(written) -> None:
+    units = {}
+    for name, (analysis, _) in written.items():
+        units[name] = analysis.measurement("right_lung_area").unit
+    assert units[SIIM.name] == "mm2"  # PixelSpacing 0.168
+    assert units[RG1_UNCR.name] == "{pixels}"  # PixelSpacing 0\0
+    assert units[NIH_DX.name] == "{pixels}"  # no spacing at all
+    sr_text = dsrdump(written[RG1_UNCR.name][1].files["sr"])
+    assert "pixels" in sr_text and "not mm2" in sr_text
+
+
+def test_cardiothoracic_ratio_is_plausible(written) -> None:
+    for name, (analysis, _) in written.items():
+        ratio = analysis.measurement("cardiothoracic_ratio")
+        assert ratio is not None and 0.3 < ratio.value < 0.7, name
+
+
+def test_json_masks_and_overlay(written) -> None:
+    analysis, outputs = written[RG1_UNCR.name]
+    summary = json.loads(outputs.files["json"].read_text())
+    assert {s["name"] for s in summary["segments"]} == set(analysis.segments)
+    assert summary["pixel_spacing"]["source"] == "unknown"
+    assert summary["models"][0]["id"].startswith("lung_seg@")
+    assert "PatientName" not in outputs.files["json"].read_text()
+    mask = np.asarray(Image.open(outputs.files["mask:right_lung"]))
+    assert mask.shape == analysis.radiograph.shape
+    overlay = Image.open(outputs.files["overlay"])
+    assert overlay.mode == "RGB" and max(overlay.size) <= 1024
+
+
+def test_fake_monochrome1_is_flagged_and_still_segmented(engine) -> None:
+    analysis = engine.analyze(read_radiograph(DICOM_SAMPLES / "txv_Fake_MONOHR1.dcm"))
+    assert PHOTOMETRIC_MISMATCH in analysis.quality_flags
+    reference = engine.analyze(read_radiograph(SIIM))  # the same image, honest header
+    for name in ("right_lung", "left_lung"):
+        overlap = analysis.segments[name].mask & reference.segments[name].mask
+        union = analysis.segments[name].mask | reference.segments[name].mask
+        assert overlap.sum() / union.sum() > 0.95
+
+
+def test_png_input_gets_no_dicom_outputs(engine, shared_data: Path, tmp_path: Path) -> None:
+    image = shared_data / "covid_cxr_gb_lr_lungs" / "images" / "gb_000.png"
+    outputs = write_outputs(engine.analyze(read_radiograph(image)), tmp_path)
+    assert "seg" not in outputs.files and outputs.files["overlay"].is_file()
+
+
+def test_uids_are_deterministic(written, engine, tmp_path: Path) -> None:
+    _, first = written[RG1_UNCR.name]
+    again = write_outputs(engine.analyze(read_radiograph(RG1_UNCR)), tmp_path)
+    for kind in ("seg", "sr"):
+        assert (pydicom.dcmread(first.files[kind]).SOPInstanceUID
+                == pydicom.dcmread(again.files[kind]).SOPInstanceUID)

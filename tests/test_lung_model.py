@@ -1,0 +1,49 @@
+"""The shipped lung model: its card, and its quality on the shared test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxr_core.models import load_model
+from cxr_core.models.card import default_models_dir, file_sha256
+from cxr_core.segmentation import Segmenter
+from cxr_core.training.data import shared_lung_samples
+from cxr_core.training.lung import evaluate_lung
+
+MARGIN = 0.01
+
+
+def test_card_matches_weights() -> None:
+    network, card = load_model("lung_seg")
+    directory = default_models_dir() / "lung_seg"
+    assert file_sha256(directory / card.weights_file) == card.weights_sha256
+    assert (directory / card.weights_file).stat().st_size < 5 * 1024 * 1024
+    assert card.labels == ["right_lung", "left_lung", "heart"]
+    assert card.training["command"].startswith("cxr train lung")
+    assert sum(p.numel() for p in network.parameters()) > 0
+
+
+def test_dice_on_test_split_matches_card(shared_data: Path, tmp_path: Path) -> None:
+    segmenter = Segmenter.load("lung_seg")
+    samples = [s for s in shared_lung_samples(shared_data) if s.split == "test"]
+    metrics = evaluate_lung(segmenter, samples, tmp_path)
+    claimed = segmenter.card.metrics["per_structure"]
+    for name, measured in metrics["per_structure"].items():
+        assert measured["dice_mean"] >= claimed[name]["dice_mean"] - MARGIN, name
+    assert metrics["per_structure"]["both_lungs"]["dice_mean"] >= 0.93
+    assert (tmp_path / "montage.png").is_file()
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_splits_are_patient_disjoint_across_sets(shared_data: Path, split: str) -> None:
+    import csv
+
+    def patients(folder: str, wanted: str) -> set[str]:
+        with (shared_data / folder / "manifest.csv").open(newline="") as handle:
+            return {r["patient_id"] for r in csv.DictReader(handle) if r["split"] == wanted}
+
+    for folder in ("covid_cxr_v7lungs", "covid_cxr_gb_lr_lungs"):
+        others = {s for s in ("train", "val", "test") if s != split}
+        assert not patients(folder, split) & set().union(*(patients(folder, o) for o in others))
