@@ -12,8 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_curves(history: Sequence[dict[str, float]], labels: Sequence[str], path: Path) -> Path:
-    """Loss (train/val) and val Dice per structure against epoch."""
+def plot_curves(history: Sequence[dict[str, float]], labels: Sequence[str], path: Path,
+                metric: str = "dice") -> Path:
+    """Loss (train/val) and the val ``metric`` per label (``val_<metric>_<i>``) per epoch."""
     epochs = [h["epoch"] for h in history]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [h["train_loss"] for h in history], label="train")
@@ -21,8 +22,8 @@ def plot_curves(history: Sequence[dict[str, float]], labels: Sequence[str], path
     left.set(xlabel="epoch", ylabel="loss", title="loss")
     left.legend()
     for i, label in enumerate(labels):
-        right.plot(epochs, [h[f"val_dice_{i}"] for h in history], label=label)
-    right.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
+        right.plot(epochs, [h[f"val_{metric}_{i}"] for h in history], label=label)
+    right.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}", ylim=(0, 1))
     right.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -65,5 +66,69 @@ def save_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], pa
                             fontsize=7, va="top")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def heatmap_rgb(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
+                floor: float = 0.2) -> np.ndarray:
+    """A 0..1 heat map (same shape) in the ``jet`` colours over a gray or RGB image, uint8 RGB.
+
+    Heat below ``floor`` is left out so the anatomy stays readable where the model did not
+    look; above it, the blend grows with the heat up to ``alpha``.
+    """
+    if heatmap.shape != image.shape[:2]:
+        raise ValueError(f"heatmap: shape {heatmap.shape} differs from the image's "
+                         f"{image.shape[:2]}")
+    rgb = image.astype(np.float32) if image.ndim == 3 else overlay_rgb(image, {}, {}).astype(
+        np.float32)
+    colours = plt.get_cmap("jet")(heatmap)[..., :3] * 255
+    weight = (alpha * np.clip((heatmap - floor) / (1 - floor), 0, 1))[..., None]
+    return ((1 - weight) * rgb + weight * colours).clip(0, 255).astype(np.uint8)
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path) -> Path:
+    """ROC curves, ``{name: (false positive rate, true positive rate, AUC)}``."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    for name, (fpr, tpr, auc) in curves.items():
+        axis.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    axis.plot([0, 1], [0, 1], color="gray", linestyle=":")
+    axis.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1),
+             ylim=(0, 1))
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_confusion(matrices: dict[str, np.ndarray], path: Path) -> Path:
+    """2x2 confusion matrices ``[[TN, FP], [FN, TP]]``, one panel per label."""
+    figure, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.2),
+                                squeeze=False)
+    for axis, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
+        axis.imshow(matrix, cmap="Blues")
+        for (row, column), count in np.ndenumerate(matrix):
+            axis.text(column, row, str(int(count)), ha="center", va="center", fontsize=12)
+        axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["neg", "pos"],
+                 yticklabels=["neg", "pos"], xlabel="predicted", ylabel="truth", title=name)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_calibration(reliability: dict[str, Sequence[tuple[float, float, int]]],
+                     path: Path) -> Path:
+    """Reliability diagram: ``{name: [(mean probability, observed frequency, count)]}``."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect")
+    for name, bins in reliability.items():
+        axis.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", label=name)
+    axis.set(xlabel="predicted probability", ylabel="observed frequency",
+             title="calibration", xlim=(0, 1), ylim=(0, 1))
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
