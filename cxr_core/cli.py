@@ -45,6 +45,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     lung.add_argument("--seed", type=int, default=0)
     lung.add_argument("--version", default="1.0.0")
     lung.set_defaults(handler=_run_train_lung)
+    _add_train_pneumothorax(tasks)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +57,61 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     lung.add_argument("--split", default="test", choices=("train", "val", "test"))
     lung.add_argument("--out", type=Path, required=True)
     lung.set_defaults(handler=_run_evaluate_lung)
+    _add_evaluate_pneumothorax(tasks)
+
+
+def _add_pneumothorax_sources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
+                        help="shared data (SIIM positives + NIH normals as negatives)")
+    parser.add_argument("--no-shared", action="store_true", help="do not use --data-root")
+    parser.add_argument("--nih-negatives", type=int, default=150,
+                        help="NIH 'No Finding' negatives per split (shared data)")
+    parser.add_argument("--keep-siim-negatives", action="store_true",
+                        help="use the 3 shared SIIM negatives by their split instead of "
+                        "holding them out for the source check")
+    parser.add_argument("--siim-dicom", type=Path, default=None,
+                        help="SIIM-ACR layout: folder of DICOM files (with --siim-csv)")
+    parser.add_argument("--siim-csv", type=Path, default=None,
+                        help="SIIM-ACR RLE CSV (ImageId, EncodedPixels; .csv or .csv.gz)")
+    parser.add_argument("--folder", type=Path, action="append", default=[],
+                        help="images/ + masks/ PNG folder (all-zero mask = negative); repeat")
+    parser.add_argument("--datalist", type=Path, action="append", default=[],
+                        help="MONAI datalist JSON or SlicerCXR label store datalist; repeat")
+
+
+def _add_train_pneumothorax(tasks: argparse._SubParsersAction) -> None:
+    ptx = tasks.add_parser("pneumothorax", help="pneumothorax segmentation")
+    _add_pneumothorax_sources(ptx)
+    ptx.add_argument("--init-from", default=None,
+                     help="model name or folder whose matching layers start the network "
+                     "(e.g. lung_seg)")
+    ptx.add_argument("--out", type=Path, default=default_models_dir() / "pneumothorax")
+    ptx.add_argument("--size", type=int, default=256)
+    ptx.add_argument("--epochs", type=int, default=60)
+    ptx.add_argument("--batch-size", type=int, default=8)
+    ptx.add_argument("--learning-rate", type=float, default=2e-3)
+    ptx.add_argument("--patience", type=int, default=15)
+    ptx.add_argument("--max-minutes", type=float, default=14.0)
+    ptx.add_argument("--positive-zoom", type=float, default=0.5)
+    ptx.add_argument("--positive-share", type=float, default=0.5)
+    ptx.add_argument("--min-area-mm2", type=float, default=200.0)
+    ptx.add_argument("--min-area-fraction", type=float, default=0.004)
+    ptx.add_argument("--seed", type=int, default=0)
+    ptx.add_argument("--version", default="1.0.0")
+    ptx.set_defaults(handler=_run_train_pneumothorax)
+
+
+def _add_evaluate_pneumothorax(tasks: argparse._SubParsersAction) -> None:
+    ptx = tasks.add_parser("pneumothorax", help="Dice on positives, Kaggle mean Dice, "
+                           "detection AUC with bootstrap intervals, source check")
+    _add_pneumothorax_sources(ptx)
+    ptx.add_argument("--model", default="pneumothorax", help="model name or folder")
+    ptx.add_argument("--lung-model", default="lung_seg",
+                     help="lung model for the healthy-lung source check ('' to skip)")
+    ptx.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ptx.add_argument("--bootstrap", type=int, default=2000)
+    ptx.add_argument("--out", type=Path, required=True)
+    ptx.set_defaults(handler=_run_evaluate_pneumothorax)
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
@@ -94,6 +150,74 @@ def _run_evaluate_lung(args: argparse.Namespace) -> int:
     _print_lung_metrics(metrics)
     print(f"montage and curves in {args.out}")
     return 0
+
+
+def _pneumothorax_sources(args: argparse.Namespace):
+    from cxr_core.training.pneumothorax import sources_from_args
+
+    return sources_from_args(None if args.no_shared else args.data_root, args.nih_negatives,
+                             args.keep_siim_negatives, args.siim_dicom, args.siim_csv,
+                             args.folder, args.datalist)
+
+
+def _run_train_pneumothorax(args: argparse.Namespace) -> int:
+    from cxr_core.training.pneumothorax import PtxTrainOptions, train_pneumothorax
+    from cxr_core.training.segtrain import SegTrainConfig
+
+    config = SegTrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                            learning_rate=args.learning_rate, patience=args.patience,
+                            max_minutes=args.max_minutes, seed=args.seed)
+    options = PtxTrainOptions(size=args.size, init_from=args.init_from,
+                              positive_zoom=args.positive_zoom,
+                              positive_share=args.positive_share,
+                              min_area_mm2=args.min_area_mm2,
+                              min_area_fraction=args.min_area_fraction, version=args.version)
+    card = train_pneumothorax(sources=_pneumothorax_sources(args), out_dir=args.out,
+                              command=args.command_line, config=config, options=options)
+    _print_pneumothorax_metrics(card.metrics)
+    print(f"saved {args.out}")
+    return 0
+
+
+def _run_evaluate_pneumothorax(args: argparse.Namespace) -> int:
+    import json
+
+    from cxr_core.pneumothorax import PneumothoraxDetector
+    from cxr_core.segmentation import Segmenter
+    from cxr_core.training.pneumothorax import MaskFiles, evaluate_pneumothorax
+
+    detector = PneumothoraxDetector.load(args.model)
+    lung = Segmenter.load(args.lung_model) if args.lung_model else None
+    masks = MaskFiles()
+    metrics = evaluate_pneumothorax(detector, _pneumothorax_sources(args).samples(masks),
+                                    args.out, split=args.split, lung=lung,
+                                    bootstrap=args.bootstrap)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    _print_pneumothorax_metrics(metrics)
+    print(f"metrics.json and montage in {args.out}")
+    return 0
+
+
+def _print_pneumothorax_metrics(metrics: dict) -> None:
+    def interval(entry: dict, key: str) -> str:
+        if entry.get(key) is None:
+            return "n/a"
+        low, high = entry["ci95"]
+        return f"{entry[key]:.3f} (95% CI {low:.3f}-{high:.3f})"
+
+    print(f"split {metrics['split']}: {metrics['caveat']}")
+    print(f"Dice on positives   n={metrics['dice_positive']['n']:<4} "
+          f"{interval(metrics['dice_positive'], 'mean')}")
+    print(f"Kaggle mean Dice    n={metrics['kaggle_mean_dice']['n']:<4} "
+          f"{interval(metrics['kaggle_mean_dice'], 'mean')}")
+    print(f"detection AUC       {interval(metrics['detection_auc'], 'auc')}")
+    print(f"sensitivity {metrics['sensitivity']['value']}  "
+          f"specificity {metrics['specificity']['value']}")
+    check = metrics["source_check"]
+    for name in ("auc_siim_vs_nih_negative", "auc_siim_healthy_vs_nih_lung"):
+        entry = check[name]
+        print(f"source check {name}: n={entry['n_positive']}/{entry['n_negative']} "
+              f"{interval(entry, 'auc')}")
 
 
 def _print_lung_metrics(metrics: dict) -> None:

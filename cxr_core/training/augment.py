@@ -19,6 +19,10 @@ class RandomAffineIntensity:
         Ranges of the geometric jitter (shift as a fraction of the half-size).
     gamma:
         Range of the gamma applied to the 0..1 image.
+    positive_zoom:
+        Probability that a sample whose target is not empty is zoomed in (scale
+        ``zoom_scale``) around its lesion, so small lesions fill more of the input
+        (positive-aware augmentation; 0 = off).
     """
 
     def __init__(
@@ -29,18 +33,24 @@ class RandomAffineIntensity:
         shift: float = 0.08,
         gamma: tuple[float, float] = (0.7, 1.5),
         noise: float = 0.02,
+        positive_zoom: float = 0.0,
+        zoom_scale: tuple[float, float] = (1.2, 1.8),
     ) -> None:
         self.rotate_degrees = rotate_degrees
         self.scale = scale
         self.shift = shift
         self.gamma = gamma
         self.noise = noise
+        self.positive_zoom = positive_zoom
+        self.zoom_scale = zoom_scale
 
     def __call__(
         self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = F.affine_grid(self._matrices(images.shape[0], generator), list(images.shape),
-                             align_corners=False)
+        matrices = self._matrices(images.shape[0], generator)
+        if self.positive_zoom:
+            matrices = self._zoom_on_positives(matrices, targets, generator)
+        grid = F.affine_grid(matrices, list(images.shape), align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
                                align_corners=False)
         targets = F.grid_sample(targets, grid, mode="bilinear", padding_mode="zeros",
@@ -59,6 +69,27 @@ class RandomAffineIntensity:
             torch.stack([cos, -sin, shift[:, 0]], dim=1),
             torch.stack([sin, cos, shift[:, 1]], dim=1),
         ], dim=1)
+
+    def _zoom_on_positives(self, matrices: torch.Tensor, targets: torch.Tensor,
+                           generator: torch.Generator) -> torch.Tensor:
+        """Zoom chosen positive samples about their lesion's centroid, which stays put
+        (so the lesion cannot be cropped away)."""
+        n, _, rows, columns = targets.shape
+        lesion = targets.sum(dim=1)
+        mass = lesion.sum(dim=(1, 2))
+        chosen = (mass > 0) & (torch.rand(n, generator=generator) < self.positive_zoom)
+        if not chosen.any():
+            return matrices
+        ys = torch.linspace(-1, 1, rows).view(1, rows, 1)
+        xs = torch.linspace(-1, 1, columns).view(1, 1, columns)
+        centre = torch.stack([(lesion * xs).sum(dim=(1, 2)), (lesion * ys).sum(dim=(1, 2))],
+                             dim=1) / mass.clamp(min=1e-6).view(n, 1)
+        zoom = self._uniform(n, *self.zoom_scale, generator).view(n, 1)
+        zoomed = matrices.clone()
+        # input = A x / s + t: keeping x = c fixed needs t = c - A c / s
+        zoomed[:, :, :2] = matrices[:, :, :2] / zoom.view(n, 1, 1)
+        zoomed[:, :, 2] = centre - (zoomed[:, :, :2] @ centre.unsqueeze(2)).squeeze(2)
+        return torch.where(chosen.view(n, 1, 1), zoomed, matrices)
 
     def _intensity(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n = images.shape[0]

@@ -31,6 +31,9 @@ class SegTrainConfig:
     """Per-sample drawing weights (a weighted sampler for rare positives); None = shuffle."""
     loss: MaskedBceDiceLoss = field(default_factory=MaskedBceDiceLoss)
     augment: RandomAffineIntensity = field(default_factory=RandomAffineIntensity)
+    score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float] | None = None
+    """Model selection on val ``(logits, targets, known) -> higher is better``; None =
+    mean Dice per structure (a lesion model needs one that empty outputs cannot win)."""
 
 
 @dataclass
@@ -91,9 +94,11 @@ def train_segmentation(
         val_logits = predict_logits(network, val.images)
         val_loss = float(config.loss(val_logits, val.targets, val.known))
         val_dice = dice_per_structure(val_logits, val.targets, val.known)
-        score = sum(val_dice) / len(val_dice)
+        score = (config.score(val_logits, val.targets, val.known) if config.score
+                 else sum(val_dice) / len(val_dice))
         record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                  "val_mean_dice": score, "minutes": (time.monotonic() - started) / 60}
+                  "val_mean_dice": sum(val_dice) / len(val_dice), "val_score": score,
+                  "minutes": (time.monotonic() - started) / 60}
         record |= {f"val_dice_{i}": d for i, d in enumerate(val_dice)}
         history.append(record)
         progress.set_postfix(loss=f"{train_loss:.3f}", val_dice=f"{score:.3f}")

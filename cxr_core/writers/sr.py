@@ -33,7 +33,7 @@ from pydicom.sr.coding import Code
 import cxr_core
 from cxr_core.analysis import Analysis, Finding
 from cxr_core.analysis import Measurement as EngineMeasurement
-from cxr_core.segments import SEGMENT_TYPES
+from cxr_core.segments import LEFT, PNEUMOTHORAX, RIGHT, SEGMENT_TYPES
 from cxr_core.writers.derivation import (
     derived_uid,
     quiet_person_name_warnings,
@@ -52,6 +52,8 @@ RATIO_UNIT = Code("1", "UCUM", "no units")
 PRIVATE_SCHEME = "99SLCXR"
 CARDIOTHORACIC_RATIO = Code("CTR", PRIVATE_SCHEME, "Cardiothoracic ratio")
 LUNG_AREA_RATIO = Code("RLAR", PRIVATE_SCHEME, "Right to left lung area ratio")
+PNEUMOTHORAX_HEMITHORAX_PERCENT = Code("PTXHEMI", PRIVATE_SCHEME,
+                                       "Pneumothorax percentage of hemithorax")
 UNITS = {
     "mm2": Code("mm2", "UCUM", "square millimeter"),
     "{pixels}": Code("{pixels}", "UCUM", "pixels"),
@@ -139,10 +141,23 @@ def _measurement_concept(name: str) -> tuple[Code, FindingSite | None]:
         return CARDIOTHORACIC_RATIO, None
     if name == "right_to_left_lung_area_ratio":
         return LUNG_AREA_RATIO, None
+    if name.startswith("pneumothorax_"):
+        return _pneumothorax_concept(name)
     segment = SEGMENT_TYPES.get(name.removesuffix("_area"))
     if segment is None:
         raise ValueError(f"measurement: no SR concept for {name!r}")
     return AREA, FindingSite(segment.property_type, laterality=segment.modifier)
+
+
+def _pneumothorax_concept(name: str) -> tuple[Code, FindingSite]:
+    """``pneumothorax_<right|left>_area`` / ``..._hemithorax_percent``: the side is the
+    finding site's laterality."""
+    _, side, quantity = name.split("_", 2)
+    laterality = {"right": RIGHT, "left": LEFT}.get(side)
+    concepts = {"area": AREA, "hemithorax_percent": PNEUMOTHORAX_HEMITHORAX_PERCENT}
+    if laterality is None or quantity not in concepts:
+        raise ValueError(f"measurement: no SR concept for {name!r}")
+    return concepts[quantity], FindingSite(PNEUMOTHORAX, laterality=laterality)
 
 
 def _finding_group(finding: Finding, source: pydicom.Dataset,

@@ -1,0 +1,561 @@
+"""``cxr train pneumothorax`` / ``cxr evaluate pneumothorax``.
+
+Sources of labelled images (any mix):
+
+- the shared set: SIIM-ACR positives with masks (``pneumothorax_siim_github``) and NIH
+  "No Finding" images as negatives (``nih_cxr14_normal_pneumonia``);
+- the SIIM-ACR layout: a folder of DICOM files plus the RLE CSV;
+- a folder of ``images/`` + ``masks/`` PNGs (an all-zero mask marks a negative);
+- a MONAI datalist / the SlicerCXR label store (``--datalist``).
+
+Negatives are given a known-empty mask, so the loss (BCE + focal Dice, Dice also on
+empty targets) penalises false positives on them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import torch
+from PIL import Image
+from scipy.stats import rankdata
+from tqdm import tqdm
+
+from cxr_core.io import read_radiograph
+from cxr_core.models import ModelCard
+from cxr_core.models.card import load_model, save_model
+from cxr_core.pneumothorax import (
+    DEFAULT_MIN_AREA_FRACTION,
+    DEFAULT_MIN_AREA_MM2,
+    SEGMENT,
+    SIDES,
+    Detection,
+    PneumothoraxDetector,
+    split_by_side,
+)
+from cxr_core.segmentation import MIN_COMPONENT, Segmenter
+from cxr_core.segments import SEGMENT_TYPES
+from cxr_core.training.augment import RandomAffineIntensity
+from cxr_core.training.data import (
+    SegSample,
+    datalist_samples,
+    folder_samples,
+    load_tensors,
+    read_mask,
+)
+from cxr_core.training.losses import MaskedBceDiceLoss
+from cxr_core.training.lung import dice_iou, git_commit
+from cxr_core.training.plots import overlay_rgb, plot_curves, save_montage
+from cxr_core.training.rle import SIIM_SHAPE, decode_union, read_rle_table
+from cxr_core.training.segtrain import SegTrainConfig, TensorSet, train_segmentation
+
+log = logging.getLogger(__name__)
+
+STRUCTURES = (SEGMENT,)
+PTX_NETWORK = {
+    "spatial_dims": 2, "in_channels": 1, "out_channels": 1,
+    "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 1,
+}
+SIIM_SET = "pneumothorax_siim_github"
+NIH_SET = "nih_cxr14_normal_pneumonia"
+SOURCE_CHECK = "source_check"
+"""Split of samples kept out of training to test whether the model learned the source."""
+# Specks below 0.1 % of the image are noise at 256 px; the minimum-area rule comes after.
+MIN_COMPONENT_FRACTION = 0.001
+
+
+# ----------------------------------------------------------------------------- sources
+def hash_split(key: str, namespace: str) -> str:
+    """The shared sets' split rule: SHA-256 of ``cxr-2025:<namespace>:<key>``, first
+    8 hex digits / 2^32, cut at 0.70 and 0.85."""
+    value = int(hashlib.sha256(f"cxr-2025:{namespace}:{key}".encode()).hexdigest()[:8], 16)
+    fraction = value / 2**32
+    return "train" if fraction < 0.70 else "val" if fraction < 0.85 else "test"
+
+
+class MaskFiles:
+    """Writes masks that exist only in memory (RLE, known-empty) as PNGs for the loaders.
+
+    Parameters
+    ----------
+    folder:
+        Where the PNGs go (a temporary folder by default, removed with this object).
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self._temporary = None if folder else tempfile.TemporaryDirectory(prefix="cxr_masks_")
+        self.folder = Path(folder or self._temporary.name)  # type: ignore[union-attr]
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def empty(self, shape: tuple[int, int]) -> Path:
+        path = self.folder / f"empty_{shape[0]}x{shape[1]}.png"
+        if not path.is_file():
+            Image.fromarray(np.zeros(shape, dtype=np.uint8)).save(path)
+        return path
+
+    def write(self, key: str, mask: np.ndarray) -> Path:
+        if not mask.any():
+            return self.empty(mask.shape)
+        path = self.folder / f"{key}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+        return path
+
+
+def _manifest(root: Path) -> list[dict[str, str]]:
+    with (root / "manifest.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def shared_samples(data_root: Path, masks: MaskFiles, *, nih_negatives: int,
+                   hold_out_siim_negatives: bool = True) -> list[SegSample]:
+    """SIIM positives (and negatives) plus up to ``nih_negatives`` NIH normals per split.
+
+    NIH normals are taken in a fixed hash order. SIIM negatives go to the
+    ``source_check`` split when ``hold_out_siim_negatives``: they are the only negatives
+    from the SIIM pipeline, so they are kept unseen to test whether the model scores a
+    SIIM-looking image as positive.
+    """
+    samples = []
+    siim_root, nih_root = data_root / SIIM_SET, data_root / NIH_SET
+    for row in _manifest(siim_root):
+        negative = row["label_pneumothorax"] == "0"
+        split = SOURCE_CHECK if negative and hold_out_siim_negatives else row["split"]
+        samples.append(SegSample(image=siim_root / row["image"],
+                                 masks={SEGMENT: siim_root / row["mask_pneumothorax"]},
+                                 split=split, source="siim", key=row["source_id"]))
+    normals = sorted((r for r in _manifest(nih_root) if r["label_normal_abnormal"] == "normal"),
+                     key=lambda r: hashlib.sha256(r["image"].encode()).hexdigest())
+    taken: dict[str, int] = {}
+    for row in normals:
+        if taken.get(row["split"], 0) >= nih_negatives:
+            continue
+        taken[row["split"]] = taken.get(row["split"], 0) + 1
+        shape = (int(row["resized_height"]), int(row["resized_width"]))
+        samples.append(SegSample(image=nih_root / row["image"],
+                                 masks={SEGMENT: masks.empty(shape)}, split=row["split"],
+                                 source="nih_normal", key=row["source_id"]))
+    return samples
+
+
+def siim_samples(dicom_dir: Path, rle_csv: Path, masks: MaskFiles) -> list[SegSample]:
+    """The SIIM-ACR layout: ``*.dcm`` anywhere under ``dicom_dir``, masks from the RLE CSV
+    joined on SOPInstanceUID; split by hash of PatientID (SIIM ids are per patient)."""
+    table = read_rle_table(rle_csv)
+    samples, unmatched = [], 0
+    for path in sorted(Path(dicom_dir).rglob("*.dcm")):
+        header = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["SOPInstanceUID", "PatientID", "Rows", "Columns"])
+        image_id = str(header.SOPInstanceUID)
+        if image_id not in table:
+            unmatched += 1
+            continue
+        shape = (int(header.Rows), int(header.Columns))
+        if shape != SIIM_SHAPE:
+            raise ValueError(f"dicom_dir: {path.name} is {shape[0]}x{shape[1]}; SIIM RLE "
+                             f"is defined on {SIIM_SHAPE[0]}x{SIIM_SHAPE[1]}")
+        mask = decode_union(table[image_id], shape)
+        samples.append(SegSample(image=path, masks={SEGMENT: masks.write(image_id, mask)},
+                                 split=hash_split(str(header.get("PatientID") or image_id),
+                                                  "siim"),
+                                 source="siim_dicom", key=image_id))
+    if unmatched:
+        log.warning("%d DICOM files under %s have no row in %s", unmatched, dicom_dir, rle_csv)
+    return samples
+
+
+def png_folder_samples(root: Path) -> list[SegSample]:
+    """``root/images/*.png`` + ``root/masks/<stem>.png``; split by hash of the stem."""
+    samples = [s for s in folder_samples(Path(root), STRUCTURES) if s.masks]
+    for sample in samples:
+        sample.split = hash_split(sample.key, "folder")
+    return samples
+
+
+@dataclass
+class Sources:
+    """What to train or evaluate on; empty fields are not used."""
+
+    data_root: Path | None = None
+    nih_negatives: int = 150
+    hold_out_siim_negatives: bool = True
+    siim_dicom: Path | None = None
+    siim_csv: Path | None = None
+    folders: list[Path] = field(default_factory=list)
+    datalists: list[Path] = field(default_factory=list)
+
+    def samples(self, masks: MaskFiles) -> list[SegSample]:
+        if (self.siim_dicom is None) != (self.siim_csv is None):
+            raise ValueError("siim_dicom: the SIIM layout needs both the DICOM folder and "
+                             "the RLE CSV")
+        samples = []
+        if self.data_root is not None:
+            samples += shared_samples(self.data_root, masks, nih_negatives=self.nih_negatives,
+                                      hold_out_siim_negatives=self.hold_out_siim_negatives)
+        if self.siim_dicom is not None:
+            samples += siim_samples(self.siim_dicom, self.siim_csv, masks)  # type: ignore[arg-type]
+        for folder in self.folders:
+            samples += png_folder_samples(folder)
+        for datalist in self.datalists:
+            samples += [s for s in datalist_samples(datalist, STRUCTURES) if s.masks]
+        if not samples:
+            raise ValueError("sources: no labelled pneumothorax images were found")
+        return samples
+
+    def describe(self) -> list[str]:
+        described = []
+        if self.data_root is not None:
+            described += [f"../shared/data/{SIIM_SET} (see its SOURCE.md; SIIM RLE table: "
+                          "../shared/data/label_tables/SOURCE.md)",
+                          f"../shared/data/{NIH_SET} (see its SOURCE.md): 'No Finding' "
+                          f"images as negatives, at most {self.nih_negatives} per split"]
+        if self.siim_dicom is not None:
+            described.append(f"SIIM layout: {self.siim_dicom} + {self.siim_csv}")
+        described += [f"PNG folder: {f}" for f in self.folders]
+        described += [f"datalist: {d}" for d in self.datalists]
+        return described
+
+
+def is_positive(sample: SegSample) -> bool:
+    return bool(read_mask(sample.masks[SEGMENT]).any())
+
+
+# ---------------------------------------------------------------------------- training
+@dataclass
+class PtxTrainOptions:
+    size: int = 256
+    init_from: str | Path | None = None
+    """A model (e.g. ``lung_seg``) whose matching layers start the network."""
+    positive_zoom: float = 0.5
+    positive_share: float = 0.5
+    """Share of drawn training samples that are positive (the weighted sampler)."""
+    min_area_mm2: float = DEFAULT_MIN_AREA_MM2
+    min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION
+    version: str = "1.0.0"
+
+
+def train_pneumothorax(*, sources: Sources, out_dir: Path, command: str,
+                       config: SegTrainConfig, options: PtxTrainOptions) -> ModelCard:
+    """Train, pick the best epoch on val, evaluate on test, save weights + card + figures."""
+    masks = MaskFiles()
+    samples = sources.samples(masks)
+    by_split = {s: [x for x in samples if x.split == s] for s in ("train", "val", "test")}
+    counts = _counts(samples)
+    log.info("samples: %s", counts)
+    if not by_split["train"] or not by_split["val"]:
+        raise ValueError(f"sources: need train and val images, got {counts}")
+    grid = (options.size, options.size)
+    train_set = TensorSet(*load_tensors(by_split["train"], STRUCTURES, grid))
+    val_set = TensorSet(*load_tensors(by_split["val"], STRUCTURES, grid))
+    config.sample_weights = _balanced_weights(train_set.targets, options.positive_share)
+    config.loss = MaskedBceDiceLoss(focal_gamma=2.0, empty_dice=True)
+    config.augment = RandomAffineIntensity(positive_zoom=options.positive_zoom)
+    config.score = balanced_score
+    network, parent = _initial_network(options.init_from)
+    started = time.monotonic()
+    network, history = train_segmentation(network, train_set, val_set, config)
+    card = _card(options, command, config, sources, counts, history, parent,
+                 minutes=(time.monotonic() - started) / 60)
+    save_model(network, card, out_dir)
+    plot_curves(history, STRUCTURES, out_dir / "training_curves.png")
+    detector = PneumothoraxDetector(Segmenter(network, card))
+    card.metrics = evaluate_pneumothorax(detector, samples, out_dir, split="test")
+    save_model(network, card, out_dir)
+    return card
+
+
+def _counts(samples: Sequence[SegSample]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for sample in samples:
+        label = "positive" if is_positive(sample) else "negative"
+        bucket = counts.setdefault(sample.split, {})
+        bucket[f"{sample.source}_{label}"] = bucket.get(f"{sample.source}_{label}", 0) + 1
+    return counts
+
+
+def _balanced_weights(targets: torch.Tensor, positive_share: float) -> torch.Tensor:
+    """Drawing weights giving positives ``positive_share`` of the draws."""
+    if not 0 < positive_share < 1:
+        raise ValueError(f"positive_share: must be in (0, 1), got {positive_share}")
+    positive = targets.flatten(1).amax(dim=1) > 0.5
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return torch.ones(len(targets))
+    return torch.where(positive, positive_share / n_pos, (1 - positive_share) / n_neg)
+
+
+def balanced_score(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> float:
+    """Model selection: mean of (Dice on positives) and (share of negatives left empty).
+
+    Mean Dice with empty-empty = 1 would crown a model that never predicts anything when
+    most val images are negative.
+    """
+    del known  # every pneumothorax sample here has a known (possibly empty) mask
+    predicted, truth = logits[:, 0] > 0, targets[:, 0] > 0.5
+    positive = truth.flatten(1).any(dim=1)
+    overlap = (predicted & truth).flatten(1).sum(dim=1).float()
+    total = (predicted.flatten(1).sum(dim=1) + truth.flatten(1).sum(dim=1)).float()
+    dice = (2 * overlap / total.clamp(min=1))[positive]
+    area = predicted.flatten(1).float().mean(dim=1)[~positive]
+    parts = []
+    if dice.numel():
+        parts.append(float(dice.mean()))
+    if area.numel():
+        parts.append(float((area < DEFAULT_MIN_AREA_FRACTION).float().mean()))
+    return sum(parts) / len(parts)
+
+
+def _initial_network(init_from: str | Path | None) -> tuple[torch.nn.Module, str | None]:
+    """A fresh UNet, or one whose layers of matching shape come from ``init_from``
+    (e.g. the lung model: it already knows where the chest wall and apices are)."""
+    network = ModelCard("", "", "", "UNet", PTX_NETWORK, (0, 0), []).build()
+    if init_from is None:
+        return network, None
+    source, card = load_model(init_from)
+    own = network.state_dict()
+    matching = {k: v for k, v in source.state_dict().items()
+                if k in own and own[k].shape == v.shape}
+    network.load_state_dict(matching, strict=False)
+    log.info("initialised %d of %d tensors from %s", len(matching), len(own), card.identifier)
+    return network, card.identifier
+
+
+def _card(options: PtxTrainOptions, command: str, config: SegTrainConfig, sources: Sources,
+          counts: dict, history: list[dict[str, float]], parent: str | None,
+          minutes: float) -> ModelCard:
+    return ModelCard(
+        name="pneumothorax", version=options.version, task="segmentation",
+        architecture="UNet", network_kwargs=PTX_NETWORK,
+        input_size=(options.size, options.size), labels=list(STRUCTURES),
+        training={
+            "command": command, "commit": git_commit(), "parent_model": parent,
+            "datasets": sources.describe(), "counts": counts,
+            "selection": "SIIM-ACR positives with masks; NIH 'No Finding' images as "
+            "negatives (known-empty masks)" + (
+                "; the 3 SIIM negatives are held out (split 'source_check') to test "
+                "whether the model learned the image source" if
+                sources.hold_out_siim_negatives and sources.data_root else ""),
+            "loss": "BCE with focal weighting (gamma 2) + soft Dice, Dice also on empty "
+            "targets",
+            "sampler": f"weighted: {options.positive_share:.0%} of draws positive",
+            "augmentation": "rotation/scale/shift, gamma/contrast/noise, no flips; "
+            f"positives zoomed about the lesion with probability {options.positive_zoom}",
+            "model_selection": "best val mean of (Dice on positives, share of negatives "
+            "predicted empty); early stopping",
+            "epochs_run": len(history), "minutes": round(minutes, 1), "seed": config.seed,
+            "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+            "history": history,
+        },
+        extra={
+            "postprocess": MIN_COMPONENT, "min_component_fraction": MIN_COMPONENT_FRACTION,
+            "min_area_mm2": options.min_area_mm2,
+            "min_area_fraction": options.min_area_fraction,
+            "segments": {SEGMENT: SEGMENT_TYPES[SEGMENT].label},
+            "limits": LIMITS,
+        },
+    )
+
+
+LIMITS = (
+    "Trained on 31 SIIM-ACR positive images and NIH 'No Finding' negatives from another "
+    "encoding pipeline; tested on 5 SIIM positives and NIH negatives, so every figure "
+    "has a wide interval and detection AUC partly measures SIIM-vs-NIH images. "
+    "Research use only; not for clinical diagnosis. Retrain on local data with "
+    "`cxr train pneumothorax`."
+)
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class Scored:
+    sample: SegSample
+    detection: Detection
+    truth: np.ndarray
+    dice: float
+
+
+def evaluate_pneumothorax(
+    detector: PneumothoraxDetector, samples: Sequence[SegSample], out_dir: Path, *,
+    split: str = "test", lung: Segmenter | None = None, bootstrap: int = 2000,
+) -> dict[str, Any]:
+    """Dice on positives, Kaggle mean Dice, detection AUC (bootstrap 95 % intervals) on
+    ``split``, and the source check on every sample kept out of training."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scored = [_score(detector, s) for s in tqdm(
+        [s for s in samples if s.split == split], desc=f"evaluating {split}", unit="image")]
+    if not scored:
+        raise ValueError(f"split: no samples in split {split!r}")
+    metrics = _figures(scored, bootstrap)
+    metrics["split"] = split
+    metrics["operating_rule"] = ("present when the post-processed mask reaches the minimum "
+                                 f"area ({detector.minimum.fraction:.2%} of the image without "
+                                 "trusted spacing; PNGs have none)")
+    metrics["source_check"] = source_check(detector, samples, lung, bootstrap)
+    metrics["caveat"] = (f"tiny split: {metrics['n_positive']} positive and "
+                         f"{metrics['n_negative']} negative images; the positives are SIIM "
+                         "images, most negatives NIH images, so AUC can reward the source")
+    _montage(scored, out_dir / "montage.png")
+    return metrics
+
+
+def _score(detector: PneumothoraxDetector, sample: SegSample) -> Scored:
+    radiograph = read_radiograph(sample.image)
+    found = detector(radiograph.pixels, radiograph.spacing)
+    truth = read_mask(sample.masks[SEGMENT])
+    if truth.shape != found.mask.shape:
+        raise ValueError(f"sample: mask {truth.shape} and image {found.mask.shape} of "
+                         f"{sample.key} differ in size")
+    return Scored(sample, found, truth, dice_iou(found.mask, truth)[0])
+
+
+def _figures(scored: Sequence[Scored], bootstrap: int) -> dict[str, Any]:
+    positive = np.array([s.truth.any() for s in scored])
+    dice = np.array([s.dice for s in scored])
+    probability = np.array([s.detection.probability for s in scored])
+    present = np.array([s.detection.present for s in scored])
+    rng = np.random.default_rng(0)
+    return {
+        "n_images": len(scored), "n_positive": int(positive.sum()),
+        "n_negative": int((~positive).sum()),
+        "dice_positive": _summary(dice[positive], rng, bootstrap),
+        "kaggle_mean_dice": _summary(dice, rng, bootstrap),
+        "detection_auc": _auc_summary(probability[positive], probability[~positive], rng,
+                                      bootstrap),
+        "sensitivity": _rate(present[positive]),
+        "specificity": _rate(~present[~positive]),
+        "per_image": [{"key": s.sample.key, "source": s.sample.source,
+                       "positive": bool(s.truth.any()), "dice": round(s.dice, 4),
+                       "probability": round(s.detection.probability, 4),
+                       "present": s.detection.present} for s in scored],
+    }
+
+
+def _rate(hits: np.ndarray) -> dict[str, Any]:
+    return {"n": int(hits.size), "value": round(float(hits.mean()), 4) if hits.size else None}
+
+
+def _summary(values: np.ndarray, rng: np.random.Generator, n: int) -> dict[str, Any]:
+    if values.size == 0:
+        return {"n": 0, "mean": None, "ci95": None}
+    draws = rng.choice(values, size=(n, values.size), replace=True).mean(axis=1)
+    return {"n": int(values.size), "mean": round(float(values.mean()), 4),
+            "median": round(float(np.median(values)), 4),
+            "ci95": [round(float(q), 4) for q in np.percentile(draws, (2.5, 97.5))]}
+
+
+def auc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """Mann-Whitney AUC (ties count one half)."""
+    ranks = rankdata(np.concatenate([positives, negatives]))
+    n_pos, n_neg = positives.size, negatives.size
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _auc_summary(positives: np.ndarray, negatives: np.ndarray, rng: np.random.Generator,
+                 n: int) -> dict[str, Any]:
+    """AUC with a stratified bootstrap interval (positives and negatives resampled apart)."""
+    if positives.size == 0 or negatives.size == 0:
+        return {"n_positive": int(positives.size), "n_negative": int(negatives.size),
+                "auc": None, "ci95": None}
+    draws = [auc(rng.choice(positives, positives.size), rng.choice(negatives, negatives.size))
+             for _ in range(n)]
+    return {"n_positive": int(positives.size), "n_negative": int(negatives.size),
+            "auc": round(auc(positives, negatives), 4),
+            "ci95": [round(float(q), 4) for q in np.percentile(draws, (2.5, 97.5))]}
+
+
+def source_check(detector: PneumothoraxDetector, samples: Sequence[SegSample],
+                 lung: Segmenter | None, bootstrap: int = 2000) -> dict[str, Any]:
+    """Does the model score SIIM-looking images as positive because of their source?
+
+    On images never trained on: (1) SIIM negatives vs NIH negatives, image-level score;
+    (2) with a lung model, the *healthy* lung of SIIM positives vs NIH lungs, highest
+    pixel probability inside the lung. A model that learned the source scores the SIIM
+    side higher (AUC well above 0.5).
+    """
+    unseen = [s for s in samples if s.split != "train"]
+    groups: dict[str, list[float]] = {"siim_negative": [], "nih_negative": [],
+                                      "siim_healthy_lung": [], "nih_lung": []}
+    present = {"siim_negative": 0, "nih_negative": 0}
+    for sample in tqdm(unseen, desc="source check", unit="image"):
+        siim, positive = sample.source.startswith("siim"), is_positive(sample)
+        if positive and not siim:
+            continue
+        radiograph = read_radiograph(sample.image)
+        found = detector(radiograph.pixels, radiograph.spacing)
+        if not positive:
+            group = "siim_negative" if siim else "nih_negative"
+            groups[group].append(found.probability)
+            present[group] += int(found.present)
+        if lung is not None:
+            groups["siim_healthy_lung" if siim else "nih_lung"] += _lung_scores(
+                lung, radiograph.pixels, found, read_mask(sample.masks[SEGMENT]))
+    rng = np.random.default_rng(1)
+    result: dict[str, Any] = {
+        name: {"n": len(v), "mean": round(float(np.mean(v)), 4) if v else None,
+               "values" if len(v) <= 10 else "quartiles":
+               [round(float(x), 4) for x in (v if len(v) <= 10 else
+                                             np.percentile(v, (25, 50, 75)))]}
+        for name, v in groups.items()
+    }
+    for name in present:
+        result[name]["reported_present"] = present[name]
+    result["auc_siim_vs_nih_negative"] = _auc_summary(
+        np.array(groups["siim_negative"]), np.array(groups["nih_negative"]), rng, bootstrap)
+    result["auc_siim_healthy_vs_nih_lung"] = _auc_summary(
+        np.array(groups["siim_healthy_lung"]), np.array(groups["nih_lung"]), rng, bootstrap)
+    result["reading"] = ("AUC near 0.5 means SIIM and NIH images without pneumothorax are "
+                         "scored alike; the SIIM-negative group is tiny (no more than 3)")
+    return result
+
+
+def _lung_scores(lung: Segmenter, pixels: np.ndarray, found: Detection,
+                 truth: np.ndarray) -> list[float]:
+    """Highest pneumothorax probability inside each lung with no true pneumothorax."""
+    output = lung(pixels)
+    probabilities = torch.from_numpy(found.probabilities)[None, None]
+    full = torch.nn.functional.interpolate(probabilities, size=pixels.shape, mode="bilinear",
+                                           align_corners=False)[0, 0].numpy()
+    truth_sides = split_by_side(truth, {}, mirrored=False) if truth.any() else {}
+    scores = []
+    for side in SIDES:
+        lung_mask = output.masks.get(f"{side}_lung")
+        if lung_mask is None or not lung_mask.any():
+            continue
+        if side in truth_sides and truth_sides[side].any():
+            continue
+        scores.append(float(full[lung_mask].max()))
+    return scores
+
+
+def _montage(scored: Sequence[Scored], path: Path, count: int = 6) -> None:
+    chosen = [s for s in scored if s.truth.any()][:count - 2]
+    chosen += sorted((s for s in scored if not s.truth.any()),
+                     key=lambda s: -s.detection.probability)[:count - len(chosen)]
+    if not chosen:
+        return
+    color = {SEGMENT: SEGMENT_TYPES[SEGMENT].rgb}
+    rows, labels = [], []
+    for item in chosen:
+        image = read_radiograph(item.sample.image).pixels
+        rows.append([image, overlay_rgb(image, {SEGMENT: item.truth}, color),
+                     overlay_rgb(image, {SEGMENT: item.detection.mask}, color)])
+        labels.append(f"{item.sample.source} p={item.detection.probability:.2f} "
+                      f"Dice={item.dice:.2f}")
+    save_montage(rows, ["image", "truth", "prediction"], path, labels)
+
+
+def sources_from_args(data_root: Path | None, nih_negatives: int, keep_siim_negatives: bool,
+                      siim_dicom: Path | None, siim_csv: Path | None,
+                      folders: Iterable[Path], datalists: Iterable[Path]) -> Sources:
+    return Sources(data_root=data_root, nih_negatives=nih_negatives,
+                   hold_out_siim_negatives=not keep_siim_negatives, siim_dicom=siim_dicom,
+                   siim_csv=siim_csv, folders=list(folders), datalists=list(datalists))
