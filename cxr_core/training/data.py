@@ -171,3 +171,19 @@ def load_tensors(
         targets.append(target)
         known.append(torch.tensor([float(name in masks) for name in structures]))
     return torch.stack(images), torch.stack(targets), torch.stack(known)
+
+
+def dataset_sources(data_root: Path, names: Sequence[str]) -> list[dict[str, str]]:
+    """For a model card: each shared dataset's SOURCE.md and its citation line."""
+    sources = []
+    for name in names:
+        source_md = data_root / name / "SOURCE.md"
+        citation = ""
+        if source_md.is_file():
+            for line in source_md.read_text().splitlines():
+                if "citation" in line.lower() and ":" in line:
+                    citation = line.split(":", 1)[1].strip(" *")
+                    break
+        sources.append({"dataset": name, "source_md": f"../shared/data/{name}/SOURCE.md",
+                        "citation": citation})
+    return sources

@@ -21,6 +21,7 @@ from cxr_core.training.data import (
     LUNG_STRUCTURES,
     SegSample,
     datalist_samples,
+    dataset_sources,
     load_tensors,
     sample_targets,
     shared_lung_samples,
@@ -45,8 +46,15 @@ def git_commit() -> str:
         return "unknown"
 
 
-def lung_samples(data_root: Path, datalist: Path | None) -> list[SegSample]:
+def lung_samples(data_root: Path, datalist: Path | None,
+                 datalist_only: bool = False) -> list[SegSample]:
+    """Shared samples plus the datalist's; with ``datalist_only`` the shared training
+    split is left out (its val split still picks the checkpoint, its test split scores)."""
     samples = shared_lung_samples(data_root)
+    if datalist_only:
+        if datalist is None:
+            raise ValueError("datalist_only: needs a datalist")
+        samples = [s for s in samples if s.split != "train"]
     if datalist is not None:
         samples += datalist_samples(datalist, LUNG_STRUCTURES)
     return samples
@@ -55,10 +63,15 @@ def lung_samples(data_root: Path, datalist: Path | None) -> list[SegSample]:
 def train_lung(
     *, data_root: Path, out_dir: Path, command: str, datalist: Path | None = None,
     init_from: str | Path | None = None, size: int = 256, config: SegTrainConfig,
-    version: str = "1.0.0",
+    version: str = "1.0.0", datalist_only: bool = False,
 ) -> ModelCard:
-    """Train (or fine-tune ``init_from``), evaluate on the test split, save weights + card."""
-    samples = lung_samples(data_root, datalist)
+    """Train (or fine-tune ``init_from``), evaluate on the test split, save weights + card.
+
+    With a datalist and ``init_from``, the card also gets Dice on the datalist's training
+    images before (the parent model) and after (the new one): did the corrections teach
+    the model what the readers changed?
+    """
+    samples = lung_samples(data_root, datalist, datalist_only)
     by_split = {s: [x for x in samples if x.split == s] for s in ("train", "val", "test")}
     log.info("samples: %s", {k: len(v) for k, v in by_split.items()})
     grid = (size, size)
@@ -66,10 +79,13 @@ def train_lung(
     val_set = TensorSet(*load_tensors(by_split["val"], LUNG_STRUCTURES, grid))
     if init_from is not None:
         network, base_card = load_model(init_from)
+        corrected = [s for s in by_split["train"] if datalist and s.source == str(datalist)]
+        before = evaluate_lung(Segmenter(network, base_card), corrected, out_dir,
+                               montage_count=0) if corrected else None
         network.train()
         kwargs, parent = base_card.network_kwargs, base_card.identifier
     else:
-        kwargs, parent = LUNG_NETWORK, None
+        kwargs, parent, before, corrected = LUNG_NETWORK, None, None, []
         network = ModelCard("", "", "", "UNet", kwargs, grid, []).build()
     started = time.monotonic()
     network, history = train_segmentation(network, train_set, val_set, config)
@@ -78,8 +94,10 @@ def train_lung(
         network_kwargs=kwargs, input_size=grid, labels=list(LUNG_STRUCTURES),
         training={
             "command": command, "commit": git_commit(), "parent_model": parent,
-            "datasets": [f"../shared/data/{d} (see its SOURCE.md)" for d in DATASETS]
-            + ([str(datalist)] if datalist else []),
+            "datasets": dataset_sources(data_root, DATASETS)
+            + ([{"dataset": str(datalist), "source_md": "", "citation": "user labels"}]
+               if datalist else []),
+            "datalist_only": datalist_only,
             "counts": {k: len(v) for k, v in by_split.items()},
             "selection": "covid_cxr_v7lungs rows with usable_for_lung_seg; the 64 images "
             "also in covid_cxr_gb_lr_lungs use the GB masks (left/right/heart); V7 "
@@ -95,6 +113,11 @@ def train_lung(
     save_model(network, card, out_dir)
     plot_curves(history, LUNG_STRUCTURES, out_dir / "training_curves.png")
     card.metrics = evaluate_lung(Segmenter(network, card), by_split["test"], out_dir)
+    if before is not None:
+        after = evaluate_lung(Segmenter(network, card), corrected, out_dir, montage_count=0)
+        card.metrics["datalist_train"] = {
+            "datalist": str(datalist), "parent_model": parent, "n_images": len(corrected),
+            "before": before["per_structure"], "after": after["per_structure"]}
     save_model(network, card, out_dir)
     return card
 
