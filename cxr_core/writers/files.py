@@ -1,4 +1,5 @@
-"""Per-image output folder: analysis.json, masks/*.png, overlay.png, seg.dcm, sr.dcm."""
+"""Per-image output folder: analysis.json, masks/*.png, heatmaps/*.png, overlay.png,
+seg.dcm, sr.dcm."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from PIL import Image
 from cxr_core.analysis import Analysis
 from cxr_core.pipeline import timed_call
 from cxr_core.segments import SEGMENT_TYPES
-from cxr_core.training.plots import overlay_rgb
+from cxr_core.training.plots import heatmap_rgb, overlay_rgb
 from cxr_core.writers.seg import build_seg
 from cxr_core.writers.sr import build_sr
 
@@ -40,6 +41,7 @@ def write_outputs(analysis: Analysis, out_dir: Path) -> WrittenOutputs:
         written.files[f"mask:{name}"] = path
     written.files["overlay"] = folder / "overlay.png"
     Image.fromarray(render_overlay(analysis)).save(written.files["overlay"])
+    written.files |= _write_heatmaps(analysis, folder)
     if analysis.radiograph.is_dicom:
         seg = timed_call(analysis.timings, "seg", build_seg, analysis)
         seg.save_as(folder / "seg.dcm", enforce_file_format=True)
@@ -57,4 +59,21 @@ def render_overlay(analysis: Analysis, max_side: int = 1024) -> np.ndarray:
     step = max(1, int(np.ceil(max(pixels.shape) / max_side)))
     masks = {n: s.mask[::step, ::step] for n, s in analysis.segments.items()}
     colors = {n: SEGMENT_TYPES[n].rgb for n in masks if n in SEGMENT_TYPES}
-    return overlay_rgb(pixels[::step, ::step], masks, colors)
+    rgb = overlay_rgb(pixels[::step, ::step], masks, colors)
+    heat = [f.heatmap[::step, ::step] for f in analysis.findings
+            if f.positive and f.heatmap is not None]
+    return heatmap_rgb(rgb, np.maximum.reduce(heat)) if heat else rgb
+
+
+def _write_heatmaps(analysis: Analysis, folder: Path) -> dict[str, Path]:
+    """Each finding's heat map as an 8-bit gray PNG at source resolution (255 = hottest);
+    grayscale so viewers and Slicer can load it as a map, the overlay shows it in colour."""
+    written = {}
+    for finding in analysis.findings:
+        if finding.heatmap is None:
+            continue
+        path = folder / "heatmaps" / f"{safe_folder_name(finding.name)}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.round(finding.heatmap * 255).astype(np.uint8)).save(path)
+        written[f"heatmap:{finding.name}"] = path
+    return written
