@@ -137,3 +137,18 @@ def test_uids_are_deterministic(written, engine, tmp_path: Path) -> None:
     for kind in ("seg", "sr"):
         assert (pydicom.dcmread(first.files[kind]).SOPInstanceUID
                 == pydicom.dcmread(again.files[kind]).SOPInstanceUID)
+
+
+def test_mirrored_image_keeps_patient_sides(engine, tmp_path: Path) -> None:
+    """A film displayed mirrored (PatientOrientation R\\F) has the patient's right lung on
+    the image's right: laterality must follow the header, not the image position."""
+    dataset = pydicom.dcmread(RG1_UNCR)
+    dataset.PixelData = np.ascontiguousarray(dataset.pixel_array[:, ::-1]).tobytes()
+    dataset.PatientOrientation = ["R", "F"]
+    path = tmp_path / "mirrored.dcm"
+    dataset.save_as(path)
+    analysis = engine.analyze(read_radiograph(path))
+    assert "mirrored_orientation" in analysis.quality_flags
+    right = np.nonzero(analysis.segments["right_lung"].mask.any(axis=0))[0].mean()
+    left = np.nonzero(analysis.segments["left_lung"].mask.any(axis=0))[0].mean()
+    assert right > left
