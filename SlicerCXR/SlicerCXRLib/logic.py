@@ -1,0 +1,136 @@
+"""What the module does, without its GUI: load, analyse, load a SEG, export, retrain.
+
+``SlicerCXR.SlicerCXRLogic`` delegates here; tests drive this class on a plain
+``vtkMRMLScene``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import slicer
+
+from cxr_core.analysis import Analysis
+from cxr_core.pipeline import Engine
+from SlicerCXRLib.devices import CPU, place_engine
+from SlicerCXRLib.export import ExportResult, export_segmentation
+from SlicerCXRLib.scene_bridge import (
+    AnalysisNodes,
+    DicomFileLookup,
+    load_radiograph_volume,
+    show_analysis,
+    volume_to_radiograph,
+)
+from SlicerCXRLib.seg_loading import load_seg
+
+RETRAIN_DEFAULTS = {"epochs": 20, "patience": 10, "learning_rate": 5e-4, "max_minutes": 15.0}
+"""Fine-tuning on a handful of corrections: few epochs and a lower rate than training."""
+
+
+class CXRLogic:
+    """The module's logic on one scene.
+
+    Parameters
+    ----------
+    scene:
+        ``slicer.mrmlScene`` in Slicer.
+    models_dir:
+        Folder of model folders (default: the engine's).
+    device:
+        ``cpu`` or ``cuda`` for the segmentation networks.
+    dicom_file_for_uid:
+        ``slicer.dicomDatabase.fileForInstance`` in Slicer, so volumes loaded from the
+        DICOM database bring their header along.
+    engine:
+        An already loaded engine to use (``models_dir`` is then ignored).
+    """
+
+    def __init__(self, scene: slicer.vtkMRMLScene, *, models_dir: Path | None = None,
+                 device: str = CPU, dicom_file_for_uid: DicomFileLookup | None = None,
+                 engine: Engine | None = None) -> None:
+        if scene is None:
+            raise ValueError("scene: a vtkMRMLScene is required")
+        self.scene = scene
+        self.models_dir = models_dir
+        self.device = device
+        self.dicom_file_for_uid = dicom_file_for_uid
+        self._engine = engine
+        if engine is not None:
+            place_engine(engine, device)
+        self.analyses: dict[str, Analysis] = {}
+        """The latest analysis per volume node ID."""
+
+    @property
+    def engine(self) -> Engine:
+        """Loaded on first use (reading the weights takes a moment)."""
+        if self._engine is None:
+            self._engine = Engine(models_dir=self.models_dir)
+            place_engine(self._engine, self.device)
+        return self._engine
+
+    def set_device(self, device: str) -> None:
+        """Switch CPU/GPU (applied now if the models are loaded, else when they load)."""
+        if self._engine is not None:
+            place_engine(self._engine, device)
+        self.device = device
+
+    def load_radiograph(self, path: Path | str) -> slicer.vtkMRMLScalarVolumeNode:
+        """Read a DICOM or image file into a volume, header and spacing kept."""
+        return load_radiograph_volume(self.scene, path)
+
+    def analyze(self, volume_node: slicer.vtkMRMLScalarVolumeNode) -> AnalysisNodes:
+        """Run the engine on a volume and add its segments, table and heat maps."""
+        radiograph = volume_to_radiograph(volume_node, dicom_file_for_uid=self.dicom_file_for_uid)
+        analysis = self.engine.analyze(radiograph)
+        self.analyses[volume_node.GetID()] = analysis
+        return show_analysis(self.scene, volume_node, analysis)
+
+    def load_seg(self, path: Path | str, volume_node: slicer.vtkMRMLScalarVolumeNode | None = None
+                 ) -> slicer.vtkMRMLSegmentationNode:
+        """Load a SlicerCXR DICOM-SEG onto its source radiograph."""
+        return load_seg(self.scene, path, volume_node)
+
+    def export(self, segmentation_node: slicer.vtkMRMLSegmentationNode,
+               volume_node: slicer.vtkMRMLScalarVolumeNode, store_root: Path | str, *,
+               user: str | None = None, split: str = "train") -> ExportResult:
+        """Write the reviewed segmentation to the label store (and a corrected SEG)."""
+        return export_segmentation(segmentation_node, volume_node, store_root, user=user,
+                                   split=split, dicom_file_for_uid=self.dicom_file_for_uid)
+
+
+def retrain_command(store_root: Path | str, out_dir: Path | str, *,
+                    init_from: str | Path = "lung_seg", python: str | None = None,
+                    epochs: int = RETRAIN_DEFAULTS["epochs"], datalist_only: bool = True,
+                    extra: tuple[str, ...] = ()) -> list[str]:
+    """The ``cxr train lung`` command that fine-tunes ``init_from`` on a label store.
+
+    Parameters
+    ----------
+    store_root:
+        The label store (its ``datalist.json`` must exist: export something first).
+    out_dir:
+        Where the new model and its card go (a new folder; the shipped model stays).
+    init_from:
+        Model name or folder to start from.
+    python:
+        The interpreter (``PythonSlicer`` in Slicer; default: this one).
+    epochs:
+        Training epochs.
+    datalist_only:
+        Train on the corrections only (the shared data's val split still picks the
+        checkpoint); ``False`` adds them to the shared training split.
+    extra:
+        More ``cxr train lung`` arguments.
+    """
+    datalist = Path(store_root) / "datalist.json"
+    if not datalist.is_file():
+        raise ValueError(f"store_root: no datalist.json in {store_root} (export first)")
+    if epochs < 1:
+        raise ValueError(f"epochs: {epochs} is not a positive number of epochs")
+    command = [python or sys.executable, "-m", "cxr_core.cli", "train", "lung",
+               "--datalist", str(datalist), "--init-from", str(init_from), "--out", str(out_dir),
+               "--epochs", str(epochs), "--patience", str(RETRAIN_DEFAULTS["patience"]),
+               "--learning-rate", str(RETRAIN_DEFAULTS["learning_rate"]),
+               "--max-minutes", str(RETRAIN_DEFAULTS["max_minutes"])]
+    return command + (["--datalist-only"] if datalist_only else []) + list(extra)
