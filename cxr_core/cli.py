@@ -45,6 +45,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     lung.add_argument("--seed", type=int, default=0)
     lung.add_argument("--version", default="1.0.0")
     lung.set_defaults(handler=_run_train_lung)
+    _add_train_findings(tasks)
     _add_train_pneumothorax(tasks)
 
 
@@ -57,6 +58,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     lung.add_argument("--split", default="test", choices=("train", "val", "test"))
     lung.add_argument("--out", type=Path, required=True)
     lung.set_defaults(handler=_run_evaluate_lung)
+    _add_evaluate_findings(tasks)
     _add_evaluate_pneumothorax(tasks)
 
 
@@ -218,6 +220,105 @@ def _print_pneumothorax_metrics(metrics: dict) -> None:
         entry = check[name]
         print(f"source check {name}: n={entry['n_positive']}/{entry['n_negative']} "
               f"{interval(entry, 'auc')}")
+
+
+def _add_train_findings(tasks: argparse._SubParsersAction) -> None:
+    findings = tasks.add_parser("findings", help="abnormal / pneumonia classifier: trains "
+                                "whole-image and lung-masked inputs, ships the better")
+    findings.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    findings.add_argument("--nih-table", type=Path, default=None,
+                          help="extra training rows: NIH Data_Entry-style CSV (with --nih-images)")
+    findings.add_argument("--nih-images", type=Path, default=None)
+    findings.add_argument("--inputs", nargs="+", default=["whole_image", "lung_masked"],
+                          choices=("whole_image", "lung_masked"))
+    findings.add_argument("--lung-model", default="lung_seg", help="lungs for masking")
+    findings.add_argument("--out", type=Path, default=default_models_dir() / "findings")
+    findings.add_argument("--size", type=int, default=224)
+    findings.add_argument("--epochs", type=int, default=25)
+    findings.add_argument("--batch-size", type=int, default=16)
+    findings.add_argument("--learning-rate", type=float, default=3e-3)
+    findings.add_argument("--patience", type=int, default=8)
+    findings.add_argument("--max-minutes", type=float, default=9.0, help="per input mode")
+    findings.add_argument("--seed", type=int, default=0)
+    findings.add_argument("--version", default="1.0.0")
+    findings.set_defaults(handler=_run_train_findings)
+
+
+def _add_evaluate_findings(tasks: argparse._SubParsersAction) -> None:
+    findings = tasks.add_parser("findings", help="AUC/sensitivity/specificity with bootstrap "
+                                "CIs per view, calibration, ROC, heat maps, pointing game")
+    findings.add_argument("--model", default="findings", help="model name or folder")
+    findings.add_argument("--lung-model", default="lung_seg")
+    findings.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    findings.add_argument("--split", default="test", choices=("train", "val", "test"))
+    findings.add_argument("--out", type=Path, required=True)
+    findings.set_defaults(handler=_run_evaluate_findings)
+
+
+def _run_train_findings(args: argparse.Namespace) -> int:
+    from cxr_core.training.findings import (
+        ClassifierTrainConfig,
+        nih_table_samples,
+        train_findings,
+    )
+
+    if (args.nih_table is None) != (args.nih_images is None):
+        raise SystemExit("cxr train findings: --nih-table and --nih-images go together")
+    extra = nih_table_samples(args.nih_table, args.nih_images) if args.nih_table else []
+    config = ClassifierTrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                                   learning_rate=args.learning_rate, patience=args.patience,
+                                   max_minutes=args.max_minutes, seed=args.seed)
+    card = train_findings(data_root=args.data_root, out_dir=args.out, command=args.command_line,
+                          modes=args.inputs, size=args.size, config=config,
+                          lung_model=args.lung_model, extra=extra, version=args.version)
+    for mode, figures in card.metrics["input_modes"].items():
+        print(f"{mode:<12} val mean AUC {figures['val_mean_auc']:.4f}  test AUC "
+              f"{figures['test_auc']}  by view {figures['test_auc_by_view']}")
+    _print_findings_figures(card.metrics["test"])
+    print(f"shipped input mode {card.extra['input']}; saved {args.out}")
+    return 0
+
+
+def _run_evaluate_findings(args: argparse.Namespace) -> int:
+    import json
+
+    from cxr_core.findings import FindingsClassifier
+    from cxr_core.segmentation import Segmenter
+    from cxr_core.training.findings import evaluate_findings, nih_findings_samples
+
+    classifier = FindingsClassifier.load(args.model)
+    segmenter = Segmenter.load(args.lung_model) if classifier.lung_masked else None
+    samples = nih_findings_samples(args.data_root)
+    metrics = evaluate_findings(classifier, segmenter,
+                                [s for s in samples if s.split == args.split],
+                                [s for s in samples if s.boxes], args.out, split=args.split)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    _print_findings_figures(metrics["figures"])
+    print(f"ECE {metrics['ece']}  thresholds {metrics['thresholds']}")
+    for group, figures in metrics["localisation"].items():
+        if isinstance(figures, dict) and figures.get("n"):
+            print(f"heat maps on NIH boxes ({group}): pointing game {figures['pointing_game']:.3f}"
+                  f" ({figures['hits']}/{figures['n']}), IoU mean {figures['iou_mean']:.3f}")
+    print(f"predictions.csv, roc.png, confusion.png, calibration.png, heatmaps.png, "
+          f"metrics.json in {args.out}")
+    return 0
+
+
+def _print_findings_figures(figures: dict) -> None:
+    def interval(entry: dict, key: str) -> str:
+        low, high = entry[f"{key}_ci95"]
+        return f"{entry[key]:.3f} ({low:.3f}-{high:.3f})"
+
+    print(f"{'label':<10} {'view':<4} {'n':>4} {'pos':>4}  {'AUC (95% CI)':<22}"
+          f"{'sensitivity':<22}{'specificity':<22}")
+    for label, groups in figures.items():
+        for view, entry in groups.items():
+            if not isinstance(entry, dict):
+                continue
+            print(f"{label:<10} {view:<4} {entry['n']:>4} {entry['n_positive']:>4}  "
+                  f"{interval(entry, 'auc'):<22}{interval(entry, 'sensitivity'):<22}"
+                  f"{interval(entry, 'specificity'):<22}")
+        print(f"{label:<10} a score that only says 'PA': AUC {groups['view_only_auc']:.3f}")
 
 
 def _print_lung_metrics(metrics: dict) -> None:
