@@ -98,6 +98,8 @@ def _add_train_pneumothorax(tasks: argparse._SubParsersAction) -> None:
     ptx.add_argument("--positive-share", type=float, default=0.5)
     ptx.add_argument("--min-area-mm2", type=float, default=200.0)
     ptx.add_argument("--min-area-fraction", type=float, default=0.004)
+    ptx.add_argument("--lung-model", default="lung_seg",
+                     help="lung model for the healthy-lung source check ('' to skip)")
     ptx.add_argument("--seed", type=int, default=0)
     ptx.add_argument("--version", default="1.0.0")
     ptx.set_defaults(handler=_run_train_pneumothorax)
@@ -173,7 +175,8 @@ def _run_train_pneumothorax(args: argparse.Namespace) -> int:
                               positive_zoom=args.positive_zoom,
                               positive_share=args.positive_share,
                               min_area_mm2=args.min_area_mm2,
-                              min_area_fraction=args.min_area_fraction, version=args.version)
+                              min_area_fraction=args.min_area_fraction, version=args.version,
+                              lung_model=args.lung_model or None)
     card = train_pneumothorax(sources=_pneumothorax_sources(args), out_dir=args.out,
                               command=args.command_line, config=config, options=options)
     _print_pneumothorax_metrics(card.metrics)

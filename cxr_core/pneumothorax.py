@@ -172,7 +172,8 @@ def side_measurements(mask: np.ndarray, segments: dict[str, Segment], spacing: P
             continue
         hemithorax = int((lung.mask | side_mask).sum())
         results.append(Measurement(
-            f"{name}_hemithorax_percent", round(100.0 * side_mask.sum() / hemithorax, 1), "%",
+            f"{name}_hemithorax_percent", round(100.0 * float(side_mask.sum()) / hemithorax, 1),
+            "%",
             f"pneumothorax pixels / (lung ∪ pneumothorax pixels) on the patient's {side}; "
             "projected area on a radiograph, not a volume"))
     return results
@@ -191,13 +192,15 @@ def split_by_side(mask: np.ndarray, segments: dict[str, Segment], *,
         centres = {"right": middle * 1.5, "left": middle * 0.5} if mirrored else {
             "right": middle * 0.5, "left": middle * 1.5}
     labels, count = ndimage.label(mask)
-    sides = {side: np.zeros_like(mask) for side in SIDES}
-    for index in range(1, count + 1):
-        component = labels == index
-        column = float(np.nonzero(component)[1].mean())
-        side = min(SIDES, key=lambda s: abs(centres[s] - column))
-        sides[side] |= component
-    return sides
+    if count == 0:
+        return {side: np.zeros_like(mask) for side in SIDES}
+    columns = np.broadcast_to(np.arange(mask.shape[1], dtype=np.float32), mask.shape)
+    centroid = np.asarray(ndimage.mean(columns, labels, index=np.arange(1, count + 1)))
+    # one lookup per label instead of one full-image pass per region
+    is_right = np.zeros(count + 1, dtype=bool)
+    is_right[1:] = np.abs(centroid - centres["right"]) <= np.abs(centroid - centres["left"])
+    right = is_right[labels]
+    return {"right": right, "left": mask & ~right}
 
 
 def _lung_centres(segments: dict[str, Segment]) -> dict[str, float] | None:

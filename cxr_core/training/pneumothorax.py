@@ -86,28 +86,37 @@ def hash_split(key: str, namespace: str) -> str:
 class MaskFiles:
     """Writes masks that exist only in memory (RLE, known-empty) as PNGs for the loaders.
 
+    Files are named by content (shape, or a hash of the mask), so the folder works as a
+    cache shared by runs and processes; each file is written once, atomically.
+
     Parameters
     ----------
     folder:
-        Where the PNGs go (a temporary folder by default, removed with this object).
+        Where the PNGs go (default: ``<temp dir>/cxr_pneumothorax_masks``).
     """
 
     def __init__(self, folder: Path | None = None) -> None:
-        self._temporary = None if folder else tempfile.TemporaryDirectory(prefix="cxr_masks_")
-        self.folder = Path(folder or self._temporary.name)  # type: ignore[union-attr]
+        self.folder = Path(folder or Path(tempfile.gettempdir()) / "cxr_pneumothorax_masks")
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def empty(self, shape: tuple[int, int]) -> Path:
-        path = self.folder / f"empty_{shape[0]}x{shape[1]}.png"
-        if not path.is_file():
-            Image.fromarray(np.zeros(shape, dtype=np.uint8)).save(path)
-        return path
+        return self._save(f"empty_{shape[0]}x{shape[1]}", np.zeros(shape, dtype=bool))
 
     def write(self, key: str, mask: np.ndarray) -> Path:
         if not mask.any():
             return self.empty(mask.shape)
-        path = self.folder / f"{key}.png"
-        Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+        digest = hashlib.sha256(np.packbits(mask).tobytes() + str(mask.shape).encode()
+                                ).hexdigest()[:16]
+        return self._save(f"{key}_{digest}", mask)
+
+    def _save(self, stem: str, mask: np.ndarray) -> Path:
+        path = self.folder / f"{stem}.png"
+        if not path.is_file():
+            # a unique temporary name, then rename: concurrent runs never see half a file
+            handle, temporary = tempfile.mkstemp(suffix=".png", dir=self.folder)
+            with open(handle, "wb") as stream:
+                Image.fromarray(mask.astype(np.uint8) * 255).save(stream, format="PNG")
+            Path(temporary).replace(path)
         return path
 
 
@@ -241,6 +250,8 @@ class PtxTrainOptions:
     min_area_mm2: float = DEFAULT_MIN_AREA_MM2
     min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION
     version: str = "1.0.0"
+    lung_model: str | Path | None = "lung_seg"
+    """Lung model for the healthy-lung source check in the final evaluation (None: skip)."""
 
 
 def train_pneumothorax(*, sources: Sources, out_dir: Path, command: str,
@@ -266,11 +277,20 @@ def train_pneumothorax(*, sources: Sources, out_dir: Path, command: str,
     card = _card(options, command, config, sources, counts, history, parent,
                  minutes=(time.monotonic() - started) / 60)
     save_model(network, card, out_dir)
-    plot_curves(history, STRUCTURES, out_dir / "training_curves.png")
+    plot_training(history, out_dir)
     detector = PneumothoraxDetector(Segmenter(network, card))
-    card.metrics = evaluate_pneumothorax(detector, samples, out_dir, split="test")
+    lung = Segmenter.load(options.lung_model) if options.lung_model else None
+    card.metrics = evaluate_pneumothorax(detector, samples, out_dir, split="test", lung=lung)
     save_model(network, card, out_dir)
     return card
+
+
+def plot_training(history: Sequence[dict[str, float]], out_dir: Path) -> None:
+    """Loss and val Dice (empty-empty = 1), and loss and the selection score."""
+    plot_curves(history, STRUCTURES, out_dir / "training_curves.png")
+    scored = [h | {"val_score_0": h["val_score"]} for h in history]
+    plot_curves(scored, ["(Dice on positives + negatives left empty) / 2"],
+                out_dir / "training_selection_score.png", metric="score")
 
 
 def _counts(samples: Sequence[SegSample]) -> dict[str, dict[str, int]]:
@@ -351,6 +371,7 @@ def _card(options: PtxTrainOptions, command: str, config: SegTrainConfig, source
             f"positives zoomed about the lesion with probability {options.positive_zoom}",
             "model_selection": "best val mean of (Dice on positives, share of negatives "
             "predicted empty); early stopping",
+            "nih_negatives_per_split": sources.nih_negatives,
             "epochs_run": len(history), "minutes": round(minutes, 1), "seed": config.seed,
             "batch_size": config.batch_size, "learning_rate": config.learning_rate,
             "history": history,
