@@ -1,0 +1,366 @@
+"""Node configuration: a TOML file and/or command-line flags, validated up front.
+
+Every problem raises :class:`ConfigError` whose message names the offending key
+(``[node].port``, ``destinations[1].host`` ...), so a bad config fails at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from pydicom.uid import UID
+
+from cxr_core.io.dicom_reader import (
+    CR_IMAGE_STORAGE,
+    DX_FOR_PRESENTATION,
+    DX_FOR_PROCESSING,
+    SECONDARY_CAPTURE,
+)
+
+# A DICOM AE title: 1-16 characters of the default repertoire, no backslash or control.
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+SOP_CLASS_ALIASES: dict[str, UID] = {
+    "CR": CR_IMAGE_STORAGE,
+    "DX": DX_FOR_PRESENTATION,
+    "DX-PROCESSING": DX_FOR_PROCESSING,
+    "SC": SECONDARY_CAPTURE,
+}
+OTHER_INSTANCE_POLICIES = ("ignore", "refuse")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Destination:
+    """A DICOM peer the results are sent to."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Bounded exponential backoff for deliveries.
+
+    Attempt ``n`` (1-based) that fails waits ``initial_backoff_s * multiplier**(n-1)``
+    seconds (at most ``max_backoff_s``); after ``max_attempts`` failures the delivery is
+    dead-lettered until an operator runs ``cxr-node retry``.
+    """
+
+    max_attempts: int = 5
+    initial_backoff_s: float = 5.0
+    max_backoff_s: float = 300.0
+    multiplier: float = 2.0
+
+    def delay_after(self, attempts: int) -> float:
+        """Seconds to wait after ``attempts`` failed attempts."""
+        return min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempts - 1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Filters:
+    """Which received instances are analysed; empty tuples mean "any".
+
+    ``other_instances`` decides what happens to SOP classes outside ``sop_classes``:
+    ``"ignore"`` accepts and stores them without analysis (a PACS routing a whole study
+    gets no errors), ``"refuse"`` does not offer them at association.
+    """
+
+    sop_classes: tuple[UID, ...] = tuple(SOP_CLASS_ALIASES.values())
+    modalities: tuple[str, ...] = ("CR", "DX")
+    body_parts: tuple[str, ...] = ("", "CHEST", "THORAX", "LUNG", "PORT CHEST", "TORAX")
+    views: tuple[str, ...] = ()
+    other_instances: str = "ignore"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsConfig:
+    """TLS for the SCP (and for destinations marked ``tls = true``)."""
+
+    certificate: Path
+    private_key: Path
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """Everything ``cxr-node serve`` needs; see ``resources/node.example.toml``."""
+
+    ae_title: str = "CXRNODE"
+    bind_address: str = "0.0.0.0"
+    port: int = 11112
+    allowed_ae_titles: tuple[str, ...] = ()
+    allowed_ips: tuple[str, ...] = ()
+    destinations: tuple[Destination, ...] = ()
+    storage: Path = Path("cxr-node-data")
+    quiet_period_s: float = 10.0
+    workers: int = 1
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    filters: Filters = field(default_factory=Filters)
+    overlay: bool = False
+    min_free_disk_mb: float = 500.0
+    http_address: str = "127.0.0.1"
+    http_port: int = 8080
+    models_dir: Path | None = None
+    log_level: str = "INFO"
+    tls: TlsConfig | None = None
+
+    @property
+    def database(self) -> Path:
+        return self.storage / "node.sqlite"
+
+
+# --- TOML layout: section -> key -> (field name, validator) -------------------------
+
+
+def _ae_title(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _AE_TITLE.match(value) or not value.strip():
+        raise ConfigError(f"{key}: must be an AE title of 1-16 printable characters "
+                          f"without backslash, got {value!r}")
+    return value.strip()
+
+
+def _port(key: str, value: Any, *, allow_zero: bool = False) -> int:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
+        raise ConfigError(f"{key}: must be an integer {low}..65535, got {value!r}")
+    return value
+
+
+def _positive(key: str, value: Any, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: must be a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def _count(key: str, value: Any, *, low: int = 1, high: int = 64) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key}: must be an integer {low}..{high}, got {value!r}")
+    return value
+
+
+def _host(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ConfigError(f"{key}: must be a host name or IP address, got {value!r}")
+    return value
+
+
+def _strings(key: str, value: Any, *, upper: bool = False) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: must be a list of strings, got {value!r}")
+    return tuple(v.strip().upper() if upper else v.strip() for v in value)
+
+
+def _ips(key: str, value: Any) -> tuple[str, ...]:
+    items = _strings(key, value)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as error:
+            raise ConfigError(f"{key}: {item!r} is not an IP address or network") from error
+    return items
+
+
+def _sop_classes(key: str, value: Any) -> tuple[UID, ...]:
+    classes = []
+    for item in _strings(key, value):
+        uid = SOP_CLASS_ALIASES.get(item.upper(), UID(item))
+        if not uid.is_valid or uid.name == uid:
+            raise ConfigError(f"{key}: {item!r} is neither CR, DX, DX-PROCESSING, SC "
+                              "nor a known storage SOP class UID")
+        classes.append(uid)
+    return tuple(classes)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    return value
+
+
+def _path(key: str, value: Any) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: must be a path, got {value!r}")
+    return Path(value).expanduser()
+
+
+def _choice(choices: tuple[str, ...]):
+    def check(key: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    return check
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
+    "node": {
+        "ae_title": ("ae_title", _ae_title),
+        "bind_address": ("bind_address", _host),
+        "port": ("port", _port),
+        "storage": ("storage", _path),
+        "models_dir": ("models_dir", _path),
+        "log_level": ("log_level", _choice(_LOG_LEVELS)),
+        "overlay": ("overlay", _bool),
+    },
+    "security": {
+        "allowed_ae_titles": ("allowed_ae_titles",
+                              lambda k, v: tuple(_ae_title(k, t) for t in _strings(k, v))),
+        "allowed_ips": ("allowed_ips", _ips),
+        "min_free_disk_mb": ("min_free_disk_mb", lambda k, v: _positive(k, v, allow_zero=True)),
+    },
+    "jobs": {
+        "quiet_period_s": ("quiet_period_s", lambda k, v: _positive(k, v, allow_zero=True)),
+        "workers": ("workers", _count),
+    },
+    "http": {
+        "address": ("http_address", _host),
+        "port": ("http_port", lambda k, v: _port(k, v, allow_zero=True)),
+    },
+}
+_RETRY_KEYS: dict[str, Any] = {
+    "max_attempts": lambda k, v: _count(k, v, high=1000),
+    "initial_backoff_s": _positive,
+    "max_backoff_s": _positive,
+    "multiplier": _positive,
+}
+_FILTER_KEYS: dict[str, Any] = {
+    "sop_classes": _sop_classes,
+    "modalities": lambda k, v: _strings(k, v, upper=True),
+    "body_parts": lambda k, v: _strings(k, v, upper=True),
+    "views": lambda k, v: _strings(k, v, upper=True),
+    "other_instances": _choice(OTHER_INSTANCE_POLICIES),
+}
+_TLS_KEYS: dict[str, Any] = {
+    "certificate": _path,
+    "private_key": _path,
+    "ca_certificates": _path,
+    "require_client_certificate": _bool,
+}
+_DESTINATION_KEYS = ("name", "ae_title", "host", "port")
+
+
+def _table(key: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: must be a table, got {value!r}")
+    return value
+
+
+def _check_known(prefix: str, table: Mapping[str, Any], known: Any) -> None:
+    for name in table:
+        if name not in known:
+            raise ConfigError(f"{prefix}.{name}: unknown key (known: {', '.join(known)})")
+
+
+def _parse_keys(prefix: str, table: Mapping[str, Any], validators: Mapping[str, Any]
+                ) -> dict[str, Any]:
+    _check_known(prefix, table, validators)
+    return {name: validators[name](f"{prefix}.{name}", value) for name, value in table.items()}
+
+
+def _destination(index: int, value: Any) -> Destination:
+    key = f"destinations[{index}]"
+    table = _table(key, value)
+    _check_known(key, table, _DESTINATION_KEYS)
+    for name in ("ae_title", "host", "port"):
+        if name not in table:
+            raise ConfigError(f"{key}.{name}: missing")
+    ae_title = _ae_title(f"{key}.ae_title", table["ae_title"])
+    name = table.get("name", ae_title)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise ConfigError(f"{key}.name: must be 1-64 letters, digits, '_', '.', '-', "
+                          f"got {name!r}")
+    return Destination(name=name, ae_title=ae_title, host=_host(f"{key}.host", table["host"]),
+                       port=_port(f"{key}.port", table["port"]))
+
+
+def config_from_mapping(data: Mapping[str, Any], *, base: NodeConfig | None = None
+                        ) -> NodeConfig:
+    """Build a :class:`NodeConfig` from parsed TOML (unknown keys are errors)."""
+    known = [*_SECTIONS, "retry", "filters", "tls", "destinations"]
+    _check_known("(top level)", data, known)
+    config = base or NodeConfig()
+    values: dict[str, Any] = {}
+    for section, keys in _SECTIONS.items():
+        table = _table(f"[{section}]", data.get(section, {}))
+        _check_known(f"[{section}]", table, keys)
+        for name, value in table.items():
+            field_name, validate = keys[name]
+            values[field_name] = validate(f"[{section}].{name}", value)
+    if "retry" in data:
+        values["retry"] = replace(config.retry, **_parse_keys(
+            "[retry]", _table("[retry]", data["retry"]), _RETRY_KEYS))
+    if "filters" in data:
+        values["filters"] = replace(config.filters, **_parse_keys(
+            "[filters]", _table("[filters]", data["filters"]), _FILTER_KEYS))
+    if "tls" in data:
+        values["tls"] = _tls(_table("[tls]", data["tls"]))
+    if "destinations" in data:
+        if not isinstance(data["destinations"], list):
+            raise ConfigError("destinations: must be an array of tables ([[destinations]])")
+        values["destinations"] = tuple(
+            _destination(i, d) for i, d in enumerate(data["destinations"]))
+    return validate_config(replace(config, **values))
+
+
+def _tls(table: Mapping[str, Any]) -> TlsConfig:
+    values = _parse_keys("[tls]", table, _TLS_KEYS)
+    for name in ("certificate", "private_key"):
+        if name not in values:
+            raise ConfigError(f"[tls].{name}: missing")
+    return TlsConfig(**values)
+
+
+def validate_config(config: NodeConfig) -> NodeConfig:
+    """Checks that span several keys; returns ``config`` unchanged when it is sound."""
+    names = [d.name for d in config.destinations]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"destinations: duplicate name(s) {', '.join(duplicates)}; "
+                          "give each a distinct name")
+    if not config.allowed_ae_titles:
+        raise ConfigError("[security].allowed_ae_titles: list at least one calling AE title "
+                          "(the node only talks to peers it is told to trust)")
+    if config.retry.max_backoff_s < config.retry.initial_backoff_s:
+        raise ConfigError("[retry].max_backoff_s: must be >= [retry].initial_backoff_s")
+    if config.tls is not None:
+        for name in ("certificate", "private_key", "ca_certificates"):
+            path = getattr(config.tls, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"[tls].{name}: no such file {path}")
+    return config
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and validate a TOML config file."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"--config: no such file {path}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"--config: {path} is not valid TOML ({error})") from error
+    return config_from_mapping(data)
+
+
+def parse_destination(text: str, *, index: int = 0) -> Destination:
+    """``AE@host:port`` or ``name=AE@host:port`` (the ``--destination`` flag)."""
+    match = re.fullmatch(r"(?:(?P<name>[^=]+)=)?(?P<ae>[^@]+)@(?P<host>[^:]+):(?P<port>\d+)",
+                         text.strip())
+    if not match:
+        raise ConfigError(f"--destination: expected AE@HOST:PORT or NAME=AE@HOST:PORT, "
+                          f"got {text!r}")
+    return _destination(index, {"name": match["name"] or match["ae"], "ae_title": match["ae"],
+                                "host": match["host"], "port": int(match["port"])})

@@ -1,0 +1,150 @@
+"""One node process: SCP, quiet-period scheduler, workers, sender and health server."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pydicom
+
+from dicom_node.config import NodeConfig
+from dicom_node.health import HealthServer
+from dicom_node.metrics import Metrics
+from dicom_node.scp import StorageSCP
+from dicom_node.sender import Sender
+from dicom_node.spool import Spool, UnsafeUID, checked_uid
+from dicom_node.store import Store
+from dicom_node.worker import JobQueue, LocalJobQueue, Worker
+
+log = logging.getLogger(__name__)
+RECOVERED_AE = "(recovered)"
+
+
+def default_engine_factory(config: NodeConfig) -> Callable[[], Any]:
+    def make() -> Any:
+        from cxr_core.pipeline import Engine  # imports torch: slow, so off the main thread
+
+        return Engine(models_dir=config.models_dir)
+    return make
+
+
+class Node:
+    """Wires the parts together; :meth:`start` returns once the SCP listens.
+
+    Parameters
+    ----------
+    config:
+        Validated configuration.
+    jobs:
+        The job queue (default: in-process); anything with ``submit``/``take``.
+    make_engine:
+        Builds one engine per worker (default: ``cxr_core.pipeline.Engine``).
+    """
+
+    def __init__(self, *, config: NodeConfig, jobs: JobQueue | None = None,
+                 make_engine: Callable[[], Any] | None = None) -> None:
+        self.config = config
+        self.spool = Spool(root=config.storage)
+        self.store = Store(path=config.database)
+        self.jobs = jobs or LocalJobQueue()
+        self.metrics = Metrics(queue_depth=self.store.queue_depth,
+                               pending_deliveries=self.store.pending_deliveries)
+        self.stop_event = threading.Event()
+        self.wake_sender = threading.Event()
+        self.scp = StorageSCP(config=config, spool=self.spool, store=self.store,
+                              metrics=self.metrics)
+        make_engine = make_engine or default_engine_factory(config)
+        self.workers = [
+            Worker(index=i, config=config, store=self.store, spool=self.spool, jobs=self.jobs,
+                   metrics=self.metrics, make_engine=make_engine, stop=self.stop_event,
+                   on_study_done=self.wake_sender.set)
+            for i in range(config.workers)]
+        self.sender = Sender(config=config, store=self.store, metrics=self.metrics,
+                             stop=self.stop_event, wake=self.wake_sender)
+        self.scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self.http: HealthServer | None = None
+
+    def start(self) -> None:
+        removed = self.spool.clear_incoming()
+        recovered = self.reconcile()
+        resumed = self.store.resume()
+        for study_id in resumed:
+            self.jobs.submit(study_id)
+        log.info("starting", extra={"fields": {
+            "resumed_jobs": len(resumed), "recovered_instances": recovered,
+            "discarded_partial_files": removed, "workers": len(self.workers),
+            "destinations": [d.name for d in self.config.destinations]}})
+        if self.config.http_port:
+            self.http = HealthServer(address=self.config.http_address,
+                                     port=self.config.http_port, metrics=self.metrics,
+                                     health=self.health)
+            self.http.start()
+        self.scp.start()
+        for thread in (*self.workers, self.sender, self.scheduler):
+            thread.start()
+
+    def reconcile(self) -> int:
+        """Register spooled files the store does not know (their commit was lost)."""
+        known = self.store.known_instances()
+        recovered = 0
+        for path in self.spool.received.glob("*/*.dcm"):
+            if path.stem in known:
+                continue
+            try:
+                study_uid = checked_uid(path.parent.name, "spool folder")
+                sop_uid = checked_uid(path.stem, "spool file")
+                sop_class = str(pydicom.dcmread(path, stop_before_pixels=True,
+                                                specific_tags=["SOPClassUID"]).SOPClassUID)
+            except (UnsafeUID, Exception):  # not ours or unreadable: leave it alone
+                continue
+            self.store.record_instance(study_uid=study_uid, sop_uid=sop_uid,
+                                       sop_class=sop_class, path=path, calling_ae=RECOVERED_AE)
+            recovered += 1
+        return recovered
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        states = [w.state for w in self.workers]
+        free_mb = self.spool.free_mb()
+        engine = ("failed" if "engine_failed" in states else
+                  "ready" if all(s == "ready" for s in states) else "loading")
+        healthy = engine != "failed" and free_mb >= self.config.min_free_disk_mb
+        return healthy, {"engine": engine, "free_mb": round(free_mb),
+                         "queue_depth": self.store.queue_depth(),
+                         "pending_deliveries": self.store.pending_deliveries()}
+
+    def _schedule(self) -> None:
+        tick = min(0.25, max(0.05, self.config.quiet_period_s / 4))
+        while not self.stop_event.wait(tick):
+            for study_id in self.store.queue_quiet_studies(self.config.quiet_period_s):
+                self.jobs.submit(study_id)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Graceful: no new associations, finish the instance in hand, keep the rest."""
+        log.info("stopping")
+        self.scp.stop()
+        self.stop_event.set()
+        self.wake_sender.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in (self.scheduler, self.sender, *self.workers):
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        if self.http is not None:
+            self.http.stop()
+        log.info("stopped")
+
+
+def serve(config: NodeConfig) -> int:
+    """Run until SIGTERM or SIGINT; return the exit code."""
+    node = Node(config=config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    node.start()
+    while not stop.wait(1.0):
+        pass
+    node.stop()
+    return 0

@@ -1,0 +1,207 @@
+"""Verification and Storage SCP: who may associate, what is accepted, when Success is sent.
+
+Event handler contracts (pynetdicom runs them on the association's thread):
+
+* ``EVT_REQUESTED`` -> :meth:`StorageSCP.on_requested`: rejects the association (an
+  A-ASSOCIATE-RJ, before any data) when the calling AE title or peer address is not
+  allowed, or when the storage folder is nearly full (transient: the peer retries later).
+* ``EVT_C_STORE`` -> :meth:`StorageSCP.on_store`: returns ``0x0000`` only after the
+  instance is fsync'ed into the spool and registered in the store; otherwise a failure
+  status with an ErrorComment that names the problem (never patient data).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from collections.abc import Callable
+
+from pydicom import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_node.config import NodeConfig
+from dicom_node.metrics import Metrics
+from dicom_node.spool import Spool, UnsafeUID, checked_uid
+from dicom_node.store import Store
+
+log = logging.getLogger(__name__)
+
+TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
+    JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless,
+]
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+# A-ASSOCIATE-RJ (result, source, diagnostic)
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)   # permanent, service user, calling AE unknown
+REJECT_NO_REASON = (0x01, 0x01, 0x01)    # permanent, service user, no reason given
+REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, presentation, local limit exceeded
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = comment[:64]  # LO: at most 64 characters
+    return response
+
+
+class StorageSCP:
+    """The node's listening side.
+
+    Parameters
+    ----------
+    config:
+        Node configuration (AE title, port, allowlists, filters, disk threshold, TLS).
+    spool:
+        Where received instances are written.
+    store:
+        Where they are registered.
+    metrics:
+        Counters to update.
+    on_received:
+        Called after each newly registered instance (e.g. to wake the scheduler).
+    """
+
+    def __init__(self, *, config: NodeConfig, spool: Spool, store: Store, metrics: Metrics,
+                 on_received: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.spool = spool
+        self.store = store
+        self.metrics = metrics
+        self.on_received = on_received
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in config.allowed_ips]
+        self._server: ThreadedAssociationServer | None = None
+
+    def build_ae(self) -> AE:
+        ae = AE(ae_title=self.config.ae_title)
+        ae.add_supported_context(Verification)
+        offered = set(self.config.filters.sop_classes)
+        for uid in self.config.filters.sop_classes:
+            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        if self.config.filters.other_instances == "ignore":
+            for context in AllStoragePresentationContexts:
+                if context.abstract_syntax not in offered:
+                    ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+        ae.maximum_associations = 16
+        # CR images are large; do not drop a slow but live peer
+        ae.dimse_timeout = ae.network_timeout = 120
+        return ae
+
+    def start(self) -> None:
+        """Listen in background threads; returns at once."""
+        ae = self.build_ae()
+        handlers = [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_C_STORE, self.on_store)]
+        self._server = ae.start_server(
+            (self.config.bind_address, self.config.port), block=False,
+            evt_handlers=handlers, ssl_context=self._ssl_context())
+        log.info("listening", extra={"fields": {
+            "ae_title": self.config.ae_title, "port": self.config.port,
+            "tls": self.config.tls is not None}})
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        tls = self.config.tls
+        if tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.certificate, tls.private_key)
+        if tls.ca_certificates is not None:
+            context.load_verify_locations(tls.ca_certificates)
+        context.verify_mode = (ssl.CERT_REQUIRED if tls.require_client_certificate
+                               else ssl.CERT_NONE)
+        return context
+
+    # --- association policy ------------------------------------------------------
+
+    def rejection(self, calling_ae: str, address: str) -> tuple[tuple[int, int, int], str] | None:
+        """Why an association from ``calling_ae`` at ``address`` is refused, or None."""
+        if calling_ae.strip() not in self.config.allowed_ae_titles:
+            return REJECT_CALLING_AE, "calling AE title not allowed"
+        if self._networks and not self._address_allowed(address):
+            return REJECT_NO_REASON, "peer address not allowed"
+        if self.spool.free_mb() < self.config.min_free_disk_mb:
+            return REJECT_LOCAL_LIMIT, "storage nearly full"
+        return None
+
+    def _address_allowed(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
+
+    def on_requested(self, event: evt.Event) -> None:
+        calling_ae = str(event.assoc.requestor.primitive.calling_ae_title or "").strip()
+        address = event.assoc.requestor.address
+        refused = self.rejection(calling_ae, address)
+        if refused is None:
+            return
+        codes, reason = refused
+        self.metrics.associations_rejected.labels(reason=reason).inc()
+        # the calling AE title is a device name, not patient data; it helps the operator
+        log.warning("association rejected", extra={"fields": {
+            "reason": reason, "calling_ae": calling_ae[:16], "peer": address}})
+        # pynetdicom skips negotiation after a reject sent from EVT_REQUESTED; kill() waits
+        # until the A-ASSOCIATE-RJ left, as pynetdicom does for its own rejections
+        event.assoc.acse.send_reject(*codes)
+        event.assoc.kill()
+
+    # --- C-STORE -----------------------------------------------------------------
+
+    def on_store(self, event: evt.Event) -> int | Dataset:
+        if self.spool.free_mb() < self.config.min_free_disk_mb:
+            self.metrics.instances_rejected.labels(reason="disk_full").inc()
+            return _failure(OUT_OF_RESOURCES, "storage nearly full")
+        try:
+            study_uid, sop_uid, sop_class = self._identify(event)
+        except UnsafeUID as error:
+            return self._refuse(str(error))
+        except Exception as error:  # a dataset that cannot be decoded at all
+            return self._refuse(f"undecodable dataset ({type(error).__name__})")
+        path = self.spool.instance_path(study_uid, sop_uid)
+        self.spool.write_durably(path, [event.encoded_dataset(include_meta=True)])
+        new = self.store.record_instance(study_uid=study_uid, sop_uid=sop_uid,
+                                         sop_class=sop_class, path=path,
+                                         calling_ae=event.assoc.requestor.ae_title)
+        self.metrics.instances_received.inc()
+        if new:
+            self.on_received()
+        return SUCCESS
+
+    def _identify(self, event: evt.Event) -> tuple[str, str, str]:
+        request = event.request
+        sop_uid = checked_uid(request.AffectedSOPInstanceUID, "AffectedSOPInstanceUID")
+        sop_class = checked_uid(request.AffectedSOPClassUID, "AffectedSOPClassUID")
+        dataset = event.dataset
+        study_uid = checked_uid(dataset.get("StudyInstanceUID"), "StudyInstanceUID")
+        if checked_uid(dataset.get("SOPInstanceUID"), "SOPInstanceUID") != sop_uid:
+            raise UnsafeUID("SOPInstanceUID differs from the C-STORE request")
+        return study_uid, sop_uid, sop_class
+
+    def _refuse(self, reason: str) -> Dataset:
+        self.metrics.instances_rejected.labels(reason="invalid").inc()
+        log.warning("instance refused", extra={"fields": {"reason": reason}})
+        return _failure(CANNOT_UNDERSTAND, reason)

@@ -1,0 +1,122 @@
+"""C-STORE SCU: results go to each destination, one association per study.
+
+Exactly once per destination: a delivery (result UID, destination) is marked ``sent``
+right after the peer's Success and never attempted again. The one window left is a crash
+between the peer's Success and that commit; the repeat then carries the same SOP
+Instance UID (cxr_core's UIDs are deterministic), which a PACS stores as the same
+instance, not a copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pydicom
+from pynetdicom import AE
+
+from dicom_node.config import Destination, NodeConfig
+from dicom_node.metrics import Metrics
+from dicom_node.store import Delivery, Store
+
+log = logging.getLogger(__name__)
+
+# Success, and the storage warnings under which the instance was stored all the same
+STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
+
+
+class Sender(threading.Thread):
+    """Sends due deliveries until stopped.
+
+    Parameters
+    ----------
+    config:
+        Destinations, retry policy and the node's own AE title.
+    wake:
+        Set by the workers when new deliveries exist, so they go out at once.
+    """
+
+    def __init__(self, *, config: NodeConfig, store: Store, metrics: Metrics,
+                 stop: threading.Event, wake: threading.Event, poll_s: float = 0.5) -> None:
+        super().__init__(name="sender", daemon=True)
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.stop_event = stop
+        self.wake = wake
+        self.poll_s = poll_s
+        self.destinations = {d.name: d for d in config.destinations}
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.send_due()
+            self.wake.wait(self.poll_s)
+            self.wake.clear()
+
+    def send_due(self) -> None:
+        for (study_id, name), deliveries in self.store.due_deliveries().items():
+            if self.stop_event.is_set():
+                return
+            destination = self.destinations.get(name)
+            if destination is None:
+                for delivery in deliveries:
+                    self._failed(delivery, f"destination {name} is no longer configured")
+                continue
+            self.send_study(study_id, destination, deliveries)
+
+    def send_study(self, study_id: int, destination: Destination,
+                   deliveries: list[Delivery]) -> None:
+        """Send one study's pending results to one destination over one association."""
+        try:
+            headers = [pydicom.dcmread(d.path, stop_before_pixels=True) for d in deliveries]
+        except Exception as error:  # a result file the node wrote itself went missing
+            for delivery in deliveries:
+                self._failed(delivery, f"result file unreadable ({type(error).__name__})")
+            return
+        ae = AE(ae_title=self.config.ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+        ae.connection_timeout = 10
+        for context in {(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID))
+                        for h in headers}:
+            ae.add_requested_context(context[0], context[1])
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if not assoc.is_established:
+            why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else (
+                "no connection")
+            for delivery in deliveries:
+                self._failed(delivery, f"association {why}")
+            return
+        try:
+            for delivery in deliveries:
+                self._send_one(assoc, delivery)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        if self.store.study_fully_sent(study_id, destination.name):
+            latency = time.time() - self.store.study_last_received(study_id)
+            self.metrics.latency.observe(latency)
+            log.info("study delivered", extra={"fields": {
+                "study": study_id, "destination": destination.name,
+                "latency_s": round(latency, 3)}})
+
+    def _send_one(self, assoc: object, delivery: Delivery) -> None:
+        if not assoc.is_established:  # type: ignore[attr-defined]
+            self._failed(delivery, "association lost")
+            return
+        status = assoc.send_c_store(delivery.path)  # type: ignore[attr-defined]
+        code = int(status.Status) if status and "Status" in status else None
+        if code in STORED_STATUSES:
+            self.store.mark_sent(delivery)
+            self.metrics.results_sent.labels(destination=delivery.destination).inc()
+        else:
+            self._failed(delivery, "no response" if code is None else f"status 0x{code:04X}")
+
+    def _failed(self, delivery: Delivery, error: str) -> None:
+        dead = self.store.mark_failed(delivery, error, self.config.retry)
+        self.metrics.delivery_failures.labels(destination=delivery.destination).inc()
+        if dead:
+            self.metrics.deliveries_dead.labels(destination=delivery.destination).inc()
+        log.warning("delivery failed", extra={"fields": {
+            "study": delivery.study_id, "destination": delivery.destination, "error": error,
+            "attempt": delivery.attempts + 1, "dead": dead}})

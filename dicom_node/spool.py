@@ -1,0 +1,124 @@
+"""The durable spool: received instances, quarantined ones and results, as files.
+
+Layout under the storage folder::
+
+    incoming/<random>.part          being written (never read by anyone else)
+    spool/<StudyUID>/<SOPUID>.dcm   acknowledged instances
+    quarantine/<StudyUID>/<SOPUID>.dcm   refused by the analysis, kept for the operator
+    results/<StudyUID>/<SOPUID>.dcm      SEG / SR / SC made by the node
+
+File and folder names are UIDs that passed :func:`checked_uid` (digits and dots only),
+so a dataset can never steer a path outside these folders.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+MAX_UID_LENGTH = 64
+
+
+class UnsafeUID(ValueError):
+    """A UID that is not digits and dots (at most 64 characters)."""
+
+
+def checked_uid(value: object, what: str) -> str:
+    """Return ``value`` as a UID string fit to be a file name, or raise :class:`UnsafeUID`.
+
+    Leading zeros inside components are tolerated (some modalities write them); anything
+    but digits and dots, and anything longer than 64 characters, is not.
+    """
+    text = str(value or "").strip().rstrip("\x00").strip()
+    if not text:
+        raise UnsafeUID(f"{what} is missing")
+    if len(text) > MAX_UID_LENGTH or not _UID.fullmatch(text):
+        raise UnsafeUID(f"{what} is not a valid UID (digits and dots, at most 64 characters)")
+    return text
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` survive a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """File operations on the storage folder; every write is fsync'ed before it returns.
+
+    Parameters
+    ----------
+    root:
+        The node's storage folder (created if missing).
+    """
+
+    def __init__(self, *, root: Path) -> None:
+        self.root = Path(root)
+        self.incoming = self.root / "incoming"
+        self.received = self.root / "spool"
+        self.quarantine = self.root / "quarantine"
+        self.results = self.root / "results"
+        for folder in (self.incoming, self.received, self.quarantine, self.results):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._known_dirs: set[Path] = set()
+
+    def instance_path(self, study_uid: str, sop_uid: str) -> Path:
+        return self.received / study_uid / f"{sop_uid}.dcm"
+
+    def result_path(self, study_uid: str, sop_uid: str) -> Path:
+        return self.results / study_uid / f"{sop_uid}.dcm"
+
+    def write_durably(self, target: Path, chunks: list[bytes]) -> Path:
+        """Write ``chunks`` to ``target`` atomically: temp file, fsync, rename, fsync dir.
+
+        ``target`` must lie under the storage folder (callers build it from checked UIDs).
+        """
+        target = Path(target)
+        if self.root.resolve() not in target.resolve().parents:
+            raise ValueError(f"refusing to write outside the storage folder: {target}")
+        temporary = self.incoming / f"{secrets.token_hex(8)}.part"
+        with temporary.open("wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._ensure_dir(target.parent)
+        os.replace(temporary, target)
+        fsync_directory(target.parent)
+        return target
+
+    def move_to_quarantine(self, path: Path, study_uid: str, sop_uid: str) -> Path:
+        target = self.quarantine / study_uid / f"{sop_uid}.dcm"
+        if not path.exists() and target.exists():
+            return target  # moved before a crash; the store did not record it yet
+        self._ensure_dir(target.parent)
+        os.replace(path, target)
+        fsync_directory(target.parent)
+        return target
+
+    def free_mb(self) -> float:
+        return shutil.disk_usage(self.root).free / 2**20
+
+    def clear_incoming(self) -> int:
+        """Delete half-written files left by a crash (never acknowledged); return count."""
+        removed = 0
+        for leftover in self.incoming.glob("*.part"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def _ensure_dir(self, folder: Path) -> None:
+        if folder in self._known_dirs:
+            return
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            # the new folder's entry in its parent must survive a crash too
+            fsync_directory(folder.parent)
+        self._known_dirs.add(folder)

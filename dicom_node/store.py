@@ -1,0 +1,346 @@
+"""The persistent state of studies, instances, results and deliveries (SQLite).
+
+State machines (every transition is one committed transaction, so a crash at any point
+leaves a state the node resumes from):
+
+* study: ``receiving`` -(quiet period)-> ``queued`` -(worker claims)-> ``processing``
+  -> ``done`` (or back to ``receiving`` when instances arrived meanwhile). A new instance
+  moves a ``queued``/``done`` study back to ``receiving``. On start, ``processing``
+  becomes ``queued`` again (the worker died with it).
+* instance: ``received`` -> ``processed`` | ``ignored`` | ``refused`` | ``failed``.
+* delivery (one result to one destination): ``pending`` -> ``sent`` | ``dead`` (after
+  the retry policy's bounded attempts); ``cxr-node retry`` moves ``dead`` to ``pending``.
+
+Each connection belongs to one thread (``threading.local``); WAL lets the SCP, the
+workers, the sender and a ``cxr-node status`` process use the file at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicom_node.config import RetryPolicy
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT UNIQUE NOT NULL,
+    state TEXT NOT NULL,
+    first_received REAL NOT NULL,
+    last_received REAL NOT NULL,
+    job_started REAL,
+    job_finished REAL
+);
+CREATE INDEX IF NOT EXISTS studies_state ON studies(state);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    sop_class TEXT NOT NULL,
+    path TEXT NOT NULL,
+    calling_ae TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_id, state);
+CREATE TABLE IF NOT EXISTS results (
+    sop_uid TEXT PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    source_sop_uid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    result_uid TEXT NOT NULL REFERENCES results(sop_uid),
+    destination TEXT NOT NULL,
+    study_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    sent_at REAL,
+    PRIMARY KEY (result_uid, destination)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt);
+"""
+
+
+@dataclass(frozen=True)
+class Instance:
+    sop_uid: str
+    study_id: int
+    sop_class: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Result:
+    sop_uid: str
+    source_sop_uid: str
+    kind: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Delivery:
+    result_uid: str
+    destination: str
+    study_id: int
+    path: Path
+    attempts: int
+
+
+class Store:
+    """Thread-safe access to the node's SQLite database.
+
+    Parameters
+    ----------
+    path:
+        The database file (created with its schema if missing).
+    """
+
+    def __init__(self, *, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._connection().executescript(SCHEMA)  # commits on its own
+
+    # --- connections -------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process (the OS keeps the WAL); the
+            # received files themselves are fsync'ed and re-registered by reconcile().
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # --- ingest ------------------------------------------------------------------
+
+    def record_instance(self, *, study_uid: str, sop_uid: str, sop_class: str, path: Path,
+                        calling_ae: str, now: float | None = None) -> bool:
+        """Register a received instance; return False when it was already known.
+
+        The study goes (back) to ``receiving`` so its quiet period restarts.
+        """
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO studies(study_uid, state, first_received, last_received) "
+                "VALUES (?, 'receiving', ?, ?) ON CONFLICT(study_uid) DO UPDATE SET "
+                "last_received = excluded.last_received, state = CASE WHEN state = "
+                "'processing' THEN state ELSE 'receiving' END",
+                (study_uid, now, now))
+            study_id = db.execute("SELECT id FROM studies WHERE study_uid = ?",
+                                  (study_uid,)).fetchone()[0]
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO instances(sop_uid, study_id, sop_class, path, "
+                "calling_ae, received_at, state) VALUES (?, ?, ?, ?, ?, ?, 'received')",
+                (sop_uid, study_id, sop_class, str(path), calling_ae, now))
+            return cursor.rowcount == 1
+
+    def known_instances(self) -> set[str]:
+        return {row[0] for row in self._connection().execute("SELECT sop_uid FROM instances")}
+
+    # --- jobs --------------------------------------------------------------------
+
+    def queue_quiet_studies(self, quiet_period_s: float, now: float | None = None) -> list[int]:
+        """Move studies quiet for ``quiet_period_s`` to ``queued``; return their ids."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            ids = [row[0] for row in db.execute(
+                "SELECT id FROM studies WHERE state = 'receiving' AND last_received <= ?",
+                (now - quiet_period_s,))]
+            db.executemany("UPDATE studies SET state = 'queued' WHERE id = ?",
+                           [(i,) for i in ids])
+        return ids
+
+    def resume(self) -> list[int]:
+        """After a restart: jobs that were running are queued again; return queued ids."""
+        with self._transaction() as db:
+            db.execute("UPDATE studies SET state = 'queued' WHERE state = 'processing'")
+            return [row[0] for row in db.execute(
+                "SELECT id FROM studies WHERE state = 'queued' ORDER BY last_received")]
+
+    def claim_job(self, study_id: int) -> bool:
+        """Atomically take a queued study for processing (False: someone else did, or
+        instances arrived and it is receiving again)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE studies SET state = 'processing', job_started = ? "
+                "WHERE id = ? AND state = 'queued'", (time.time(), study_id))
+            return cursor.rowcount == 1
+
+    def pending_instances(self, study_id: int) -> list[Instance]:
+        rows = self._connection().execute(
+            "SELECT sop_uid, study_id, sop_class, path FROM instances "
+            "WHERE study_id = ? AND state = 'received' ORDER BY received_at", (study_id,))
+        return [Instance(r[0], r[1], r[2], Path(r[3])) for r in rows]
+
+    def record_outcome(self, *, sop_uid: str, state: str, reason: str | None = None,
+                       path: Path | None = None, results: Iterable[Result] = ()) -> None:
+        """Store what became of one instance (and its results) in one transaction."""
+        if state not in {"processed", "ignored", "refused", "failed"}:
+            raise ValueError(f"state: unknown instance state {state!r}")
+        now = time.time()
+        with self._transaction() as db:
+            study_id = db.execute("SELECT study_id FROM instances WHERE sop_uid = ?",
+                                  (sop_uid,)).fetchone()[0]
+            db.executemany(
+                "INSERT OR IGNORE INTO results(sop_uid, study_id, source_sop_uid, kind, path, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.sop_uid, study_id, r.source_sop_uid, r.kind, str(r.path), now)
+                 for r in results])
+            db.execute("UPDATE instances SET state = ?, reason = ?, path = COALESCE(?, path) "
+                       "WHERE sop_uid = ?",
+                       (state, reason, str(path) if path else None, sop_uid))
+
+    def finish_job(self, study_id: int, destinations: Iterable[str]) -> int:
+        """Create the deliveries of every result of the study (each result once per
+        destination, whatever happened before) and close the job; return how many
+        deliveries are new."""
+        with self._transaction() as db:
+            before = db.total_changes
+            for destination in destinations:
+                db.execute(
+                    "INSERT OR IGNORE INTO deliveries(result_uid, destination, study_id, "
+                    "state) SELECT sop_uid, ?, study_id, 'pending' FROM results "
+                    "WHERE study_id = ?", (destination, study_id))
+            created = db.total_changes - before
+            waiting = db.execute("SELECT COUNT(*) FROM instances WHERE study_id = ? AND "
+                                 "state = 'received'", (study_id,)).fetchone()[0]
+            db.execute("UPDATE studies SET state = ?, job_finished = ? WHERE id = ?",
+                       ("receiving" if waiting else "done", time.time(), study_id))
+        return created
+
+    # --- deliveries --------------------------------------------------------------
+
+    def due_deliveries(self, now: float | None = None) -> dict[tuple[int, str], list[Delivery]]:
+        """Pending deliveries whose backoff has elapsed, grouped per (study, destination)
+        so the sender opens one association per group."""
+        now = time.time() if now is None else now
+        rows = self._connection().execute(
+            "SELECT d.result_uid, d.destination, d.study_id, r.path, d.attempts "
+            "FROM deliveries d JOIN results r ON r.sop_uid = d.result_uid "
+            "WHERE d.state = 'pending' AND d.next_attempt <= ? "
+            "ORDER BY d.study_id, d.destination, r.kind", (now,))
+        groups: dict[tuple[int, str], list[Delivery]] = {}
+        for r in rows:
+            groups.setdefault((r[2], r[1]), []).append(
+                Delivery(r[0], r[1], r[2], Path(r[3]), r[4]))
+        return groups
+
+    def mark_sent(self, delivery: Delivery) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET state = 'sent', sent_at = ?, last_error = NULL "
+                       "WHERE result_uid = ? AND destination = ? AND state = 'pending'",
+                       (time.time(), delivery.result_uid, delivery.destination))
+
+    def mark_failed(self, delivery: Delivery, error: str, policy: RetryPolicy) -> bool:
+        """Count a failed attempt; return True when the delivery is now dead-lettered."""
+        attempts = delivery.attempts + 1
+        dead = attempts >= policy.max_attempts
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET attempts = ?, last_error = ?, state = ?, "
+                "next_attempt = ? WHERE result_uid = ? AND destination = ? "
+                "AND state = 'pending'",
+                (attempts, error[:500], "dead" if dead else "pending",
+                 time.time() + policy.delay_after(attempts), delivery.result_uid,
+                 delivery.destination))
+        return dead
+
+    def study_uid(self, study_id: int) -> str:
+        return self._connection().execute(
+            "SELECT study_uid FROM studies WHERE id = ?", (study_id,)).fetchone()[0]
+
+    def study_last_received(self, study_id: int) -> float:
+        return self._connection().execute(
+            "SELECT last_received FROM studies WHERE id = ?", (study_id,)).fetchone()[0]
+
+    def study_fully_sent(self, study_id: int, destination: str) -> bool:
+        return self._connection().execute(
+            "SELECT COUNT(*) FROM deliveries WHERE study_id = ? AND destination = ? "
+            "AND state != 'sent'", (study_id, destination)).fetchone()[0] == 0
+
+    # --- operator ----------------------------------------------------------------
+
+    def retry(self, *, study_uid: str | None = None) -> dict[str, int]:
+        """Requeue dead deliveries and failed instances (of one study, or all)."""
+        where, args = ("", ()) if study_uid is None else (
+            " AND study_id = (SELECT id FROM studies WHERE study_uid = ?)", (study_uid,))
+        with self._transaction() as db:
+            deliveries = db.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = 0 "
+                "WHERE state = 'dead'" + where, args).rowcount
+            instances = db.execute(
+                "UPDATE instances SET state = 'received', reason = NULL "
+                "WHERE state = 'failed'" + where, args).rowcount
+            # a study with requeued instances runs again without waiting a quiet period
+            db.execute("UPDATE studies SET state = 'receiving', last_received = 0 WHERE id IN "
+                       "(SELECT study_id FROM instances WHERE state = 'received') "
+                       "AND state IN ('done', 'receiving')")
+        return {"deliveries": deliveries, "instances": instances}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        db = self._connection()
+        return {table: {row[0]: row[1] for row in db.execute(
+            f"SELECT state, COUNT(*) FROM {table} GROUP BY state")}  # noqa: S608 (fixed names)
+            for table in ("studies", "instances", "deliveries")}
+
+    def studies(self, limit: int = 50) -> list[sqlite3.Row]:
+        return self._connection().execute(
+            "SELECT s.id, s.study_uid, s.state, s.last_received, "
+            "(SELECT COUNT(*) FROM instances i WHERE i.study_id = s.id) AS instances, "
+            "(SELECT COUNT(*) FROM results r WHERE r.study_id = s.id) AS results, "
+            "(SELECT COUNT(*) FROM deliveries d WHERE d.study_id = s.id "
+            " AND d.state = 'sent') AS sent "
+            "FROM studies s ORDER BY s.last_received DESC LIMIT ?", (limit,)).fetchall()
+
+    def failures(self) -> list[sqlite3.Row]:
+        db = self._connection()
+        instances = db.execute(
+            "SELECT 'instance' AS kind, s.id AS study_id, i.sop_uid AS uid, i.state, "
+            "i.reason AS detail FROM instances i JOIN studies s ON s.id = i.study_id "
+            "WHERE i.state IN ('refused', 'failed') ORDER BY i.received_at").fetchall()
+        deliveries = db.execute(
+            "SELECT 'delivery' AS kind, study_id, result_uid || ' -> ' || destination AS uid, "
+            "state, last_error AS detail FROM deliveries WHERE state = 'dead' "
+            "OR (state = 'pending' AND attempts > 0)").fetchall()
+        return instances + deliveries
+
+    def queue_depth(self) -> int:
+        return self._connection().execute(
+            "SELECT COUNT(*) FROM studies WHERE state IN ('queued', 'processing')"
+        ).fetchone()[0]
+
+    def pending_deliveries(self) -> int:
+        return self._connection().execute(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0]

@@ -1,0 +1,227 @@
+"""Jobs: a study becomes a job after its quiet period; a worker analyses its instances.
+
+The job interface is deliberately narrow so the queue can be swapped (e.g. for huey with
+a broker) without touching the SCP or the engine: a job is a study id, and everything
+else (instances, outcomes, results, deliveries) lives in the :class:`~dicom_node.store.Store`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pydicom
+from pydicom.filewriter import dcmwrite
+
+from cxr_core.io import RefusedInput, read_radiograph
+from cxr_core.writers.seg import MANUFACTURER
+from dicom_node.config import Filters, NodeConfig
+from dicom_node.metrics import Metrics
+from dicom_node.spool import Spool, checked_uid
+from dicom_node.store import Instance, Result, Store
+
+log = logging.getLogger(__name__)
+
+
+class JobQueue(Protocol):
+    """Where study ids wait for a worker. Contract: ``submit`` may be called for a study
+    that is already waiting (the store's :meth:`~Store.claim_job` makes that harmless);
+    ``take`` returns ``None`` when nothing arrived within ``timeout`` seconds."""
+
+    def submit(self, study_id: int) -> None: ...
+
+    def take(self, timeout: float) -> int | None: ...
+
+
+class LocalJobQueue:
+    """The embedded queue: in memory, rebuilt from the store on start (``Store.resume``)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[int] = queue.Queue()
+
+    def submit(self, study_id: int) -> None:
+        self._queue.put(study_id)
+
+    def take(self, timeout: float) -> int | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+@dataclass
+class Outcome:
+    """What became of one instance: ``processed`` (with results), ``ignored``,
+    ``refused`` or ``failed``, and a reason without patient data."""
+
+    state: str
+    reason: str | None = None
+    results: list[Result] = field(default_factory=list)
+
+
+def filter_reason(header: pydicom.Dataset, sop_class: str, filters: Filters) -> str | None:
+    """Why an instance is not analysed (stored and ignored), or None to analyse it."""
+    if str(header.get("Manufacturer", "")).strip() == MANUFACTURER:
+        return "made by SlicerCXR (the node's own output)"
+    if sop_class not in filters.sop_classes:
+        return f"SOP class {pydicom.uid.UID(sop_class).name} is not processed"
+    checks = (("Modality", filters.modalities), ("BodyPartExamined", filters.body_parts),
+              ("ViewPosition", filters.views))
+    for keyword, allowed in checks:
+        value = str(header.get(keyword, "") or "").strip().upper()
+        if allowed and value not in allowed:
+            return f"{keyword} {value or '(empty)'} is not processed"
+    return None
+
+
+class Analyzer:
+    """Turns one received instance into results (SEG, SR, optional overlay SC).
+
+    Parameters
+    ----------
+    engine:
+        A loaded :class:`cxr_core.pipeline.Engine` (one per worker thread).
+    spool:
+        Where results are written (durably) and refused inputs quarantined.
+    filters:
+        Which instances to analyse.
+    overlay:
+        Also make a Secondary Capture of the overlay.
+    """
+
+    def __init__(self, *, engine: Any, spool: Spool, filters: Filters, overlay: bool) -> None:
+        self.engine = engine
+        self.spool = spool
+        self.filters = filters
+        self.overlay = overlay
+
+    def run(self, instance: Instance, study_uid: str) -> Outcome:
+        try:
+            header = pydicom.dcmread(instance.path, stop_before_pixels=True)
+        except Exception as error:  # any parse failure means the same: unreadable input
+            return Outcome("refused", f"unreadable DICOM ({type(error).__name__})")
+        reason = filter_reason(header, instance.sop_class, self.filters)
+        if reason is not None:
+            return Outcome("ignored", reason)
+        try:
+            radiograph = read_radiograph(instance.path, radiograph_id=instance.sop_uid)
+        except RefusedInput as error:
+            return Outcome("refused", str(error))
+        analysis = self.engine.analyze(radiograph)
+        return Outcome("processed", results=self._write_results(analysis, study_uid,
+                                                                instance.sop_uid))
+
+    def _write_results(self, analysis: Any, study_uid: str, source_uid: str) -> list[Result]:
+        from cxr_core.writers.seg import build_seg
+        from cxr_core.writers.sr import build_sr
+
+        seg = build_seg(analysis)
+        objects = [("seg", seg), ("sr", build_sr(analysis, seg=seg))]
+        if self.overlay:
+            from dicom_node.overlay import build_overlay_sc
+
+            objects.append(("overlay", build_overlay_sc(analysis)))
+        results = []
+        for kind, dataset in objects:
+            uid = checked_uid(dataset.SOPInstanceUID, f"{kind} SOPInstanceUID")
+            buffer = io.BytesIO()
+            dcmwrite(buffer, dataset, enforce_file_format=True)
+            path = self.spool.write_durably(self.spool.result_path(study_uid, uid),
+                                            [buffer.getvalue()])
+            results.append(Result(uid, source_uid, kind, path))
+        return results
+
+
+class Worker(threading.Thread):
+    """Takes study ids from the queue and processes each of their received instances.
+
+    Parameters
+    ----------
+    make_engine:
+        Builds the engine (called once, in this thread; models load slowly).
+    on_study_done:
+        Called after a job created deliveries (wakes the sender).
+    """
+
+    def __init__(self, *, index: int, config: NodeConfig, store: Store, spool: Spool,
+                 jobs: JobQueue, metrics: Metrics, make_engine: Callable[[], Any],
+                 stop: threading.Event, on_study_done: Callable[[], None]) -> None:
+        super().__init__(name=f"worker-{index}", daemon=True)
+        self.config = config
+        self.store = store
+        self.spool = spool
+        self.jobs = jobs
+        self.metrics = metrics
+        self.make_engine = make_engine
+        self.stop_event = stop
+        self.on_study_done = on_study_done
+        self.state = "starting"
+        self.analyzer: Analyzer | None = None
+
+    def run(self) -> None:
+        try:
+            self.state = "loading"
+            engine = self.make_engine()
+        except Exception as error:
+            self.state = "engine_failed"
+            log.error("engine failed to load", extra={"fields": {
+                "worker": self.name, "error": f"{type(error).__name__}: {error}"}})
+            return
+        self.analyzer = Analyzer(engine=engine, spool=self.spool, filters=self.config.filters,
+                                 overlay=self.config.overlay)
+        self.state = "ready"
+        while not self.stop_event.is_set():
+            study_id = self.jobs.take(timeout=0.2)
+            if study_id is not None and self.store.claim_job(study_id):
+                self.process(study_id)
+        self.state = "stopped"
+
+    def process(self, study_id: int) -> None:
+        started = time.monotonic()
+        study_uid = self.store.study_uid(study_id)
+        counts: dict[str, int] = {}
+        for instance in self.store.pending_instances(study_id):
+            if self.stop_event.is_set():
+                # graceful stop: the study stays 'processing' and is resumed on start
+                return
+            outcome = self._run_one(instance, study_uid)
+            counts[outcome.state] = counts.get(outcome.state, 0) + 1
+        created = self.store.finish_job(study_id, [d.name for d in self.config.destinations])
+        log.info("study processed", extra={"fields": {
+            "study": study_id, **counts, "deliveries": created,
+            "seconds": round(time.monotonic() - started, 3)}})
+        if created:
+            self.on_study_done()
+
+    def _run_one(self, instance: Instance, study_uid: str) -> Outcome:
+        assert self.analyzer is not None
+        try:
+            outcome = self.analyzer.run(instance, study_uid)
+        except Exception as error:  # one bad instance must not stop the study
+            log.exception("instance failed", extra={"fields": {"study": instance.study_id}})
+            outcome = Outcome("failed", f"internal error ({type(error).__name__})")
+        path = None
+        if outcome.state == "refused":
+            path = self.spool.move_to_quarantine(instance.path, study_uid, instance.sop_uid)
+        self.store.record_outcome(sop_uid=instance.sop_uid, state=outcome.state,
+                                  reason=outcome.reason, path=path, results=outcome.results)
+        self._count(outcome)
+        log.info("instance " + outcome.state, extra={"fields": {
+            "study": instance.study_id, "reason": outcome.reason,
+            "results": len(outcome.results)}})
+        return outcome
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.state == "processed":
+            self.metrics.instances_processed.inc()
+        elif outcome.state == "ignored":
+            self.metrics.instances_ignored.inc()
+        else:
+            self.metrics.instances_failed.labels(state=outcome.state).inc()
+

@@ -1,0 +1,241 @@
+"""Helpers for the node tests. Real peers on loopback: the node as a subprocess,
+dcmtk storescp/storescu/echoscu, Orthanc. Whoever starts a process stops it."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_node.store import Store
+
+SAMPLES = Path("/work/shared/data/dicom_samples")
+CR_UNCOMPRESSED = SAMPLES / "RG1_UNCR.dcm"
+CR_J2K_LOSSY = SAMPLES / "RG1_J2KI.dcm"
+EXTREMITY = SAMPLES / "RG3_J2KR.dcm"
+DX_NIH = SAMPLES / "nih_gcp_1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"
+SC_JPEG = SAMPLES / "siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+NODE_AE = "CXRNODE"
+PACS_AE = "PACS"
+DEST_AE = "DEST"
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:  # a failure, not a skip: CI installs these with apt-get
+        pytest.fail(f"{name} is not installed (apt-get install dcmtk dicom3tools orthanc)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def copy_with_new_uids(source: Path, folder: Path, *, study_uid: str | None = None,
+                       **changes: Any) -> Path:
+    """A copy of a sample as a new instance (new SOP/Series, given or new Study UID)."""
+    dataset = pydicom.dcmread(source)
+    dataset.StudyInstanceUID = study_uid or generate_uid()
+    dataset.SeriesInstanceUID = generate_uid()
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    for keyword, value in changes.items():
+        setattr(dataset, keyword, value)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{dataset.SOPInstanceUID}.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def storescu(files: list[Path], port: int, *, calling_ae: str = PACS_AE,
+             transfer: str | None = None) -> subprocess.CompletedProcess:
+    """dcmtk storescu; ``transfer`` picks the compressed syntax to propose (-xy, -xv...)."""
+    command = [require_tool("storescu"), "-R", "-aet", calling_ae, "-aec", NODE_AE]
+    command += [transfer] if transfer else []
+    command += ["127.0.0.1", str(port), *map(str, files)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def echoscu(port: int, calling_ae: str = PACS_AE, called_ae: str = NODE_AE
+            ) -> subprocess.CompletedProcess:
+    return subprocess.run([require_tool("echoscu"), "-aet", calling_ae, "-aec", called_ae,
+                           "127.0.0.1", str(port)], capture_output=True, text=True, timeout=30)
+
+
+def received_sop_uids(folder: Path) -> collections.Counter:
+    """SOP Instance UID -> how many files storescp wrote for it (+uf: never overwrites)."""
+    return collections.Counter(
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+        for p in folder.iterdir() if p.is_file())
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    result = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True,
+                            text=True, timeout=60)
+    return [line for line in (result.stdout + result.stderr).splitlines()
+            if line.startswith("Error")]
+
+
+class NodeProcess:
+    """``cxr-node serve`` as a subprocess with its own TOML config and ports."""
+
+    def __init__(self, root: Path, *, destinations: list[tuple[str, str, int]],
+                 allowed: tuple[str, ...] = (PACS_AE,), quiet_period: float = 0.5,
+                 extra: str = "") -> None:
+        self.root = root
+        self.storage = root / "storage"
+        self.port = free_port()
+        self.http_port = free_port()
+        self.log_path = root / "node.log"
+        self.config_path = root / "node.toml"
+        models = os.environ.get("CXR_NODE_TEST_MODELS_DIR")
+        lines = ["[node]", f'ae_title = "{NODE_AE}"', 'bind_address = "127.0.0.1"',
+                 f"port = {self.port}", f'storage = "{self.storage}"',
+                 *( [f'models_dir = "{models}"'] if models else []),
+                 "[security]", f"allowed_ae_titles = {json.dumps(list(allowed))}",
+                 "min_free_disk_mb = 1",
+                 "[jobs]", f"quiet_period_s = {quiet_period}", "workers = 1",
+                 "[http]", 'address = "127.0.0.1"', f"port = {self.http_port}"]
+        for name, ae_title, port in destinations:
+            lines += ["[[destinations]]", f'name = "{name}"', f'ae_title = "{ae_title}"',
+                      'host = "127.0.0.1"', f"port = {port}"]
+        self.config_path.write_text("\n".join(lines) + "\n" + extra)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> NodeProcess:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dicom_node", "serve", "--config", str(self.config_path)],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._alive() and port_open(self.port), timeout, "the node to listen")
+        return self
+
+    def _alive(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"node exited with {self.process.returncode}:\n{self.log()}")
+        return True
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM (graceful); SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            code = None
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def store(self) -> Store:
+        return Store(path=self.storage / "node.sqlite")
+
+    def instance_states(self) -> dict[str, tuple[str, str | None]]:
+        store = self.store()
+        try:
+            rows = store._connection().execute("SELECT sop_uid, state, reason FROM instances")
+            return {r[0]: (r[1], r[2]) for r in rows}
+        finally:
+            store.close()
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        store = self.store()
+        try:
+            return [tuple(r) for r in store._connection().execute(sql, args)]
+        finally:
+            store.close()
+
+    def http(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}",
+                                        timeout=5) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dicom_node", *args, "--storage",
+                               str(self.storage)], capture_output=True, text=True, timeout=60)
+
+    def wait_instances(self, uids: set[str], states: set[str], timeout: float = 90) -> dict:
+        def settled() -> dict | None:
+            found = self.instance_states()
+            done = {u: found[u] for u in uids if u in found and found[u][0] in states}
+            return found if len(done) == len(uids) else None
+        return wait_for(settled, timeout, f"{len(uids)} instances to become {states}")
+
+
+class Storescp:
+    """dcmtk storescp as a destination; +uf so a repeated delivery shows as a second file."""
+
+    def __init__(self, folder: Path, port: int | None = None, ae_title: str = DEST_AE) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.ae_title = ae_title
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Storescp:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [require_tool("storescp"), "-aet", self.ae_title, "-od", str(self.folder), "+uf",
+             "--promiscuous", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: port_open(self.port), 10, "storescp to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def received(self) -> collections.Counter:
+        return received_sop_uids(self.folder)
