@@ -34,6 +34,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     lung.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     lung.add_argument("--datalist", type=Path, default=None,
                       help="extra labels: MONAI datalist JSON (e.g. a SlicerCXR label store)")
+    lung.add_argument("--datalist-only", action="store_true",
+                      help="train on the datalist's images only (fine-tuning on corrections); "
+                      "the shared val split still picks the checkpoint and test split scores")
     lung.add_argument("--init-from", default=None, help="model name or folder to fine-tune")
     lung.add_argument("--out", type=Path, default=default_models_dir() / "lung_seg")
     lung.add_argument("--size", type=int, default=256)
@@ -133,7 +136,8 @@ def _run_train_lung(args: argparse.Namespace) -> int:
                             max_minutes=args.max_minutes, seed=args.seed)
     card = train_lung(data_root=args.data_root, out_dir=args.out, datalist=args.datalist,
                       init_from=args.init_from, size=args.size, config=config,
-                      version=args.version, command=args.command_line)
+                      version=args.version, command=args.command_line,
+                      datalist_only=args.datalist_only)
     _print_lung_metrics(card.metrics)
     print(f"saved {args.out}")
     return 0
