@@ -65,6 +65,13 @@ class Outcome:
     results: list[Result] = field(default_factory=list)
 
 
+def _decode_every_element(dataset: pydicom.Dataset) -> None:
+    """pydicom parses values lazily; touch each one now so a broken element (unknown VR,
+    impossible length) is found here, as a refusal, not deep inside the engine."""
+    for element in dataset.iterall():
+        _ = element.value
+
+
 def filter_reason(header: pydicom.Dataset, sop_class: str, filters: Filters) -> str | None:
     """Why an instance is not analysed (stored and ignored), or None to analyse it."""
     if str(header.get("Manufacturer", "")).strip() == MANUFACTURER:
@@ -104,8 +111,9 @@ class Analyzer:
     def run(self, instance: Instance, study_uid: str) -> Outcome:
         try:
             header = pydicom.dcmread(instance.path, stop_before_pixels=True)
+            _decode_every_element(header)
         except Exception as error:  # any parse failure means the same: unreadable input
-            return Outcome("refused", f"unreadable DICOM ({type(error).__name__})")
+            return Outcome("refused", f"unreadable DICOM header ({type(error).__name__})")
         reason = filter_reason(header, instance.sop_class, self.filters)
         if reason is not None:
             return Outcome("ignored", reason)

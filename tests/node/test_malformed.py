@@ -1,0 +1,96 @@
+"""At least 20 broken or hostile inputs: each is refused at C-STORE (with a reason in
+ErrorComment) or stored and then refused/ignored with a reason (refused files go to
+quarantine); none is analysed, and the node keeps serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from malformed import build_malformed
+from node_helpers import (
+    DEST_AE,
+    DX_NIH,
+    NODE_AE,
+    PACS_AE,
+    NodeProcess,
+    Storescp,
+    copy_with_new_uids,
+    echoscu,
+    storescu,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, _config
+from pynetdicom.dsutils import split_dataset
+
+
+def _send_raw(path: Path, port: int) -> tuple[int | None, str]:
+    """C-STORE the file's bytes exactly as they are (no decoding on our side)."""
+    meta = split_dataset(path)[0]
+    ae = AE(ae_title=PACS_AE)
+    sop_class = str(meta.MediaStorageSOPClassUID)
+    ae.add_requested_context(sop_class, [str(meta.TransferSyntaxUID)])
+    assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AE)
+    assert assoc.is_established, "the node stopped accepting associations"
+    try:
+        status = assoc.send_c_store(path)
+    except Exception as error:  # our own SCU refusing to send it
+        assoc.abort()
+        return None, f"not sent: {type(error).__name__}"
+    code = int(status.Status) if status and "Status" in status else None
+    comment = str(status.get("ErrorComment", "")) if status else ""
+    if assoc.is_established:
+        assoc.release()
+    return code, comment
+
+
+@pytest.fixture
+def chunked_sending(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pynetdicom then streams the file's dataset bytes instead of re-encoding them
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    assert AllStoragePresentationContexts  # the node offers every storage class
+
+
+def test_malformed_inputs_are_refused_with_reasons(tmp_path: Path, processes: list,
+                                                   chunked_sending: None) -> None:
+    destination = Storescp(tmp_path / "received").start()
+    processes.append(destination)
+    node = NodeProcess(tmp_path, destinations=[("dest", DEST_AE, destination.port)])
+    processes.append(node)
+    node.start()
+    cases = build_malformed(tmp_path / "malformed")
+    assert len(cases) >= 20
+    at_store: dict[str, str] = {}
+    stored: dict[str, str] = {}
+    for name, path in cases.items():
+        code, comment = _send_raw(path, node.port)
+        if code == 0x0000:
+            stored[name] = str(split_dataset(path)[0].MediaStorageSOPInstanceUID)
+        else:
+            assert code is None or comment, f"{name}: failure 0x{code:04X} without a reason"
+            at_store[name] = comment or "not sent"
+    # the node still serves: echo, and a valid image is analysed
+    assert echoscu(node.port).returncode == 0
+    good = copy_with_new_uids(DX_NIH, tmp_path / "good")
+    assert storescu([good], node.port).returncode == 0
+    good_uid = str(pydicom.dcmread(good, stop_before_pixels=True).SOPInstanceUID)
+    states = node.wait_instances({*stored.values(), good_uid},
+                                 {"processed", "ignored", "refused", "failed"}, timeout=120)
+    assert states[good_uid][0] == "processed"
+    outcomes = {name: states[uid] for name, uid in stored.items()}
+    report = "\n".join(f"{n}: C-STORE refused: {c}" for n, c in at_store.items()) + "\n" + \
+        "\n".join(f"{n}: {s}: {r}" for n, (s, r) in outcomes.items())
+    print(report)
+    for name, (state, reason) in outcomes.items():
+        assert state in {"refused", "ignored"} and reason, f"{name}: {state} ({reason})"
+        if state == "refused":
+            quarantined = list((node.storage / "quarantine").rglob(f"{stored[name]}.dcm"))
+            assert quarantined, f"{name}: refused but not in quarantine"
+    # hostile UIDs never became paths; nothing was written outside the storage folder
+    assert not Path("/tmp/evil").exists()
+    for path in node.storage.rglob("*"):
+        assert node.storage in path.resolve().parents
+    assert {"path_like_study_uid", "long_study_uid", "missing_study_uid"} <= set(at_store)
+    code, metrics = node.http("/metrics")
+    assert 'cxr_node_instances_rejected_total{reason="invalid"}' in metrics
+    assert node.stop() == 0
