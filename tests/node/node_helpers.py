@@ -114,10 +114,11 @@ class NodeProcess:
 
     def __init__(self, root: Path, *, destinations: list[tuple[str, str, int]],
                  allowed: tuple[str, ...] = (PACS_AE,), quiet_period: float = 0.5,
-                 extra: str = "") -> None:
+                 extra: str = "", port: int | None = None) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.storage = root / "storage"
-        self.port = free_port()
+        self.port = port or free_port()
         self.http_port = free_port()
         self.log_path = root / "node.log"
         self.config_path = root / "node.toml"
@@ -239,3 +240,80 @@ class Storescp:
 
     def received(self) -> collections.Counter:
         return received_sop_uids(self.folder)
+
+
+class Orthanc:
+    """Orthanc as the PACS: auto-routes every stable study to the node (Lua
+    ``OnStableStudy``) and stores what the node sends back."""
+
+    def __init__(self, root: Path, *, node_port: int, ae_title: str = "ORTHANC",
+                 stable_age: int = 1) -> None:
+        self.root = root
+        self.ae_title = ae_title
+        self.node_port = node_port
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        script = root / "route.lua"
+        script.write_text(
+            "function OnStableStudy(studyId, tags, metadata)\n"
+            # Lua's SendToModality() takes instances; the REST route sends a whole study
+            "  RestApiPost('/modalities/cxrnode/store', studyId)\n"
+            "end\n")
+        self.config = root / "orthanc.json"
+        self.config.write_text(json.dumps({
+            "Name": "test-pacs", "StorageDirectory": str(root / "db"),
+            "IndexDirectory": str(root / "db"), "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port, "DicomAet": ae_title,
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "HttpServerEnabled": True, "DicomServerEnabled": True, "Plugins": [],
+            "StableAge": stable_age, "LuaScripts": [str(script)],
+            "DicomModalities": {"cxrnode": [NODE_AE, "127.0.0.1", node_port]},
+            "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+            "DicomScuTimeout": 30, "ConcurrentJobs": 1, "HttpTimeout": 30,
+        }))
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Orthanc:
+        self.log = (self.root / "orthanc.log").open("wb")
+        self.process = subprocess.Popen([require_tool("Orthanc"), str(self.config)],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._up(), 30, "Orthanc's REST API")
+        return self
+
+    def _up(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError("Orthanc exited: " +
+                                 (self.root / "orthanc.log").read_text(errors="replace"))
+        try:
+            self.get("/system")
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.process is not None:
+            self.log.close()
+
+    def _request(self, path: str, data: bytes | None = None) -> bytes:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
+                                         method="POST" if data is not None else "GET")
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.read()
+
+    def get(self, path: str) -> Any:
+        return json.loads(self._request(path))
+
+    def upload(self, path: Path) -> dict:
+        return json.loads(self._request("/instances", path.read_bytes()))
+
+    def file(self, instance_id: str) -> bytes:
+        return self._request(f"/instances/{instance_id}/file")
