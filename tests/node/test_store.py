@@ -1,0 +1,89 @@
+"""The job store's state machine, on a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dicom_node.config import RetryPolicy
+from dicom_node.store import Result, Store
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(path=tmp_path / "node.sqlite")
+
+
+def _receive(store: Store, study: str, sop: str, now: float) -> bool:
+    return store.record_instance(study_uid=study, sop_uid=sop, sop_class="1.2", calling_ae="A",
+                                 path=Path(f"/spool/{sop}.dcm"), now=now)
+
+
+def test_quiet_period_then_claim_then_deliveries_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert _receive(store, "1.1", "1.1.1", now=100.0)
+    assert not _receive(store, "1.1", "1.1.1", now=101.0)  # a repeat is not a new instance
+    assert store.queue_quiet_studies(5.0, now=104.0) == []  # still within the quiet period
+    [study_id] = store.queue_quiet_studies(5.0, now=106.5)
+    assert store.claim_job(study_id) and not store.claim_job(study_id)
+    [instance] = store.pending_instances(study_id)
+    store.record_outcome(sop_uid=instance.sop_uid, state="processed", results=[
+        Result("9.1", "1.1.1", "seg", Path("/r/9.1.dcm")),
+        Result("9.2", "1.1.1", "sr", Path("/r/9.2.dcm"))])
+    assert store.finish_job(study_id, ["a", "b"]) == 4
+    assert store.finish_job(study_id, ["a", "b"]) == 0  # never twice per destination
+    groups = store.due_deliveries()
+    assert sorted(groups) == [(study_id, "a"), (study_id, "b")]
+    for delivery in groups[(study_id, "a")]:
+        store.mark_sent(delivery)
+    assert store.study_fully_sent(study_id, "a") and not store.study_fully_sent(study_id, "b")
+    assert sorted(store.due_deliveries()) == [(study_id, "b")]
+
+
+def test_failed_attempts_back_off_then_dead_letter_then_retry(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _receive(store, "1.1", "1.1.1", now=0.0)
+    [study_id] = store.queue_quiet_studies(0.0, now=1.0)
+    store.claim_job(study_id)
+    store.record_outcome(sop_uid="1.1.1", state="processed",
+                         results=[Result("9.1", "1.1.1", "seg", Path("/r/9.1.dcm"))])
+    store.finish_job(study_id, ["a"])
+    policy = RetryPolicy(max_attempts=2, initial_backoff_s=60.0, max_backoff_s=60.0)
+    [delivery] = store.due_deliveries()[(study_id, "a")]
+    assert not store.mark_failed(delivery, "association rejected", policy)
+    assert store.due_deliveries() == {}  # backing off
+    [delivery] = store.due_deliveries(now=10**12)[(study_id, "a")]
+    assert store.mark_failed(delivery, "association rejected", policy)  # dead now
+    assert store.due_deliveries(now=10**12) == {}
+    assert store.counts()["deliveries"] == {"dead": 1}
+    assert [f["state"] for f in store.failures()] == ["dead"]
+    assert store.retry() == {"deliveries": 1, "instances": 0}
+    assert store.counts()["deliveries"] == {"pending": 1}
+    assert list(store.due_deliveries())
+
+
+def test_restart_requeues_interrupted_jobs_and_late_instances_reopen(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _receive(store, "1.1", "1.1.1", now=0.0)
+    [study_id] = store.queue_quiet_studies(0.0, now=1.0)
+    store.claim_job(study_id)
+    _receive(store, "1.1", "1.1.2", now=2.0)  # arrives while processing
+    store.close()
+    reopened = _store(tmp_path)
+    assert reopened.resume() == [study_id]
+    assert reopened.claim_job(study_id)
+    for instance in reopened.pending_instances(study_id):
+        reopened.record_outcome(sop_uid=instance.sop_uid, state="ignored", reason="filter")
+    reopened.finish_job(study_id, [])
+    assert reopened.counts()["studies"] == {"done": 1}
+    _receive(reopened, "1.1", "1.1.3", now=3.0)
+    assert reopened.counts()["studies"] == {"receiving": 1}
+
+
+def test_failed_instances_are_requeued_by_retry(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _receive(store, "1.1", "1.1.1", now=0.0)
+    [study_id] = store.queue_quiet_studies(0.0, now=1.0)
+    store.claim_job(study_id)
+    store.record_outcome(sop_uid="1.1.1", state="failed", reason="internal error (X)")
+    store.finish_job(study_id, [])
+    assert store.retry(study_uid="1.1") == {"deliveries": 0, "instances": 1}
+    assert store.queue_quiet_studies(10.0) == [study_id]  # now, without a quiet period
