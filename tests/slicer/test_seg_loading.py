@@ -12,13 +12,13 @@ from tests.conftest import RG1_UNCR
 from tests.slicer.conftest import PNG_IMAGE, SIIM_DICOM
 
 
-@pytest.fixture
-def rg1_seg(engine, tmp_path):
+@pytest.fixture(scope="module")
+def rg1_seg(engine, tmp_path_factory):
     """The SEG ``cxr analyze`` writes for RG1_UNCR, and the analysis behind it."""
     from cxr_core.io import read_radiograph
 
     analysis = engine.analyze(read_radiograph(RG1_UNCR))
-    path = tmp_path / "seg.dcm"
+    path = tmp_path_factory.mktemp("rg1") / "seg.dcm"
     build_seg(analysis).save_as(path, enforce_file_format=True)
     return path, analysis
 
