@@ -129,7 +129,9 @@ class Node:
         self.stop_event.set()
         self.wake_sender.set()
         deadline = time.monotonic() + timeout_s
-        for thread in (self.scheduler, self.sender, *self.workers):
+        # a worker still loading its models holds no job: nothing to wait for
+        busy = [w for w in self.workers if w.state not in ("starting", "loading")]
+        for thread in (self.scheduler, self.sender, *busy):
             if thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
         if self.http is not None:

@@ -1,0 +1,64 @@
+"""Who may talk to the node: peer address allowlist, disk-space refusal, TLS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from node_helpers import DX_NIH, NodeProcess, echoscu, require_tool, storescu
+
+
+def test_peer_address_outside_allowlist_is_rejected(tmp_path: Path, processes: list) -> None:
+    node = NodeProcess(tmp_path, destinations=[])
+    text = node.config_path.read_text().replace(
+        "min_free_disk_mb = 1", 'min_free_disk_mb = 1\nallowed_ips = ["10.0.0.0/8"]')
+    node.config_path.write_text(text)
+    processes.append(node)
+    node.start()
+    result = echoscu(node.port)  # right AE title, wrong address (127.0.0.1)
+    assert result.returncode != 0 and "Association Rejected" in result.stderr
+    assert '"reason": "peer address not allowed"' in node.log()
+
+
+def test_nearly_full_disk_refuses_associations_transiently(tmp_path: Path,
+                                                           processes: list) -> None:
+    # "nearly full" is relative to the threshold: demand more free space than exists
+    node = NodeProcess(tmp_path, destinations=[])
+    text = node.config_path.read_text().replace("min_free_disk_mb = 1",
+                                                "min_free_disk_mb = 1e12")
+    node.config_path.write_text(text)
+    processes.append(node)
+    node.start()
+    result = storescu([DX_NIH], node.port)
+    assert result.returncode != 0
+    assert "Rejected Transient" in result.stderr and "Local Limit Exceeded" in result.stderr
+    assert not list((node.storage / "spool").rglob("*.dcm"))
+    code, body = node.http("/healthz")
+    assert code == 503 and json.loads(body)["status"] == "unhealthy"
+
+
+def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
+    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1",
+                    "-subj", f"/CN={name}"], check=True, capture_output=True, timeout=60)
+    return key, cert
+
+
+def test_tls_verification_over_an_encrypted_association(tmp_path: Path,
+                                                        processes: list) -> None:
+    node_key, node_cert = _certificate(tmp_path, "node")
+    client_key, client_cert = _certificate(tmp_path, "client")
+    node = NodeProcess(tmp_path, destinations=[], extra=(
+        f'[tls]\ncertificate = "{node_cert}"\nprivate_key = "{node_key}"\n'
+        f'ca_certificates = "{client_cert}"\nrequire_client_certificate = true\n'))
+    processes.append(node)
+    node.start()
+    echo = [require_tool("echoscu"), "-aet", "PACS", "-aec", "CXRNODE"]
+    secure = subprocess.run(
+        [*echo, "+tls", str(client_key), str(client_cert), "+cf", str(node_cert),
+         "127.0.0.1", str(node.port)], capture_output=True, text=True, timeout=30)
+    assert secure.returncode == 0, secure.stderr
+    plain = echoscu(node.port)
+    assert plain.returncode != 0  # no TLS, no association
