@@ -20,7 +20,6 @@ crash never leaves a half-written image, mask or datalist behind.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -35,6 +34,12 @@ import numpy as np
 from PIL import Image
 
 from cxr_core.segments import SEGMENT_TYPES
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # Windows, where Slicer users often are
+    fcntl = None  # type: ignore[assignment]
+    import msvcrt
 
 DATALIST_NAME = "datalist.json"
 SPLITS = {"train": "training", "val": "validation", "test": "test"}
@@ -254,11 +259,19 @@ class LabelStore:
         """One writer at a time (two Slicer sessions may share a store on a network disk)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / ".lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            _lock_file(handle, locked=True)
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                _lock_file(handle, locked=False)
+
+
+def _lock_file(handle: Any, *, locked: bool) -> None:
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_EX if locked else fcntl.LOCK_UN)
+    else:  # msvcrt locks a byte range; LK_LOCK retries for 10 s, then raises OSError
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if locked else msvcrt.LK_UNLCK, 1)
 
 
 def _validate_write(key: str, pixels: np.ndarray, finals: Mapping[str, np.ndarray],

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import slicer
 import vtk
 
@@ -206,10 +205,22 @@ def analysis_to_segmentation(scene: slicer.vtkMRMLScene, volume_node: slicer.vtk
     return node
 
 
-def record_model_output(scene: slicer.vtkMRMLScene, segmentation_node, volume_node,
-                        masks: dict[str, np.ndarray], *, model: str | None,
+def record_model_output(scene: slicer.vtkMRMLScene,
+                        segmentation_node: slicer.vtkMRMLSegmentationNode,
+                        volume_node: slicer.vtkMRMLVolumeNode, masks: dict[str, np.ndarray],
+                        *, model: str | None,
                         model_sha256: str | None) -> slicer.vtkMRMLSegmentationNode:
-    """Keep the model's masks in a hidden segmentation referenced by ``segmentation_node``."""
+    """Keep the model's masks in a hidden segmentation referenced by ``segmentation_node``.
+
+    Parameters
+    ----------
+    scene, segmentation_node, volume_node:
+        The reader's segmentation and its radiograph.
+    masks:
+        The model's masks by segment name.
+    model, model_sha256:
+        ``name@version`` and weights digest of the model(s), recorded as node attributes.
+    """
     original = masks_to_segmentation(scene, volume_node, masks, hidden=True,
                                      name=f"{segmentation_node.GetName()} (model output)")
     segmentation_node.SetNodeReferenceID(MODEL_OUTPUT_REFERENCE, original.GetID())
@@ -318,8 +329,3 @@ def show_analysis(scene: slicer.vtkMRMLScene, volume_node: slicer.vtkMRMLVolumeN
                 key=lambda f: f.probability, default=None)
     show_in_slice_views(scene, volume_node, nodes.heatmaps[shown.name] if shown else None)
     return nodes
-
-
-def dicom_header(path: Path) -> pydicom.Dataset:
-    """A DICOM file's header without its pixel data."""
-    return pydicom.dcmread(path, stop_before_pixels=True)
