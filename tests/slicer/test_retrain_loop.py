@@ -48,6 +48,7 @@ def _small_data_root(root, shared_data, per_split: int = 4):
         target.mkdir(parents=True)
         for folder in ("images", "masks"):
             (target / folder).symlink_to(source / folder, target_is_directory=True)
+        (target / "SOURCE.md").symlink_to(source / "SOURCE.md")  # cited by the card
         with (source / "manifest.csv").open(newline="") as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
