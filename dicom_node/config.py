@@ -46,6 +46,7 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    tls: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +86,8 @@ class Filters:
 
 @dataclass(frozen=True, kw_only=True)
 class TlsConfig:
-    """TLS for the SCP (and for destinations marked ``tls = true``)."""
+    """TLS for the SCP (and for destinations marked ``tls = true``, which must present a
+    certificate signed by ``ca_certificates``; the node presents its own)."""
 
     certificate: Path
     private_key: Path
@@ -250,7 +252,7 @@ _TLS_KEYS: dict[str, Any] = {
     "ca_certificates": _path,
     "require_client_certificate": _bool,
 }
-_DESTINATION_KEYS = ("name", "ae_title", "host", "port")
+_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls")
 
 
 def _table(key: str, value: Any) -> Mapping[str, Any]:
@@ -284,7 +286,8 @@ def _destination(index: int, value: Any) -> Destination:
         raise ConfigError(f"{key}.name: must be 1-64 letters, digits, '_', '.', '-', "
                           f"got {name!r}")
     return Destination(name=name, ae_title=ae_title, host=_host(f"{key}.host", table["host"]),
-                       port=_port(f"{key}.port", table["port"]))
+                       port=_port(f"{key}.port", table["port"]),
+                       tls=_bool(f"{key}.tls", table.get("tls", False)))
 
 
 def config_from_mapping(data: Mapping[str, Any], *, base: NodeConfig | None = None
@@ -336,6 +339,10 @@ def validate_config(config: NodeConfig) -> NodeConfig:
                           "(the node only talks to peers it is told to trust)")
     if config.retry.max_backoff_s < config.retry.initial_backoff_s:
         raise ConfigError("[retry].max_backoff_s: must be >= [retry].initial_backoff_s")
+    for index, destination in enumerate(config.destinations):
+        if destination.tls and (config.tls is None or config.tls.ca_certificates is None):
+            raise ConfigError(f"destinations[{index}].tls: needs [tls] with ca_certificates "
+                              "(to verify the destination) and the node's certificate")
     if config.tls is not None:
         for name in ("certificate", "private_key", "ca_certificates"):
             path = getattr(config.tls, name)

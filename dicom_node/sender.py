@@ -10,6 +10,7 @@ instance, not a copy.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 
@@ -80,7 +81,9 @@ class Sender(threading.Thread):
         for context in {(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID))
                         for h in headers}:
             ae.add_requested_context(context[0], context[1])
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        tls_args = (self._client_context(), None) if destination.tls else None
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                             tls_args=tls_args)
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else (
                 "no connection")
@@ -99,6 +102,17 @@ class Sender(threading.Thread):
             log.info("study delivered", extra={"fields": {
                 "study": study_id, "destination": destination.name,
                 "latency_s": round(latency, 3)}})
+
+    def _client_context(self) -> ssl.SSLContext:
+        tls = self.config.tls
+        assert tls is not None and tls.ca_certificates is not None  # validated in config
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                             cafile=str(tls.ca_certificates))
+        # the peer is identified by its certificate chain (often issued to an AE, not a
+        # host name)
+        context.check_hostname = False
+        context.load_cert_chain(tls.certificate, tls.private_key)
+        return context
 
     def _send_one(self, assoc: object, delivery: Delivery) -> None:
         if not assoc.is_established:  # type: ignore[attr-defined]

@@ -6,7 +6,17 @@ import json
 import subprocess
 from pathlib import Path
 
-from node_helpers import DX_NIH, NodeProcess, echoscu, require_tool, storescu
+from node_helpers import (
+    DX_NIH,
+    NodeProcess,
+    copy_with_new_uids,
+    echoscu,
+    free_port,
+    received_sop_uids,
+    require_tool,
+    storescu,
+    wait_for,
+)
 
 
 def test_peer_address_outside_allowlist_is_rejected(tmp_path: Path, processes: list) -> None:
@@ -46,19 +56,48 @@ def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
     return key, cert
 
 
-def test_tls_verification_over_an_encrypted_association(tmp_path: Path,
-                                                        processes: list) -> None:
+def test_tls_in_and_out(tmp_path: Path, processes: list) -> None:
+    """storescu over TLS -> node -> storescp over TLS; plain TCP is not accepted."""
     node_key, node_cert = _certificate(tmp_path, "node")
     client_key, client_cert = _certificate(tmp_path, "client")
+    dest_key, dest_cert = _certificate(tmp_path, "dest")
+    trusted = tmp_path / "trusted.pem"  # the node trusts the PACS and the destination
+    trusted.write_text(client_cert.read_text() + dest_cert.read_text())
+    dest_port = free_port()
+    received = tmp_path / "received"
+    received.mkdir()
+    destination = subprocess.Popen(
+        [require_tool("storescp"), "+tls", str(dest_key), str(dest_cert), "+cf",
+         str(node_cert), "-aet", "DEST", "-od", str(received), "+uf", str(dest_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes.append(_Stoppable(destination))
     node = NodeProcess(tmp_path, destinations=[], extra=(
         f'[tls]\ncertificate = "{node_cert}"\nprivate_key = "{node_key}"\n'
-        f'ca_certificates = "{client_cert}"\nrequire_client_certificate = true\n'))
+        f'ca_certificates = "{trusted}"\nrequire_client_certificate = true\n'
+        f'[[destinations]]\nname = "dest"\nae_title = "DEST"\nhost = "127.0.0.1"\n'
+        f"port = {dest_port}\ntls = true\n"))
     processes.append(node)
     node.start()
+    tls = ["+tls", str(client_key), str(client_cert), "+cf", str(node_cert)]
     echo = [require_tool("echoscu"), "-aet", "PACS", "-aec", "CXRNODE"]
-    secure = subprocess.run(
-        [*echo, "+tls", str(client_key), str(client_cert), "+cf", str(node_cert),
-         "127.0.0.1", str(node.port)], capture_output=True, text=True, timeout=30)
+    secure = subprocess.run([*echo, *tls, "127.0.0.1", str(node.port)],
+                            capture_output=True, text=True, timeout=30)
     assert secure.returncode == 0, secure.stderr
-    plain = echoscu(node.port)
-    assert plain.returncode != 0  # no TLS, no association
+    assert echoscu(node.port).returncode != 0  # no TLS, no association
+    image = copy_with_new_uids(DX_NIH, tmp_path / "in")
+    sent = subprocess.run([require_tool("storescu"), "-R", "-aet", "PACS", "-aec", "CXRNODE",
+                           *tls, "127.0.0.1", str(node.port), str(image)],
+                          capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    counts = wait_for(lambda: len(received_sop_uids(received)) >= 2 and
+                      received_sop_uids(received), 90, "SEG and SR over TLS")
+    assert len(counts) == 2 and set(counts.values()) == {1}
+
+
+class _Stoppable:
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)

@@ -45,6 +45,8 @@ def test_example_config_loads() -> None:
     ({"destinations": [{"ae_title": "PACS", "host": "h", "port": 0}]}, "destinations[0].port"),
     ({"tls": {"certificate": "/nonexistent.crt", "private_key": "/nonexistent.key"}},
      "[tls].certificate"),
+    ({"destinations": [{"ae_title": "P", "host": "h", "port": 1, "tls": True}]},
+     "destinations[0].tls"),
     ({"surprise": {}}, "(top level).surprise"),
 ])
 def test_bad_values_name_their_key(data: dict, key: str) -> None:
