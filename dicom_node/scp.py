@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sqlite3
 import ssl
 from collections.abc import Callable
 
@@ -182,10 +183,16 @@ class StorageSCP:
         except Exception as error:  # a dataset that cannot be decoded at all
             return self._refuse(f"undecodable dataset ({type(error).__name__})")
         path = self.spool.instance_path(study_uid, sop_uid)
-        self.spool.write_durably(path, [event.encoded_dataset(include_meta=True)])
-        new = self.store.record_instance(study_uid=study_uid, sop_uid=sop_uid,
-                                         sop_class=sop_class, path=path,
-                                         calling_ae=event.assoc.requestor.ae_title)
+        try:
+            self.spool.write_durably(path, [event.encoded_dataset(include_meta=True)])
+            new = self.store.record_instance(study_uid=study_uid, sop_uid=sop_uid,
+                                             sop_class=sop_class, path=path,
+                                             calling_ae=event.assoc.requestor.ae_title)
+        except (OSError, sqlite3.Error) as error:  # disk full, I/O error, database locked
+            self.metrics.instances_rejected.labels(reason="storage_error").inc()
+            log.error("instance not stored", extra={"fields": {
+                "error": type(error).__name__}})
+            return _failure(OUT_OF_RESOURCES, f"could not store ({type(error).__name__})")
         self.metrics.instances_received.inc()
         if new:
             self.on_received()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 MAX_UID_LENGTH = 64
+MAX_REMEMBERED_DIRS = 10_000
 
 
 class UnsafeUID(ValueError):
@@ -84,13 +85,17 @@ class Spool:
         if self.root.resolve() not in target.resolve().parents:
             raise ValueError(f"refusing to write outside the storage folder: {target}")
         temporary = self.incoming / f"{secrets.token_hex(8)}.part"
-        with temporary.open("wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        self._ensure_dir(target.parent)
-        os.replace(temporary, target)
+        try:
+            with temporary.open("wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._ensure_dir(target.parent)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
         fsync_directory(target.parent)
         return target
 
@@ -117,6 +122,8 @@ class Spool:
     def _ensure_dir(self, folder: Path) -> None:
         if folder in self._known_dirs:
             return
+        if len(self._known_dirs) > MAX_REMEMBERED_DIRS:
+            self._known_dirs.clear()  # a cache: forgetting only costs an is_dir() call
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             # the new folder's entry in its parent must survive a crash too

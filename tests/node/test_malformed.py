@@ -69,6 +69,13 @@ def test_malformed_inputs_are_refused_with_reasons(tmp_path: Path, processes: li
         else:
             assert code is None or comment, f"{name}: failure 0x{code:04X} without a reason"
             at_store[name] = comment or "not sent"
+    # a storage fault (the study's spool folder cannot be created): refused, not acked
+    blocked = copy_with_new_uids(DX_NIH, tmp_path / "blocked")
+    study = str(pydicom.dcmread(blocked, stop_before_pixels=True).StudyInstanceUID)
+    (node.storage / "spool" / study).write_text("in the way")
+    code, comment = _send_raw(blocked, node.port)
+    assert code == 0xA700 and "could not store" in comment
+    assert not list((node.storage / "incoming").iterdir())  # no half-written leftovers
     # the node still serves: echo, and a valid image is analysed
     assert echoscu(node.port).returncode == 0
     good = copy_with_new_uids(DX_NIH, tmp_path / "good")
