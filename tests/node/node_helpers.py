@@ -22,6 +22,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_node.store import Store
+from tests.conftest import dciodvfy_errors  # noqa: F401 (re-exported for the node tests)
 
 SAMPLES = Path("/work/shared/data/dicom_samples")
 CR_UNCOMPRESSED = SAMPLES / "RG1_UNCR.dcm"
@@ -100,13 +101,6 @@ def received_sop_uids(folder: Path) -> collections.Counter:
     return collections.Counter(
         str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
         for p in folder.iterdir() if p.is_file())
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    result = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True,
-                            text=True, timeout=60)
-    return [line for line in (result.stdout + result.stderr).splitlines()
-            if line.startswith("Error")]
 
 
 class NodeProcess:

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from node_helpers import (
+from tests.node.node_helpers import (
     DX_NIH,
     NodeProcess,
     copy_with_new_uids,

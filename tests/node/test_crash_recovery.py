@@ -7,7 +7,10 @@ import threading
 from pathlib import Path
 
 import pydicom
-from node_helpers import (
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+
+from tests.node.node_helpers import (
     DEST_AE,
     DX_NIH,
     NODE_AE,
@@ -17,8 +20,6 @@ from node_helpers import (
     copy_with_new_uids,
     wait_for,
 )
-from pydicom.uid import generate_uid
-from pynetdicom import AE
 
 DX_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # the NIH file is a secondary capture
 

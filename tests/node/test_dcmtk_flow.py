@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from node_helpers import (
+
+from tests.node.node_helpers import (
     CR_J2K_LOSSY,
     CR_UNCOMPRESSED,
     DEST_AE,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from node_helpers import (
+from tests.node.node_helpers import (
     DX_NIH,
     NodeProcess,
     Storescp,

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from malformed import build_malformed
-from node_helpers import (
+from pynetdicom import AE, AllStoragePresentationContexts, _config
+from pynetdicom.dsutils import split_dataset
+
+from tests.node.node_helpers import (
     DEST_AE,
     DX_NIH,
     NODE_AE,
@@ -20,8 +22,7 @@ from node_helpers import (
     echoscu,
     storescu,
 )
-from pynetdicom import AE, AllStoragePresentationContexts, _config
-from pynetdicom.dsutils import split_dataset
+from tests.node.node_malformed import build_malformed
 
 
 def _send_raw(path: Path, port: int) -> tuple[int | None, str]:

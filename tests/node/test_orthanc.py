@@ -8,7 +8,8 @@ import io
 from pathlib import Path
 
 import pydicom
-from node_helpers import (
+
+from tests.node.node_helpers import (
     DX_NIH,
     NodeProcess,
     Orthanc,

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from node_helpers import CR_J2K_LOSSY, DX_NIH
 from pydicom.encaps import encapsulate, generate_fragmented_frames
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom.dsutils import split_dataset
+
+from tests.node.node_helpers import CR_J2K_LOSSY, DX_NIH
 
 Edit = Callable[[pydicom.Dataset], None]
 
