@@ -42,6 +42,20 @@ def _last_frame(traceback: object) -> str:
     return f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno} {code.co_name}"  # type: ignore[attr-defined]
 
 
+class _LibraryTextRedacted(logging.Filter):
+    """Other libraries' messages quote values ("Invalid value for VR PN: 'DOE^JOHN'"): keep
+    the text before the first quote or colon, drop the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("dicom_node") or record.name == "py.warnings":
+            return True
+        text = record.getMessage()
+        cut = min((i for i in (text.find("'"), text.find('"'), text.find(": ")) if i >= 0),
+                  default=len(text))
+        record.msg, record.args = text[:cut].strip() or "library message", ()
+        return True
+
+
 class _WarningCategoryOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         # 'py.warnings' records hold the formatted warning text; keep the category only
@@ -55,6 +69,7 @@ class _WarningCategoryOnly(logging.Filter):
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_LibraryTextRedacted())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

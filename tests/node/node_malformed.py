@@ -16,6 +16,9 @@ from pynetdicom.dsutils import split_dataset
 from tests.node.node_helpers import CR_J2K_LOSSY, DX_NIH
 
 Edit = Callable[[pydicom.Dataset], None]
+# An over-long person name makes pydicom warn, quoting it: it must not reach the node's log
+PATIENT_MARKER = "ZZTOPSECRET"
+PATIENT_NAME = PATIENT_MARKER + "^" + "Q" * 70
 
 
 def _fresh(source: Path) -> pydicom.Dataset:
@@ -24,6 +27,8 @@ def _fresh(source: Path) -> pydicom.Dataset:
     dataset.SeriesInstanceUID = generate_uid()
     dataset.SOPInstanceUID = generate_uid()
     dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.PatientName = PATIENT_NAME
+    dataset.PatientID = PATIENT_MARKER + "-ID"
     return dataset
 
 

@@ -22,7 +22,7 @@ from tests.node.node_helpers import (
     echoscu,
     storescu,
 )
-from tests.node.node_malformed import build_malformed
+from tests.node.node_malformed import PATIENT_MARKER, build_malformed
 
 
 def _send_raw(path: Path, port: int) -> tuple[int | None, str]:
@@ -101,4 +101,5 @@ def test_malformed_inputs_are_refused_with_reasons(tmp_path: Path, processes: li
     assert {"path_like_study_uid", "long_study_uid", "missing_study_uid"} <= set(at_store)
     code, metrics = node.http("/metrics")
     assert 'cxr_node_instances_rejected_total{reason="invalid"}' in metrics
+    assert PATIENT_MARKER not in node.log()  # not even inside quoted library warnings
     assert node.stop() == 0
