@@ -51,7 +51,10 @@ class Sender(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            self.send_due()
+            try:
+                self.send_due()
+            except Exception:  # the sender must outlive any one bad delivery
+                log.exception("sender round failed")
             self.wake.wait(self.poll_s)
             self.wake.clear()
 
@@ -118,7 +121,12 @@ class Sender(threading.Thread):
         if not assoc.is_established:  # type: ignore[attr-defined]
             self._failed(delivery, "association lost")
             return
-        status = assoc.send_c_store(delivery.path)  # type: ignore[attr-defined]
+        try:
+            status = assoc.send_c_store(delivery.path)  # type: ignore[attr-defined]
+        except (ValueError, RuntimeError, OSError) as error:
+            # e.g. the peer accepted no presentation context for this SOP class
+            self._failed(delivery, f"not sent ({type(error).__name__}: {str(error)[:120]})")
+            return
         code = int(status.Status) if status and "Status" in status else None
         if code in STORED_STATUSES:
             self.store.mark_sent(delivery)

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.sop_class import ComprehensiveSRStorage, SegmentationStorage
+
 from tests.node.node_helpers import (
     DX_NIH,
     NodeProcess,
     Storescp,
     copy_with_new_uids,
+    free_port,
     storescu,
     wait_for,
 )
@@ -64,3 +68,48 @@ def test_destination_down_then_up_and_dead_letter_then_retry(tmp_path: Path,
     assert set(late.received().values()) == {1} and len(late.received()) == 2
     assert node.stop() == 0
 
+
+
+def test_destination_refusing_a_sop_class_fails_only_that_result(tmp_path: Path,
+                                                                 processes: list) -> None:
+    """A peer that accepts SEG and SR but not secondary capture (the overlay): SEG and SR
+    are delivered, the overlay is dead-lettered with the reason, the sender keeps going."""
+    peer = AE(ae_title="SEGONLY")
+    for sop_class in (SegmentationStorage, ComprehensiveSRStorage):
+        peer.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    stored: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        stored.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+    port = free_port()
+    server = peer.start_server(("127.0.0.1", port), block=False,
+                               evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    processes.append(_Shutdown(server))
+    node = NodeProcess(tmp_path, destinations=[("segonly", "SEGONLY", port)],
+                       extra="[retry]\nmax_attempts = 1\n")
+    node.config_path.write_text(node.config_path.read_text().replace(
+        "[security]", "overlay = true\n[security]"))
+    processes.append(node)
+    node.start()
+    for _ in range(2):
+        image = copy_with_new_uids(DX_NIH, tmp_path / "in")
+        assert storescu([image], node.port).returncode == 0
+    rows = wait_for(lambda: (r := node.query(
+        "SELECT r.kind, d.state, d.last_error FROM deliveries d "
+        "JOIN results r ON r.sop_uid = d.result_uid")) and len(r) == 6 and
+        all(s != "pending" for _, s, _ in r) and r, 90, "six settled deliveries")
+    assert sorted((kind, state) for kind, state, _ in rows) == [
+        ("overlay", "dead"), ("overlay", "dead"), ("seg", "sent"), ("seg", "sent"),
+        ("sr", "sent"), ("sr", "sent")]
+    assert all("presentation context" in (error or "") for kind, _, error in rows
+               if kind == "overlay")
+    assert len(stored) == len(set(stored)) == 4
+
+
+class _Shutdown:
+    def __init__(self, server: object) -> None:
+        self.server = server
+
+    def stop(self) -> None:
+        self.server.shutdown()  # type: ignore[attr-defined]
