@@ -78,13 +78,15 @@ def test_destination_refusing_a_sop_class_fails_only_that_result(tmp_path: Path,
     for sop_class in (SegmentationStorage, ComprehensiveSRStorage):
         peer.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
     stored: list[str] = []
+    associations: list[str] = []
 
     def on_store(event: evt.Event) -> int:
         stored.append(str(event.request.AffectedSOPInstanceUID))
         return 0x0000
     port = free_port()
-    server = peer.start_server(("127.0.0.1", port), block=False,
-                               evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = peer.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+        (evt.EVT_C_STORE, on_store),
+        (evt.EVT_ESTABLISHED, lambda event: associations.append("open"))])
     processes.append(_Shutdown(server))
     node = NodeProcess(tmp_path, destinations=[("segonly", "SEGONLY", port)],
                        extra="[retry]\nmax_attempts = 1\n")
@@ -105,6 +107,7 @@ def test_destination_refusing_a_sop_class_fails_only_that_result(tmp_path: Path,
     assert all("presentation context" in (error or "") for kind, _, error in rows
                if kind == "overlay")
     assert len(stored) == len(set(stored)) == 4
+    assert len(associations) == 2  # one per study, not one per file
 
 
 class _Shutdown:
