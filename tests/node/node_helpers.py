@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import shutil
 import signal
 import socket
@@ -116,10 +115,8 @@ class NodeProcess:
         self.http_port = free_port()
         self.log_path = root / "node.log"
         self.config_path = root / "node.toml"
-        models = os.environ.get("CXR_NODE_TEST_MODELS_DIR")
         lines = ["[node]", f'ae_title = "{NODE_AE}"', 'bind_address = "127.0.0.1"',
                  f"port = {self.port}", f'storage = "{self.storage}"',
-                 *( [f'models_dir = "{models}"'] if models else []),
                  "[security]", f"allowed_ae_titles = {json.dumps(list(allowed))}",
                  "min_free_disk_mb = 1",
                  "[jobs]", f"quiet_period_s = {quiet_period}", "workers = 1",
