@@ -3,6 +3,7 @@ shipped models, and the shared images."""
 
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
@@ -42,14 +43,24 @@ def logic(scene, engine):
     return CXRLogic(scene, engine=engine)
 
 
+def gb_rows(split: str | None = None) -> list[dict[str, str]]:
+    """General Blockchain manifest rows (optionally of one split)."""
+    with (GB / "manifest.csv").open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if split in (None, row["split"])]
+
+
+GB_MASK_COLUMNS = {"right_lung": "mask_lung_right", "left_lung": "mask_lung_left",
+                   "heart": "mask_heart_mediastinum"}
+
+
 def gb_truth(stem: str) -> dict:
-    """Ground-truth masks of a General Blockchain image by our segment names."""
+    """Ground-truth masks of a General Blockchain image by our segment names (only the
+    structures the dataset has for it)."""
     from cxr_core.training.data import read_mask
 
-    names = {"right_lung": "lung_right", "left_lung": "lung_left",
-             "heart": "heart_mediastinum"}
-    return {ours: read_mask(GB / "masks" / f"{stem}_{theirs}.png")
-            for ours, theirs in names.items()}
+    row = next(r for r in gb_rows() if r["image"] == f"images/{stem}.png")
+    return {ours: read_mask(GB / row[column])
+            for ours, column in GB_MASK_COLUMNS.items() if row[column]}
 
 
 def path_of(stem: str) -> Path:
