@@ -60,6 +60,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     lung.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     lung.add_argument("--split", default="test", choices=("train", "val", "test"))
     lung.add_argument("--out", type=Path, required=True)
+    lung.add_argument("--write-card", action="store_true",
+                      help="store these figures in the model card (test split only)")
     lung.set_defaults(handler=_run_evaluate_lung)
     _add_evaluate_findings(tasks)
     _add_evaluate_pneumothorax(tasks)
@@ -152,12 +154,24 @@ def _run_evaluate_lung(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.model)
     samples = [s for s in shared_lung_samples(args.data_root) if s.split == args.split]
     metrics = evaluate_lung(segmenter, samples, args.out)
+    if args.write_card and args.split == "test":
+        _write_card_metrics(segmenter.card, args.model, metrics)
     history = segmenter.card.training.get("history")
     if history:
         plot_curves(history, segmenter.card.labels, args.out / "training_curves.png")
     _print_lung_metrics(metrics)
     print(f"montage and curves in {args.out}")
     return 0
+
+
+def _write_card_metrics(card, model: str, metrics: dict) -> None:
+    """Record the evaluation in the model's card (the figures the tests hold it to)."""
+    from cxr_core.models.card import CARD_NAME, default_models_dir
+
+    folder = Path(model) if (Path(model) / CARD_NAME).is_file() else default_models_dir() / model
+    card.metrics = metrics | {"evaluated_by": "cxr evaluate lung --write-card"}
+    card.save(folder / CARD_NAME)
+    print(f"metrics written to {folder / CARD_NAME}")
 
 
 def _pneumothorax_sources(args: argparse.Namespace):
@@ -329,9 +343,9 @@ def _print_findings_figures(figures: dict) -> None:
 
 
 def _print_lung_metrics(metrics: dict) -> None:
-    print(f"{'structure':<12} {'n':>4} {'Dice':>7} {'median':>7} {'IoU':>7}")
+    print(f"{'structure':<36} {'n':>4} {'Dice':>7} {'median':>7} {'IoU':>7}")
     for name, m in metrics["per_structure"].items():
-        print(f"{name:<12} {m['n']:>4} {m['dice_mean']:>7.4f} {m['dice_median']:>7.4f} "
+        print(f"{name:<36} {m['n']:>4} {m['dice_mean']:>7.4f} {m['dice_median']:>7.4f} "
               f"{m['iou_mean']:>7.4f}")
 
 

@@ -77,6 +77,11 @@ class Segmenter:
                                                         torch.tensor(THRESHOLD - 1e-3))
         for channel in range(cleaned.shape[0]):
             keep = self._components_to_keep(cleaned[channel].numpy() > THRESHOLD)
+            if self.postprocess == LARGEST_COMPONENT:
+                # organs have no holes: a dense opacity inside a lung is still lung
+                holes = ndimage.binary_fill_holes(keep) & ~keep
+                cleaned[channel][torch.from_numpy(holes)] = 1.0
+                keep |= holes
             # a one-pixel margin so the bilinear upsampling keeps a smooth edge
             keep = ndimage.binary_dilation(keep, iterations=1)
             cleaned[channel][~torch.from_numpy(keep)] = 0.0

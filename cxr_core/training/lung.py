@@ -147,6 +147,7 @@ def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: P
             both_truth = truth["right_lung"] | truth["left_lung"]
             both_pred = predicted["right_lung"] | predicted["left_lung"]
             scores.setdefault("both_lungs", []).append(dice_iou(both_pred, both_truth))
+            scores.setdefault(f"both_lungs vs {sample.source}", []).append(scores["both_lungs"][-1])
         if len(montage_rows) < montage_count:
             colors = {n: SEGMENT_TYPES[n].rgb for n in LUNG_STRUCTURES}
             montage_rows.append([
@@ -158,8 +159,9 @@ def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: P
         save_montage(montage_rows, ["image", "truth", "prediction", "overlay"],
                      out_dir / "montage.png", montage_labels)
     return {
-        "split": "test", "n_images": len(samples),
+        "split": samples[0].split if samples else "", "n_images": len(samples),
         "resolution": "dataset masks (longest side 512)",
+        "postprocess": "largest component per structure, holes filled",
         "per_structure": {
             name: {"n": len(v), "dice_mean": round(float(np.mean([d for d, _ in v])), 4),
                    "dice_median": round(float(np.median([d for d, _ in v])), 4),
