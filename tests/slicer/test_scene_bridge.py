@@ -164,3 +164,19 @@ def test_findings_and_measurements_table(logic, scene):
         assert table.GetCellText(row, 1) == measurement.name
         assert float(table.GetCellText(row, 2)) == pytest.approx(measurement.value)
         assert table.GetCellText(row, 3) == measurement.unit
+
+
+def test_volume_from_the_dicom_database_gets_its_header(scene):
+    """As Slicer's DICOM module loads it: voxels plus DICOM.instanceUIDs, no file path."""
+    source = read_radiograph(SIIM_DICOM)
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "1: CR")
+    mrml.set_volume_pixels(volume, source.pixels)
+    uid = str(source.source_dataset.SOPInstanceUID)
+    volume.SetAttribute(scene_bridge.DICOM_UIDS_ATTRIBUTE, uid)
+    database = {uid: str(SIIM_DICOM)}  # slicer.dicomDatabase.fileForInstance in Slicer
+
+    radiograph = scene_bridge.volume_to_radiograph(volume, dicom_file_for_uid=database.get)
+
+    assert str(radiograph.source_dataset.SOPInstanceUID) == uid
+    assert radiograph.spacing.source is SpacingSource.PIXEL_SPACING
+    assert scene_bridge.volume_to_radiograph(volume).source_dataset is None  # no database
