@@ -21,8 +21,10 @@ from cxr_core.segmentation import SegmentationOutput, Segmenter
 LUNG_MODEL = "lung_seg"
 # A frontal chest radiograph shows lungs over roughly 15-50 % of the image.
 MIN_LUNG_FRACTION = 0.05
-# An inverted reading must make the model see clearly more lung to win.
-POLARITY_EVIDENCE_RATIO = 1.5
+# An inverted reading must make the model clearly surer of the lungs' outline to win: on
+# the shared images the heuristic suspects, inverting raised the uncertainty (ratio >= 1.02);
+# on the fake MONOCHROME1 file it cut it to 0.41.
+POLARITY_UNCERTAINTY_RATIO = 0.6
 
 LUNGS_NOT_FOUND = "lungs_not_found"
 ONE_LUNG_NOT_FOUND = "one_lung_not_found"
@@ -99,7 +101,7 @@ class Engine:
             return radiograph, output, flags
         inverted = radiograph.pixels.max() + radiograph.pixels.min() - radiograph.pixels
         alternative = self.lung(inverted, mirrored=mirrored)
-        if alternative.evidence > POLARITY_EVIDENCE_RATIO * output.evidence:
+        if alternative.uncertainty < POLARITY_UNCERTAINTY_RATIO * output.uncertainty:
             radiograph = dataclasses.replace(radiograph, pixels=inverted.astype(np.float32),
                                              quality_flags=[*flags, PHOTOMETRIC_MISMATCH])
             return radiograph, alternative, [*flags, PHOTOMETRIC_MISMATCH]

@@ -23,8 +23,9 @@ class SegmentationOutput:
     """Boolean masks at source resolution, by structure name."""
     probabilities: torch.Tensor
     """``(C, rows, columns)`` sigmoid outputs at the model's input size."""
-    evidence: float
-    """Soft area fraction of confident foreground (channel mean): how much the model 'sees'."""
+    uncertainty: float
+    """Pixels with probability in (0.1, 0.9) per foreground pixel: how unsure the model is
+    about where its structures end (low on images like those it was trained on)."""
 
 
 class Segmenter:
@@ -61,8 +62,7 @@ class Segmenter:
         if mirrored:
             full = full[:, :, ::-1]
         masks = {name: np.ascontiguousarray(full[i]) for i, name in enumerate(self.card.labels)}
-        confident = probabilities * (probabilities > THRESHOLD)
-        return SegmentationOutput(masks, probabilities, float(confident.mean()))
+        return SegmentationOutput(masks, probabilities, _uncertainty(probabilities))
 
     def _clean(self, probabilities: torch.Tensor) -> torch.Tensor:
         """Zero the probabilities outside the kept components (at model resolution)."""
@@ -96,3 +96,9 @@ class Segmenter:
             return labels == (int(np.argmax(sizes)) + 1)
         keep_ids = np.nonzero(sizes >= self.min_fraction * mask.size)[0] + 1
         return np.isin(labels, keep_ids)
+
+
+def _uncertainty(probabilities: torch.Tensor) -> float:
+    unsure = ((probabilities > 0.1) & (probabilities < 0.9)).sum()
+    foreground = (probabilities > THRESHOLD).sum().clamp(min=1)
+    return float(unsure / foreground)

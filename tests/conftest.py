@@ -30,7 +30,7 @@ def dciodvfy_errors(path: Path) -> list[str]:
 
 
 def dsrdump(path: Path) -> str:
-    result = subprocess.run([_require_tool("dsrdump"), str(path)], capture_output=True,
+    result = subprocess.run([_require_tool("dsrdump"), "+Pl", str(path)], capture_output=True,
                             text=True, check=True)
     return result.stdout
 

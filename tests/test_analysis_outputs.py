@@ -152,3 +152,21 @@ def test_mirrored_image_keeps_patient_sides(engine, tmp_path: Path) -> None:
     right = np.nonzero(analysis.segments["right_lung"].mask.any(axis=0))[0].mean()
     left = np.nonzero(analysis.segments["left_lung"].mask.any(axis=0))[0].mean()
     assert right > left
+
+
+def test_genuine_images_the_heuristic_suspects_are_not_inverted(engine, shared_data) -> None:
+    """The cheap strip heuristic flags ~2 % of real images; the model must overrule it."""
+    import csv
+
+    from cxr_core.quality import POLARITY_SUSPECT
+
+    checked = 0
+    for folder in ("covid_cxr_v7lungs", "covid_cxr_gb_lr_lungs", "pneumothorax_siim_github"):
+        with (shared_data / folder / "manifest.csv").open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                radiograph = read_radiograph(shared_data / folder / row["image"])
+                if POLARITY_SUSPECT not in radiograph.quality_flags:
+                    continue
+                assert PHOTOMETRIC_MISMATCH not in engine.analyze(radiograph).quality_flags
+                checked += 1
+    assert checked >= 3

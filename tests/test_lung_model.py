@@ -21,7 +21,7 @@ def test_card_matches_weights() -> None:
     assert file_sha256(directory / card.weights_file) == card.weights_sha256
     assert (directory / card.weights_file).stat().st_size < 5 * 1024 * 1024
     assert card.labels == ["right_lung", "left_lung", "heart"]
-    assert card.training["command"].startswith("cxr train lung")
+    assert card.training["command"].startswith("cxr ") and " train lung" in card.training["command"]
     assert sum(p.numel() for p in network.parameters()) > 0
 
 

@@ -40,6 +40,15 @@ def read_dicom_radiograph(path: Path, *, radiograph_id: str | None = None) -> Ra
         When the file is not DICOM, not a single-frame grayscale CR/DX/SC image, says it
         shows another body part, or its pixel data cannot be decoded.
     """
+    try:
+        return _read(path, radiograph_id)
+    except RefusedInput:
+        raise
+    except Exception as error:  # pydicom parses lazily: a bad element can fail anywhere
+        raise RefusedInput(f"malformed DICOM ({type(error).__name__}: {error})") from error
+
+
+def _read(path: Path, radiograph_id: str | None) -> Radiograph:
     dataset = _read_dataset(path)
     _check_is_chest_image(dataset)
     pixels = _presentation_pixels(dataset)
