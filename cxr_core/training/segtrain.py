@@ -81,10 +81,12 @@ def train_segmentation(
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = config.epochs * math.ceil(len(train) / config.batch_size)
+    # warm up over 10 % of the steps, but at least two (OneCycleLR divides by the warm-up
+    # length, so tiny fine-tunes on a handful of corrected images would crash)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch,
-        pct_start=0.1)
+        optimizer, max_lr=config.learning_rate, total_steps=max(total_steps, 4),
+        pct_start=max(0.1, 2 / max(total_steps, 4)))
     best_score, best_state, since_best = -1.0, copy.deepcopy(network.state_dict()), 0
     history: list[dict[str, float]] = []
     started = time.monotonic()
@@ -129,7 +131,7 @@ def _train_epoch(network, train, config, optimizer, scheduler, generator) -> flo
     total = 0.0
     for step in range(steps):
         index = order[step * config.batch_size:(step + 1) * config.batch_size]
-        if len(index) < 2:  # batch norm needs two
+        if len(index) == 0:
             continue
         images, targets = config.augment(train.images[index], train.targets[index], generator)
         loss = config.loss(network(images), targets, train.known[index])
