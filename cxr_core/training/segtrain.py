@@ -140,5 +140,5 @@ def _train_epoch(network, train, config, optimizer, scheduler, generator) -> flo
         optimizer.step()
         if scheduler.last_epoch < scheduler.total_steps - 1:
             scheduler.step()
-        total += float(loss)
+        total += float(loss.detach())
     return total / steps
