@@ -101,6 +101,8 @@ def _add_train_pneumothorax(tasks: argparse._SubParsersAction) -> None:
     ptx.add_argument("--max-minutes", type=float, default=14.0)
     ptx.add_argument("--positive-zoom", type=float, default=0.5)
     ptx.add_argument("--positive-share", type=float, default=0.5)
+    ptx.add_argument("--detail", type=float, default=1.0,
+                     help="blur/sharpen jitter range (0 = off)")
     ptx.add_argument("--min-area-mm2", type=float, default=200.0)
     ptx.add_argument("--min-area-fraction", type=float, default=0.004)
     ptx.add_argument("--lung-model", default="lung_seg",
@@ -191,7 +193,7 @@ def _run_train_pneumothorax(args: argparse.Namespace) -> int:
                             max_minutes=args.max_minutes, seed=args.seed)
     options = PtxTrainOptions(size=args.size, init_from=args.init_from,
                               positive_zoom=args.positive_zoom,
-                              positive_share=args.positive_share,
+                              positive_share=args.positive_share, detail=args.detail,
                               min_area_mm2=args.min_area_mm2,
                               min_area_fraction=args.min_area_fraction, version=args.version,
                               lung_model=args.lung_model or None)

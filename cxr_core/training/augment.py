@@ -23,6 +23,10 @@ class RandomAffineIntensity:
         Probability that a sample whose target is not empty is zoomed in (scale
         ``zoom_scale``) around its lesion, so small lesions fill more of the input
         (positive-aware augmentation; 0 = off).
+    detail:
+        Range ``[-detail, detail]`` of a per-image blur (< 0) or sharpening (> 0) of fine
+        detail, so image sharpness - which differs between data sources - cannot stand
+        in for the label (0 = off).
     """
 
     def __init__(
@@ -35,6 +39,7 @@ class RandomAffineIntensity:
         noise: float = 0.02,
         positive_zoom: float = 0.0,
         zoom_scale: tuple[float, float] = (1.2, 1.8),
+        detail: float = 0.0,
     ) -> None:
         self.rotate_degrees = rotate_degrees
         self.scale = scale
@@ -43,6 +48,7 @@ class RandomAffineIntensity:
         self.noise = noise
         self.positive_zoom = positive_zoom
         self.zoom_scale = zoom_scale
+        self.detail = detail
 
     def __call__(
         self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
@@ -98,5 +104,9 @@ class RandomAffineIntensity:
         brightness = self._uniform(n, -0.1, 0.1, generator).view(n, 1, 1, 1)
         images = images.clamp(0, 1) ** gamma
         images = (images - 0.5) * contrast + 0.5 + brightness
+        if self.detail:
+            amount = self._uniform(n, -self.detail, self.detail, generator).view(n, 1, 1, 1)
+            smooth = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+            images = images + amount * (images - smooth)
         noise = torch.randn(images.shape, generator=generator) * self.noise
         return (images + noise).clamp(0, 1)

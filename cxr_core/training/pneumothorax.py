@@ -245,6 +245,8 @@ class PtxTrainOptions:
     init_from: str | Path | None = None
     """A model (e.g. ``lung_seg``) whose matching layers start the network."""
     positive_zoom: float = 0.5
+    detail: float = 1.0
+    """Blur/sharpen jitter: SIIM PNGs are sharper than NIH PNGs (source cue)."""
     positive_share: float = 0.5
     """Share of drawn training samples that are positive (the weighted sampler)."""
     min_area_mm2: float = DEFAULT_MIN_AREA_MM2
@@ -269,7 +271,8 @@ def train_pneumothorax(*, sources: Sources, out_dir: Path, command: str,
     val_set = TensorSet(*load_tensors(by_split["val"], STRUCTURES, grid))
     config.sample_weights = _balanced_weights(train_set.targets, options.positive_share)
     config.loss = MaskedBceDiceLoss(focal_gamma=2.0, empty_dice=True)
-    config.augment = RandomAffineIntensity(positive_zoom=options.positive_zoom)
+    config.augment = RandomAffineIntensity(positive_zoom=options.positive_zoom,
+                                           detail=options.detail)
     config.score = balanced_score
     network, parent = _initial_network(options.init_from)
     started = time.monotonic()
@@ -368,7 +371,8 @@ def _card(options: PtxTrainOptions, command: str, config: SegTrainConfig, source
             "targets",
             "sampler": f"weighted: {options.positive_share:.0%} of draws positive",
             "augmentation": "rotation/scale/shift, gamma/contrast/noise, no flips; "
-            f"positives zoomed about the lesion with probability {options.positive_zoom}",
+            f"positives zoomed about the lesion with probability {options.positive_zoom}; "
+            f"blur/sharpen jitter +-{options.detail} (SIIM PNGs are sharper than NIH PNGs)",
             "model_selection": "best val mean of (Dice on positives, share of negatives "
             "predicted empty); early stopping",
             "nih_negatives_per_split": sources.nih_negatives,
