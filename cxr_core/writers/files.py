@@ -62,7 +62,38 @@ def render_overlay(analysis: Analysis, max_side: int = 1024) -> np.ndarray:
     rgb = overlay_rgb(pixels[::step, ::step], masks, colors)
     heat = [f.heatmap[::step, ::step] for f in analysis.findings
             if f.positive and f.heatmap is not None]
-    return heatmap_rgb(rgb, np.maximum.reduce(heat)) if heat else rgb
+    rgb = heatmap_rgb(rgb, np.maximum.reduce(heat)) if heat else rgb
+    return _draw_legend(rgb, analysis)
+
+
+def _legend_lines(analysis: Analysis) -> list[tuple[str, tuple[int, int, int]]]:
+    """Segment names in their colours, then findings and flags in white."""
+    white = (255, 255, 255)
+    lines = [(SEGMENT_TYPES[n].label, SEGMENT_TYPES[n].rgb)
+             for n, s in analysis.segments.items() if n in SEGMENT_TYPES and s.pixel_count]
+    lines += [(f"{f.name}: {f.probability:.2f} ({'positive' if f.positive else 'negative'})",
+               white) for f in analysis.findings]
+    ratio = analysis.measurement("cardiothoracic_ratio")
+    if ratio is not None:
+        lines.append((f"cardiothoracic ratio {ratio.value:.2f}", white))
+    lines += [(f"! {flag}", (255, 96, 96)) for flag in analysis.quality_flags]
+    return lines
+
+
+def _draw_legend(rgb: np.ndarray, analysis: Analysis) -> np.ndarray:
+    """A boxed legend in the top-left corner, so the picture explains itself."""
+    from PIL import ImageDraw, ImageFont
+
+    image = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(12, image.width // 60))
+    lines = _legend_lines(analysis) + [("AI output, not verified", (200, 200, 200))]
+    height = font.size + 4
+    width = max(draw.textlength(text, font=font) for text, _ in lines) + 12
+    draw.rectangle([0, 0, width, height * len(lines) + 6], fill=(0, 0, 0))
+    for row, (text, color) in enumerate(lines):
+        draw.text((6, 4 + row * height), text, fill=color, font=font)
+    return np.asarray(image)
 
 
 def _write_heatmaps(analysis: Analysis, folder: Path) -> dict[str, Path]:
