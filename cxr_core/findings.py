@@ -2,7 +2,7 @@
 thresholds and Grad-CAM heat maps, as an engine stage.
 
 The model card's ``extra`` says how to run the network: ``input`` (``whole_image`` or
-``lung_masked``), ``lung_mask_dilation``, per-label ``temperatures`` (calibration),
+``lung_masked``), ``lung_mask_dilation``, per-label ``calibration`` (Platt scale and bias),
 ``thresholds`` (operating points chosen on the val split), ``codes`` and ``heatmap_layer``.
 """
 
@@ -92,9 +92,11 @@ class FindingsClassifier:
         extra = card.extra
         self.input = FindingsInput(card.input_size, extra.get("input", WHOLE_IMAGE),
                                    float(extra.get("lung_mask_dilation", DEFAULT_DILATION)))
-        temperatures = extra.get("temperatures", {})
-        self.temperatures = torch.tensor([float(temperatures.get(label, 1.0))
-                                          for label in card.labels])
+        calibration = extra.get("calibration", {})
+        self.scale = torch.tensor([float(calibration.get(label, {}).get("scale", 1.0))
+                                   for label in card.labels])
+        self.bias = torch.tensor([float(calibration.get(label, {}).get("bias", 0.0))
+                                  for label in card.labels])
         thresholds = extra.get("thresholds", {})
         self.thresholds = [float(thresholds.get(label, 0.5)) for label in card.labels]
         codes = extra.get("codes", FINDING_CODES)
@@ -114,8 +116,9 @@ class FindingsClassifier:
         return self.input.mode == LUNG_MASKED
 
     def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
-        """Temperature-scaled probabilities of ``(N, labels)`` logits."""
-        return torch.sigmoid(logits / self.temperatures)
+        """Calibrated probabilities ``sigmoid(scale * logit + bias)`` of ``(N, labels)``
+        logits (Platt scaling fitted on the val split; scale > 0 keeps the ranking)."""
+        return torch.sigmoid(logits * self.scale + self.bias)
 
     def probabilities(self, network_input: torch.Tensor) -> np.ndarray:
         """Calibrated ``(N, labels)`` probabilities of a batch of network inputs."""

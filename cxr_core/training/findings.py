@@ -3,7 +3,7 @@
 Training reads the NIH normal/pneumonia set (labels from the NIH table, in its manifest)
 and, optionally, an NIH-style ``Data_Entry`` CSV with its image folder. It trains one
 small MONAI DenseNet per input mode (whole image, lung-masked with our lung segmenter),
-calibrates each on the val split (temperature per label), picks the operating threshold
+calibrates each on the val split (Platt scaling per label), picks the operating threshold
 per label on val (sensitivity >= 0.90), reports test figures with bootstrap 95 % intervals
 (overall, AP, PA) and ships the mode with the better val AUC.
 """
@@ -216,17 +216,30 @@ def reliability_bins(labels: np.ndarray, probabilities: np.ndarray,
              int((which == b).sum())) for b in range(bins) if (which == b).any()]
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising the binary cross-entropy of ``sigmoid(logits / T)``.
+def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """``(scale, bias)`` minimising the cross-entropy of ``sigmoid(scale * logit + bias)``.
 
-    A grid search: one parameter, and it keeps the ranking (AUC) unchanged.
+    The scale is kept positive (fitted as its log) so the ranking, hence AUC, is unchanged;
+    the bias corrects what a temperature alone cannot: logits shifted as a whole.
     """
-    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    temperatures = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
-    scaled = logits[None, :] / temperatures[:, None]
-    # log(1 + exp(-|z|)) form: stable for large logits
-    nll = (np.maximum(scaled, 0) - scaled * labels + np.log1p(np.exp(-np.abs(scaled))))
-    return float(temperatures[int(np.argmin(nll.mean(axis=1)))])
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.float64)
+    parameters = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([parameters], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(parameters[0].exp() * z + parameters[1], y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    fitted = parameters.detach()
+    return float(fitted[0].exp()), float(fitted[1])
+
+
+def platt(logits: np.ndarray, scale: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    return 1 / (1 + np.exp(-(scale * np.asarray(logits) + bias)))
 
 
 def threshold_for_sensitivity(labels: np.ndarray, probabilities: np.ndarray,
@@ -391,7 +404,6 @@ class TrainedVariant:
     network: torch.nn.Module
     history: list[dict[str, float]]
     val_auc: float
-    temperatures: dict[str, float]
     thresholds: dict[str, float]
     calibration: dict[str, Any]
     test: dict[str, Any]
@@ -400,39 +412,41 @@ class TrainedVariant:
 def calibrate_and_test(mode: str, network: torch.nn.Module, history: list[dict[str, float]],
                        val: FindingsTensors, test: FindingsTensors,
                        test_views: Sequence[str]) -> TrainedVariant:
-    """Temperatures and thresholds from val; figures on test (same preprocessing)."""
+    """Calibration and thresholds from val; figures on test (same preprocessing)."""
+    ece = expected_calibration_error
     val_logits = predict_logits(network, val.inputs(mode)).numpy()
     test_logits = predict_logits(network, test.inputs(mode)).numpy()
     val_truth, test_truth = val.targets.numpy(), test.targets.numpy()
-    temperatures, thresholds, calibration = {}, {}, {}
+    thresholds, calibration = {}, {}
+    probabilities = np.zeros_like(test_logits)
     for c, label in enumerate(LABELS):
-        temperature = fit_temperature(val_logits[:, c], val_truth[:, c])
-        temperatures[label] = round(temperature, 4)
-        before = 1 / (1 + np.exp(-val_logits[:, c]))
-        after = 1 / (1 + np.exp(-val_logits[:, c] / temperature))
+        scale, bias = fit_platt(val_logits[:, c], val_truth[:, c])
+        after = platt(val_logits[:, c], scale, bias)
         thresholds[label] = round(threshold_for_sensitivity(val_truth[:, c], after), 4)
-        test_before = 1 / (1 + np.exp(-test_logits[:, c]))
-        test_after = 1 / (1 + np.exp(-test_logits[:, c] / temperature))
+        probabilities[:, c] = platt(test_logits[:, c], scale, bias)
         calibration[label] = {
-            "temperature": temperatures[label],
-            "val_ece_before": round(expected_calibration_error(val_truth[:, c], before), 4),
-            "val_ece_after": round(expected_calibration_error(val_truth[:, c], after), 4),
-            "test_ece_before": round(expected_calibration_error(test_truth[:, c], test_before), 4),
-            "test_ece_after": round(expected_calibration_error(test_truth[:, c], test_after), 4),
+            "scale": round(scale, 5), "bias": round(bias, 5),
+            "val_ece_before": round(ece(val_truth[:, c], platt(val_logits[:, c])), 4),
+            "val_ece_after": round(ece(val_truth[:, c], after), 4),
+            "test_ece_before": round(ece(test_truth[:, c], platt(test_logits[:, c])), 4),
+            "test_ece_after": round(ece(test_truth[:, c], probabilities[:, c]), 4),
         }
-    probabilities = 1 / (1 + np.exp(-test_logits / np.array([temperatures[la] for la in LABELS])))
     figures = split_figures(test_truth, probabilities, test_views,
                             [thresholds[la] for la in LABELS])
     return TrainedVariant(mode, network, history, mean_auc(torch.from_numpy(val_logits), val),
-                          temperatures, thresholds, calibration, figures)
+                          thresholds, calibration, figures)
 
 
 def train_findings(
     *, data_root: Path, out_dir: Path, command: str, modes: Sequence[str] = INPUT_MODES,
     size: int = 224, config: ClassifierTrainConfig, lung_model: str | Path = "lung_seg",
     dilation: float = 0.03, extra: Sequence[FindingsSample] = (), version: str = "1.0.0",
+    eval_dir: Path = Path("runs/findings-train-eval"),
 ) -> ModelCard:
-    """Train one network per input mode, ship the one with the better val AUC."""
+    """Train one network per input mode, ship the one with the better val AUC.
+
+    The shipped network is then evaluated as the engine runs it (source images, lungs
+    from the segmenter) into ``eval_dir``; its heat-map figures go into the card."""
     for mode in modes:
         if mode not in INPUT_MODES:
             raise ValueError(f"modes: unknown {mode!r}; known: {INPUT_MODES}")
@@ -445,6 +459,7 @@ def train_findings(
     started = time.monotonic()
     variants = []
     for mode in modes:
+        torch.manual_seed(config.seed)  # the same initialisation for every mode
         network = ModelCard("", "", "", "DenseNet", NETWORK, grid, []).build()
         network, history = train_classifier(network, mode, tensors["train"], tensors["val"],
                                             config)
@@ -456,6 +471,14 @@ def train_findings(
                           lung_card=segmenter.card.identifier if segmenter else None)
     save_model(chosen.network, card, out_dir)
     plot_curves(chosen.history, ["mean AUC"], out_dir / "training_curves.png", metric="auc")
+    evaluation = evaluate_findings(
+        FindingsClassifier(chosen.network, card),
+        segmenter if chosen.mode == LUNG_MASKED else None, by_split["test"],
+        [s for s in samples if s.boxes], eval_dir)
+    card.metrics["localisation"] = evaluation["localisation"]
+    card.metrics["engine_path_test_auc"] = {
+        label: evaluation["figures"][label]["all"]["auc"] for label in LABELS}
+    save_model(chosen.network, card, out_dir)
     return card
 
 
@@ -475,11 +498,15 @@ def _findings_card(chosen: TrainedVariant, variants: Sequence[TrainedVariant],
             "anything but 'No Finding'; pneumonia = 'Pneumonia' among the labels. In this set "
             "every abnormal image carries Pneumonia, so the two labels are identical here; "
             "the head is multi-label so other findings/data can separate them later.",
-            "lung_model": lung_card, "minutes": round(minutes, 1), "seed": config.seed,
+            "lung_model": lung_card, "minutes": round(minutes, 1),
+            "torch_threads": torch.get_num_threads(), "seed": config.seed,
             "batch_size": config.batch_size, "learning_rate": config.learning_rate,
             "epochs_max": config.epochs, "patience": config.patience,
             "selection": "epoch with the best mean val AUC; input mode with the best val AUC",
             "pretraining": "not tried (CPU budget); trained from random initialisation",
+            "data_not_used": "hannover_covid_cxr (243 COVID-19 CR images, all abnormal, one "
+            "hospital): every image positive from one source would let the network learn the "
+            "source instead of the finding; nih_cxr14_tiny64 is 64 px (too small).",
             "history": chosen.history,
         },
         metrics={
@@ -496,7 +523,10 @@ def _findings_card(chosen: TrainedVariant, variants: Sequence[TrainedVariant],
                             for v in variants},
         },
         extra={"input": chosen.mode, "lung_mask_dilation": dilation,
-               "temperatures": chosen.temperatures, "thresholds": chosen.thresholds,
+               "calibration": {la: {k: chosen.calibration[la][k] for k in ("scale", "bias")}
+                               for la in LABELS},
+               "calibration_method": "Platt scaling per label on the val split",
+               "thresholds": chosen.thresholds,
                "threshold_rule": f"highest threshold with val sensitivity >= "
                f"{TARGET_SENSITIVITY} (calibrated probabilities)",
                "codes": {la: list(FINDING_CODES[la]) for la in LABELS},
