@@ -14,6 +14,7 @@ import numpy as np
 from cxr_core.analysis import Analysis
 from cxr_core.measure import area_measurements, cardiothoracic_ratio, lung_ratio, make_segment
 from cxr_core.models import ModelCard, default_models_dir
+from cxr_core.pneumothorax import PneumothoraxStage
 from cxr_core.quality import PHOTOMETRIC_MISMATCH, POLARITY_SUSPECT
 from cxr_core.radiograph import Radiograph
 from cxr_core.segmentation import SegmentationOutput, Segmenter
@@ -49,6 +50,7 @@ StageFactory = Callable[[Path], Stage]
 
 STAGE_FACTORIES: list[StageFactory] = []
 """Stages run after the lungs, in order; later issues append theirs here."""
+STAGE_FACTORIES.append(PneumothoraxStage.load)
 
 
 class Engine:

@@ -1,0 +1,292 @@
+"""Pneumothorax: the SIIM RLE reader, the training sources and command, the shipped model
+against its card, and the stage through the engine and every writer."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from cxr_core.cli import main as cxr_main
+from cxr_core.io import read_radiograph
+from cxr_core.models import load_model
+from cxr_core.models.card import default_models_dir, file_sha256
+from cxr_core.pneumothorax import MinimumArea, PneumothoraxDetector, PneumothoraxStage
+from cxr_core.training.data import read_mask
+from cxr_core.training.pneumothorax import (
+    SOURCE_CHECK,
+    MaskFiles,
+    Sources,
+    evaluate_pneumothorax,
+    hash_split,
+    png_folder_samples,
+    siim_samples,
+)
+from cxr_core.training.rle import decode_union, read_rle_table, rle_decode, rle_encode
+from cxr_core.writers.files import write_outputs
+from cxr_core.writers.seg_reader import read_seg
+from tests.conftest import DICOM_SAMPLES, dciodvfy_errors, dsrdump
+
+SIIM_DICOM = next(DICOM_SAMPLES.glob("siim_*.dcm"))
+PTX_CODE = "36118008"
+
+
+def _manifest(shared_data: Path) -> list[dict[str, str]]:
+    with (shared_data / "pneumothorax_siim_github" / "manifest.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _rle_table(shared_data: Path) -> dict[str, list[str]]:
+    return read_rle_table(shared_data / "label_tables" / "siim-pneumothorax-train-rle.csv.gz")
+
+
+# ------------------------------------------------------------------------------ RLE
+def test_rle_decodes_a_hand_written_example() -> None:
+    # 3 rows x 4 columns, column-major: pixel k is (row k % 3, column k // 3).
+    # "1 2 4 1": skip 1, fill 2 (k = 1, 2), skip 4 after that run's end (k = 3..6), fill k = 7.
+    expected = np.array([[0, 0, 0, 0],
+                         [1, 0, 1, 0],
+                         [1, 0, 0, 0]], dtype=bool)
+    decoded = rle_decode("1 2 4 1", shape=(3, 4))
+    np.testing.assert_array_equal(decoded, expected)
+    assert rle_encode(expected) == "1 2 4 1"
+    assert not rle_decode("-1", shape=(3, 4)).any()
+    assert rle_encode(np.zeros((3, 4), dtype=bool)) == "-1"
+
+
+@pytest.mark.parametrize("encoded", ["1 2 3", "0 13", "a b"])
+def test_rle_refuses_malformed_runs(encoded: str) -> None:
+    with pytest.raises(ValueError, match="encoded"):
+        rle_decode(encoded, shape=(3, 4))
+
+
+def test_rle_rows_match_the_shared_mask_pngs(shared_data: Path) -> None:
+    """The SIIM CSV decoded here gives the masks the dataset shipped, including the
+    union of images with two RLE rows."""
+    table = _rle_table(shared_data)
+    rows = [r for r in _manifest(shared_data) if r["label_pneumothorax"] == "1"]
+    chosen = [r for r in rows if r["n_rle_components"] == "2"] + rows[:2]
+    for row in chosen:
+        encodings = table[row["source_id"]]
+        assert len(encodings) == int(row["n_rle_components"])
+        mask = decode_union(encodings)
+        assert round(float(mask.mean()), 5) == float(row["mask_area_fraction"])
+        shipped = read_mask(shared_data / "pneumothorax_siim_github" / row["mask_pneumothorax"])
+        halved = mask.reshape(512, 2, 512, 2).mean(axis=(1, 3)) >= 0.5
+        dice = 2 * (halved & shipped).sum() / (halved.sum() + shipped.sum())
+        assert dice > 0.99, row["source_id"]
+        if len(encodings) == 1:
+            assert rle_encode(mask) == encodings[0]
+
+
+# -------------------------------------------------------------------------- sources
+def test_siim_layout_reads_dicom_folder_and_rle_csv(tmp_path: Path) -> None:
+    folder = tmp_path / "dicom" / "nested"
+    folder.mkdir(parents=True)
+    (folder / "a.dcm").symlink_to(SIIM_DICOM)
+    (folder / "other.dcm").symlink_to(DICOM_SAMPLES / "RG1_UNCR.dcm")  # not in the CSV
+    image_id = str(pydicom.dcmread(SIIM_DICOM, stop_before_pixels=True).SOPInstanceUID)
+    table = tmp_path / "train-rle.csv"
+    table.write_text(f"ImageId, EncodedPixels\n{image_id}, 5000 40 984 40\n"
+                     f"{image_id}, 300000 10\n")
+    samples = siim_samples(tmp_path / "dicom", table, MaskFiles(tmp_path / "masks"))
+    assert [s.key for s in samples] == [image_id]
+    expected = rle_decode("5000 40 984 40") | rle_decode("300000 10")
+    np.testing.assert_array_equal(read_mask(samples[0].masks["pneumothorax"]), expected)
+    patient = str(pydicom.dcmread(SIIM_DICOM, stop_before_pixels=True).PatientID)
+    assert samples[0].split == hash_split(patient, "siim")
+
+
+def test_shared_sources_hold_out_siim_negatives(shared_data: Path) -> None:
+    samples = Sources(data_root=shared_data, nih_negatives=20).samples(MaskFiles())
+    held_out = [s for s in samples if s.split == SOURCE_CHECK]
+    assert len(held_out) == 3 and all(s.source == "siim" for s in held_out)
+    assert not any(read_mask(s.masks["pneumothorax"]).any() for s in held_out)
+    nih = [s for s in samples if s.source == "nih_normal"]
+    assert all(not read_mask(s.masks["pneumothorax"]).any() for s in nih)
+    assert max(sum(s.split == split for s in nih) for split in ("train", "val", "test")) <= 20
+
+
+def _png_folder(shared_data: Path, root: Path, count: int) -> None:
+    """An images/ + masks/ folder (links to the shared PNGs, all-zero masks for NIH)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    siim = shared_data / "pneumothorax_siim_github"
+    for row in [r for r in _manifest(shared_data) if r["label_pneumothorax"] == "1"][:count]:
+        stem = row["source_id"]
+        (root / "images" / f"{stem}.png").symlink_to(siim / row["image"])
+        (root / "masks" / f"{stem}.png").symlink_to(siim / row["mask_pneumothorax"])
+    nih = shared_data / "nih_cxr14_normal_pneumonia"
+    for image in sorted((nih / "images").glob("*.png"))[:count]:
+        (root / "images" / image.name).symlink_to(image)
+        Image.fromarray(np.zeros((512, 512), np.uint8)).save(root / "masks" / image.name)
+
+
+def test_train_and_evaluate_commands_on_a_png_folder(shared_data: Path, tmp_path: Path) -> None:
+    """A hospital's own images/ + masks/ folder trains and evaluates in one command each."""
+    _png_folder(shared_data, tmp_path / "site", 12)
+    splits = {s.split for s in png_folder_samples(tmp_path / "site")}
+    assert {"train", "val", "test"} <= splits
+    out = tmp_path / "model"
+    assert cxr_main(["train", "pneumothorax", "--no-shared", "--folder", str(tmp_path / "site"),
+                     "--size", "64", "--epochs", "3", "--out", str(out)]) == 0
+    _, card = load_model(out)
+    assert card.training["command"].startswith("cxr train pneumothorax --no-shared")
+    assert card.metrics["split"] == "test" and card.metrics["n_images"] > 0
+    assert (out / "training_curves.png").is_file() and (out / "montage.png").is_file()
+    assert cxr_main(["evaluate", "pneumothorax", "--no-shared", "--folder",
+                     str(tmp_path / "site"), "--model", str(out), "--lung-model", "",
+                     "--bootstrap", "50", "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["dice_positive"]["mean"] == pytest.approx(
+        card.metrics["dice_positive"]["mean"], abs=1e-4)
+
+
+# ------------------------------------------------------------------- shipped model
+@pytest.fixture(scope="module")
+def detector() -> PneumothoraxDetector:
+    return PneumothoraxDetector.load()
+
+
+@pytest.fixture(scope="module")
+def measured(shared_data: Path, detector: PneumothoraxDetector, tmp_path_factory) -> dict:
+    """The shipped model re-evaluated on the shared test split, as its card was made
+    (without the lung pass of the healthy-lung check, to keep the test short)."""
+    card = detector.segmenter.card
+    sources = Sources(data_root=shared_data,
+                      nih_negatives=card.training["nih_negatives_per_split"])
+    return evaluate_pneumothorax(detector, sources.samples(MaskFiles()),
+                                 tmp_path_factory.mktemp("ptx_eval"), split="test",
+                                 lung=None, bootstrap=200)
+
+
+def test_card_states_weights_data_and_limits() -> None:
+    network, card = load_model("pneumothorax")
+    directory = default_models_dir() / "pneumothorax"
+    assert file_sha256(directory / card.weights_file) == card.weights_sha256
+    assert (directory / card.weights_file).stat().st_size < 5 * 1024 * 1024
+    assert card.labels == ["pneumothorax"]
+    assert card.training["command"].replace(" -v", "").startswith("cxr train pneumothorax")
+    assert all("SOURCE.md" in d for d in card.training["datasets"])
+    assert card.training["counts"]["train"]["siim_positive"] == 31
+    assert "Research use only" in card.extra["limits"]
+    assert card.metrics["caveat"].startswith("tiny split")
+
+
+def test_test_split_figures_match_card(measured: dict, detector) -> None:
+    claimed = detector.segmenter.card.metrics
+    for key in ("dice_positive", "kaggle_mean_dice"):
+        assert measured[key]["mean"] == pytest.approx(claimed[key]["mean"], abs=0.01), key
+    assert measured["detection_auc"]["auc"] == pytest.approx(
+        claimed["detection_auc"]["auc"], abs=0.01)
+    assert measured["n_positive"] == claimed["n_positive"] == 5
+    # the model finds pneumothorax better than chance on unseen SIIM positives
+    assert measured["dice_positive"]["mean"] > 0.2
+    assert measured["detection_auc"]["auc"] > 0.7
+
+
+def test_source_check_is_measured_and_stated(measured: dict, detector) -> None:
+    """The held-out SIIM negatives are scored like NIH negatives (the interval holds 0.5),
+    and the card states the healthy-lung check, which shows partial source learning."""
+    check = measured["source_check"]["auc_siim_vs_nih_negative"]
+    card = detector.segmenter.card
+    claimed = card.metrics["source_check"]
+    assert check["n_positive"] == 3 and check["n_negative"] > 100
+    assert check["auc"] == pytest.approx(claimed["auc_siim_vs_nih_negative"]["auc"], abs=0.01)
+    low, high = check["ci95"]
+    assert low < 0.5 < high
+    healthy = claimed["auc_siim_healthy_vs_nih_lung"]
+    assert healthy["n_positive"] >= 10 and str(healthy["auc"]) in card.extra["limits"]
+
+
+# ----------------------------------------------------------------- in the product
+def _test_positives(shared_data: Path) -> list[dict[str, str]]:
+    return [r for r in _manifest(shared_data)
+            if r["split"] == "test" and r["label_pneumothorax"] == "1"]
+
+
+def test_stage_reports_side_area_and_hemithorax_share(engine, shared_data: Path) -> None:
+    reported = 0
+    for row in _test_positives(shared_data):
+        analysis = engine.analyze(read_radiograph(shared_data / "pneumothorax_siim_github"
+                                                  / row["image"]))
+        finding = next(f for f in analysis.findings if f.name == "pneumothorax")
+        assert finding.code[0] == PTX_CODE and 0 <= finding.probability <= 1
+        if not finding.positive:
+            assert "pneumothorax" not in analysis.segments
+            continue
+        reported += 1
+        truth = read_mask(shared_data / "pneumothorax_siim_github" / row["mask_pneumothorax"])
+        # patient-right is on image-left
+        truth_side = "right" if np.nonzero(truth)[1].mean() < truth.shape[1] / 2 else "left"
+        names = {m.name: m for m in analysis.measurements}
+        assert f"pneumothorax_{truth_side}_area" in names
+        assert names[f"pneumothorax_{truth_side}_area"].unit == "{pixels}"  # PNG: no spacing
+        percent = names[f"pneumothorax_{truth_side}_hemithorax_percent"]
+        assert 0 < percent.value < 100 and percent.unit == "%"
+        assert analysis.segments["pneumothorax"].pixel_count > 0
+    assert reported >= 3
+
+
+def test_small_pneumothorax_is_not_reported(detector, shared_data: Path) -> None:
+    from cxr_core.analysis import Analysis
+
+    row = _test_positives(shared_data)[0]
+    radiograph = read_radiograph(shared_data / "pneumothorax_siim_github" / row["image"])
+    strict = PneumothoraxStage(PneumothoraxDetector(detector.segmenter,
+                                                    MinimumArea(fraction=0.5)))
+    analysis = Analysis(radiograph=radiograph)
+    strict.run(analysis)
+    finding = analysis.findings[0]
+    assert not finding.positive and "pneumothorax" not in analysis.segments
+    assert not [m for m in analysis.measurements if m.name.startswith("pneumothorax")]
+    assert finding.probability == pytest.approx(detector(radiograph.pixels,
+                                                         radiograph.spacing).probability,
+                                                abs=1e-4)
+
+
+def _pixels_spacing(path: Path) -> tuple:
+    radiograph = read_radiograph(path)
+    return radiograph.pixels, radiograph.spacing
+
+
+def test_seg_sr_overlay_and_masks_carry_the_pneumothorax(engine, detector, shared_data: Path,
+                                                         tmp_path: Path) -> None:
+    """A SIIM DICOM header with a positive image's pixels: mm² from PixelSpacing, a
+    Pneumothorax segment in the SEG, and a valid SR with area, % and laterality."""
+    root = shared_data / "pneumothorax_siim_github"
+    found = {r["image"]: detector(*_pixels_spacing(root / r["image"]))
+             for r in _test_positives(shared_data)}
+    chosen = max(found, key=lambda image: found[image].mask.sum())
+    assert found[chosen].present
+    pixels = Image.open(root / chosen)
+    dicom = read_radiograph(SIIM_DICOM)
+    upsampled = np.asarray(pixels.convert("L").resize(dicom.shape[::-1], Image.BILINEAR),
+                           dtype=np.float32)
+    analysis = engine.analyze(dataclasses.replace(dicom, pixels=upsampled))
+    assert next(f for f in analysis.findings if f.name == "pneumothorax").positive
+    written = write_outputs(analysis, tmp_path)
+    assert read_mask(written.files["mask:pneumothorax"]).any()
+    overlay = np.asarray(Image.open(written.files["overlay"]).convert("RGB"))
+    assert (overlay == (255, 220, 0)).all(axis=2).any()  # the pneumothorax outline colour
+    seg = read_seg(written.files["seg"])
+    np.testing.assert_array_equal(seg.masks["pneumothorax"],
+                                  analysis.segments["pneumothorax"].mask)
+    dataset = pydicom.dcmread(written.files["seg"])
+    item = next(s for s in dataset.SegmentSequence if s.SegmentLabel == "Pneumothorax")
+    assert item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
+    assert item.SegmentedPropertyTypeCodeSequence[0].CodeValue == PTX_CODE
+    assert not dciodvfy_errors(written.files["sr"])
+    text = dsrdump(written.files["sr"])
+    area = next(m for m in analysis.measurements if m.name.endswith("_area")
+                and m.name.startswith("pneumothorax_"))
+    assert area.unit == "mm2"
+    side = "Right" if "_right_" in area.name else "Left"
+    assert "Pneumothorax percentage of hemithorax" in text
+    assert f'"{side}")' in text and 'Pneumothorax")=(52101004,SCT,"Present")' in text
