@@ -40,6 +40,8 @@ class Finding:
     positive: bool
     heatmap: np.ndarray | None = None
     """0..1 float at source resolution, or None."""
+    model_id: str | None = None
+    """``name@version`` of the model that made this finding (SR algorithm identification)."""
 
 
 @dataclass

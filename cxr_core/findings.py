@@ -147,7 +147,7 @@ class FindingsClassifier:
                 heatmap = np.ascontiguousarray(heatmap[:, ::-1]) if mirrored else heatmap
             findings.append(Finding(name=label, code=self.codes[label], probability=probability,
                                     threshold=self.thresholds[index], positive=positive,
-                                    heatmap=heatmap))
+                                    heatmap=heatmap, model_id=self.card.identifier))
         return findings
 
 

@@ -146,7 +146,7 @@ class PneumothoraxStage:
         found = self.detector(radiograph.pixels, radiograph.spacing, mirrored=mirrored)
         analysis.findings.append(Finding(
             name="pneumothorax", code=FINDING_CODE, probability=round(found.probability, 4),
-            threshold=THRESHOLD, positive=found.present))
+            threshold=THRESHOLD, positive=found.present, model_id=self.card.identifier))
         if not found.present:
             return
         analysis.segments[SEGMENT] = make_segment(SEGMENT, found.mask, radiograph.spacing)
