@@ -13,12 +13,12 @@ import time
 
 STARTED = time.perf_counter()
 import argparse  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from timing import median_time  # noqa: E402
 
 from cxr_core.io import read_radiograph  # noqa: E402
 from cxr_core.pipeline import Engine  # noqa: E402
@@ -28,17 +28,6 @@ from cxr_core.writers.sr import build_sr  # noqa: E402
 IMPORTED = time.perf_counter()
 BUDGET_S = 0.5
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared/data/dicom_samples/RG1_UNCR.dcm"
-
-
-def median_time(function: Callable[[], object], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        function()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def main() -> None:

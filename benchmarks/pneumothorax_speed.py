@@ -10,12 +10,10 @@ Both stages are timed in the same run on the same images (a 1024x1024 SIIM DICOM
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import median_time
 
 from cxr_core.analysis import Analysis
 from cxr_core.io import read_radiograph
@@ -30,17 +28,6 @@ INPUTS = (
     next((SHARED / "dicom_samples").glob("siim_*.dcm")),
     next((SHARED / "pneumothorax_siim_github" / "images").glob("siim_*.png")),
 )
-
-
-def median_time(function: Callable[[], object], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        function()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def main() -> None:
