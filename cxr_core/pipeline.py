@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from cxr_core.analysis import Analysis
+from cxr_core.findings import FindingsStage
 from cxr_core.measure import area_measurements, cardiothoracic_ratio, lung_ratio, make_segment
 from cxr_core.models import ModelCard, default_models_dir
 from cxr_core.pneumothorax import PneumothoraxStage
@@ -50,6 +51,7 @@ StageFactory = Callable[[Path], Stage]
 
 STAGE_FACTORIES: list[StageFactory] = []
 """Stages run after the lungs, in order; later issues append theirs here."""
+STAGE_FACTORIES.append(FindingsStage)
 STAGE_FACTORIES.append(PneumothoraxStage.load)
 
 
