@@ -75,12 +75,18 @@ def file_sha256(path: Path) -> str:
 
 
 def save_model(network: torch.nn.Module, card: ModelCard, directory: Path) -> Path:
-    """Write fp16 weights and the card (with their sha256) into ``directory``."""
+    """Write fp16 weights and the card (with their sha256) into ``directory``.
+
+    The network's own weights are rounded to the saved fp16 values, so figures computed
+    with it afterwards (the card's test metrics) describe exactly the shipped model.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / card.weights_file
     state = {key: value.detach().to("cpu").half() if value.is_floating_point() else value
              for key, value in network.state_dict().items()}
     torch.save(state, weights_path)
+    network.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     card.weights_sha256 = file_sha256(weights_path)
     card.save(directory / CARD_NAME)
     return directory

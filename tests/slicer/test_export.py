@@ -32,7 +32,8 @@ def test_export_png_writes_store_entry_with_edits(logic, tmp_path):
 
     entry = result.entry
     assert entry.exported_by == "dr-a" and entry.model.startswith("lung_seg@")
-    assert entry.segments == list(LUNG_STRUCTURES)
+    # every structure the engine segmented (pneumothorax too, when the model found one)
+    assert entry.segments == list(model_masks)
     assert set(entry.edited) == {"right_lung"}  # the others are untouched model output
     change = truth["right_lung"] ^ model_masks["right_lung"]
     assert sum(entry.edited["right_lung"].values()) == int(change.sum())
@@ -143,4 +144,4 @@ def test_added_segment_is_skipped_and_reported(logic, tmp_path):
     segmentation.GetSegmentation().AddEmptySegment("nodule", "Nodule")
     result = logic.export(segmentation, volume, tmp_path / "store", user="dr-a")
     assert result.skipped_segments == ["Nodule"]
-    assert result.entry.segments == list(LUNG_STRUCTURES)
+    assert result.entry.segments == list(logic.analyses[volume.GetID()].segments)

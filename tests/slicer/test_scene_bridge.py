@@ -120,7 +120,7 @@ def test_heat_map_volume_over_the_radiograph(logic, scene):
                       heat.astype(np.float32))
     views = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]
     analysis = logic.engine.analyze(scene_bridge.volume_to_radiograph(volume))
-    analysis.findings.append(finding)
+    analysis.findings = [finding]  # a known map, in place of what the model found
 
     nodes = scene_bridge.show_analysis(scene, volume, analysis)
 
@@ -150,8 +150,7 @@ def test_heat_map_of_another_size_is_refused(logic, scene):
 def test_findings_and_measurements_table(logic, scene):
     volume = logic.load_radiograph(PNG_IMAGE)
     analysis: Analysis = logic.engine.analyze(scene_bridge.volume_to_radiograph(volume))
-    analysis.findings.append(Finding("abnormal", ("263654008", "SCT", "Abnormal"), 0.73, 0.5,
-                                     True))
+    analysis.findings = [Finding("abnormal", ("263654008", "SCT", "Abnormal"), 0.73, 0.5, True)]
     table = scene_bridge.results_table(scene, analysis, "results")
     expected_rows = (len(analysis.findings) + len(analysis.measurements)
                      + len(analysis.quality_flags))
