@@ -33,12 +33,16 @@ def plot_curves(history: Sequence[dict[str, float]], labels: Sequence[str], path
 
 def overlay_rgb(gray: np.ndarray, masks: dict[str, np.ndarray],
                 colors: dict[str, tuple[int, int, int]], alpha: float = 0.4) -> np.ndarray:
-    """Gray image (any range) with coloured translucent masks and their outlines, uint8 RGB."""
+    """Gray image (any range) or uint8 RGB with coloured translucent masks and their
+    outlines, uint8 RGB."""
     from scipy import ndimage
 
-    low, high = np.percentile(gray[::4, ::4], (0.5, 99.5))
-    base = np.clip((gray - low) / max(float(high - low), 1e-6), 0, 1)
-    rgb = np.repeat((base * 255)[..., None], 3, axis=2).astype(np.float32)
+    if gray.ndim == 3:
+        rgb = gray.astype(np.float32)
+    else:
+        low, high = np.percentile(gray[::4, ::4], (0.5, 99.5))
+        base = np.clip((gray - low) / max(float(high - low), 1e-6), 0, 1)
+        rgb = np.repeat((base * 255)[..., None], 3, axis=2).astype(np.float32)
     for name, mask in masks.items():
         if not mask.any():
             continue

@@ -59,10 +59,13 @@ def render_overlay(analysis: Analysis, max_side: int = 1024) -> np.ndarray:
     step = max(1, int(np.ceil(max(pixels.shape) / max_side)))
     masks = {n: s.mask[::step, ::step] for n, s in analysis.segments.items()}
     colors = {n: SEGMENT_TYPES[n].rgb for n in masks if n in SEGMENT_TYPES}
-    rgb = overlay_rgb(pixels[::step, ::step], masks, colors)
     heat = [f.heatmap[::step, ::step] for f in analysis.findings
             if f.positive and f.heatmap is not None]
-    rgb = heatmap_rgb(rgb, np.maximum.reduce(heat)) if heat else rgb
+    base = overlay_rgb(pixels[::step, ::step], {}, {})
+    # heat first, masks and outlines on top: the maps are broad, the masks must stay readable
+    if heat:
+        base = heatmap_rgb(base, np.maximum.reduce(heat), floor=0.5)
+    rgb = overlay_rgb(base, masks, colors)
     return _draw_legend(rgb, analysis)
 
 
