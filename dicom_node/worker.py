@@ -132,7 +132,7 @@ class Analyzer:
         seg = build_seg(analysis)
         objects = [("seg", seg), ("sr", build_sr(analysis, seg=seg))]
         if self.overlay:
-            from dicom_node.overlay import build_overlay_sc
+            from cxr_core.writers.overlay_sc import build_overlay_sc
 
             objects.append(("overlay", build_overlay_sc(analysis)))
         results = []
