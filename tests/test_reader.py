@@ -151,3 +151,18 @@ def test_copied_folder_inputs_expand(tmp_path: Path) -> None:
     (tmp_path / ".hidden").mkdir()
     shutil.copy(RG1_UNCR, tmp_path / ".hidden" / "b.dcm")
     assert [p.name for p in expand_inputs([tmp_path])] == ["a.dcm"]
+
+
+@pytest.mark.parametrize("name", ["siim_*.dcm", "RG1_J2KR.dcm"])
+def test_truncated_compressed_frame_is_refused(tmp_path: Path, name: str) -> None:
+    """Decoders pad a cut JPEG frame with gray instead of failing: it must be refused."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    source = next(DICOM_SAMPLES.glob(name))
+    dataset = pydicom.dcmread(source)
+    frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
+    dataset.PixelData = encapsulate([frame[: len(frame) // 2]])
+    path = tmp_path / "cut.dcm"
+    dataset.save_as(path)
+    with pytest.raises(RefusedInput, match="truncated"):
+        read_radiograph(path)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.encaps
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
@@ -118,8 +119,25 @@ def _check_is_chest_image(dataset: pydicom.Dataset) -> None:
         raise RefusedInput(f"PhotometricInterpretation {photometric or 'missing'} is not grayscale")
 
 
+# Transfer syntaxes whose codestreams end with the FFD9 marker (EOI / EOC): JPEG baseline,
+# extended, lossless, JPEG-LS and JPEG 2000.
+_JPEG_FAMILY_PREFIXES = ("1.2.840.10008.1.2.4.",)
+
+
+def _check_codestream_complete(dataset: pydicom.Dataset) -> None:
+    """A truncated JPEG frame decodes without error (the decoder pads it with gray), so the
+    end-of-image marker is checked before trusting the pixels."""
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+    if not syntax.startswith(_JPEG_FAMILY_PREFIXES):
+        return
+    frame = next(pydicom.encaps.generate_frames(dataset.PixelData, number_of_frames=1))
+    if not frame.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise RefusedInput("compressed pixel data is truncated (no end-of-image marker)")
+
+
 def _presentation_pixels(dataset: pydicom.Dataset) -> np.ndarray:
     """Decode, apply Modality then VOI LUT, and make MONOCHROME2 float32."""
+    _check_codestream_complete(dataset)
     try:
         stored = dataset.pixel_array
     except Exception as error:  # decoders raise many types; all mean the same to us
