@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cxr_core.writers.overlay import heatmap_rgb, overlay_rgb  # noqa: E402, F401 - re-exported
+
 
 def plot_curves(history: Sequence[dict[str, float]], labels: Sequence[str], path: Path,
                 metric: str = "dice") -> Path:
@@ -29,28 +31,6 @@ def plot_curves(history: Sequence[dict[str, float]], labels: Sequence[str], path
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
-
-
-def overlay_rgb(gray: np.ndarray, masks: dict[str, np.ndarray],
-                colors: dict[str, tuple[int, int, int]], alpha: float = 0.4) -> np.ndarray:
-    """Gray image (any range) or uint8 RGB with coloured translucent masks and their
-    outlines, uint8 RGB."""
-    from scipy import ndimage
-
-    if gray.ndim == 3:
-        rgb = gray.astype(np.float32)
-    else:
-        low, high = np.percentile(gray[::4, ::4], (0.5, 99.5))
-        base = np.clip((gray - low) / max(float(high - low), 1e-6), 0, 1)
-        rgb = np.repeat((base * 255)[..., None], 3, axis=2).astype(np.float32)
-    for name, mask in masks.items():
-        if not mask.any():
-            continue
-        color = np.array(colors.get(name, (255, 0, 0)), dtype=np.float32)
-        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * color
-        edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, mask.shape[0] // 400))
-        rgb[edge] = color
-    return rgb.clip(0, 255).astype(np.uint8)
 
 
 def save_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], path: Path,
@@ -72,23 +52,6 @@ def save_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], pa
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
-
-
-def heatmap_rgb(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
-                floor: float = 0.2) -> np.ndarray:
-    """A 0..1 heat map (same shape) in the ``jet`` colours over a gray or RGB image, uint8 RGB.
-
-    Heat below ``floor`` is left out so the anatomy stays readable where the model did not
-    look; above it, the blend grows with the heat up to ``alpha``.
-    """
-    if heatmap.shape != image.shape[:2]:
-        raise ValueError(f"heatmap: shape {heatmap.shape} differs from the image's "
-                         f"{image.shape[:2]}")
-    rgb = image.astype(np.float32) if image.ndim == 3 else overlay_rgb(image, {}, {}).astype(
-        np.float32)
-    colours = plt.get_cmap("jet")(heatmap)[..., :3] * 255
-    weight = (alpha * np.clip((heatmap - floor) / (1 - floor), 0, 1))[..., None]
-    return ((1 - weight) * rgb + weight * colours).clip(0, 255).astype(np.uint8)
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path) -> Path:

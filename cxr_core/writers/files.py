@@ -13,7 +13,7 @@ from PIL import Image
 from cxr_core.analysis import Analysis
 from cxr_core.pipeline import timed_call
 from cxr_core.segments import SEGMENT_TYPES
-from cxr_core.training.plots import heatmap_rgb, overlay_rgb
+from cxr_core.writers.overlay import heatmap_rgb, overlay_rgb
 from cxr_core.writers.seg import build_seg
 from cxr_core.writers.sr import build_sr
 
