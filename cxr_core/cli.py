@@ -103,6 +103,9 @@ def _add_train_pneumothorax(tasks: argparse._SubParsersAction) -> None:
     ptx.add_argument("--positive-share", type=float, default=0.5)
     ptx.add_argument("--detail", type=float, default=1.0,
                      help="blur/sharpen jitter range (0 = off)")
+    ptx.add_argument("--swap", type=float, default=0.5,
+                     help="probability that a drawn image has a lesion region moved in or "
+                     "covered, so the image source cannot predict the label (0 = off)")
     ptx.add_argument("--min-area-mm2", type=float, default=200.0)
     ptx.add_argument("--min-area-fraction", type=float, default=0.004)
     ptx.add_argument("--lung-model", default="lung_seg",
@@ -194,6 +197,7 @@ def _run_train_pneumothorax(args: argparse.Namespace) -> int:
     options = PtxTrainOptions(size=args.size, init_from=args.init_from,
                               positive_zoom=args.positive_zoom,
                               positive_share=args.positive_share, detail=args.detail,
+                              swap=args.swap,
                               min_area_mm2=args.min_area_mm2,
                               min_area_fraction=args.min_area_fraction, version=args.version,
                               lung_model=args.lung_model or None)

@@ -4,6 +4,7 @@ models learn laterality from position, so a flip would teach them the wrong side
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -110,3 +111,102 @@ class RandomAffineIntensity:
             images = images + amount * (images - smooth)
         noise = torch.randn(images.shape, generator=generator) * self.noise
         return (images + noise).clamp(0, 1)
+
+
+Augment = Callable[[torch.Tensor, torch.Tensor, torch.Generator],
+                   tuple[torch.Tensor, torch.Tensor]]
+"""``(images, targets, generator) -> (images, targets)`` on a batch."""
+
+
+class Chain:
+    """Apply augmentations in order."""
+
+    def __init__(self, *steps: Augment) -> None:
+        self.steps = steps
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        for step in self.steps:
+            images, targets = step(images, targets, generator)
+        return images, targets
+
+
+class LesionSwap:
+    """Move lesion regions between images so the image source cannot stand in for the label.
+
+    When the positives all come from one source (e.g. SIIM-ACR) and the negatives from
+    another (NIH), a network can score the source. This breaks that link both ways:
+
+    - a drawn *negative* gets the lesion region of a random positive from ``positives``
+      (and that lesion as its target): a positive from the negatives' source;
+    - a drawn *positive* gets its lesion region covered by the same region of a random
+      image from ``negatives`` (and an empty target): a negative from the positives' source.
+
+    The region is the lesion grown by ``margin`` pixels (so the pleural line goes with
+    it), blended in over ``feather`` more pixels; the pasted patch is shifted so its
+    ring of surrounding pixels matches the receiving image's in mean intensity.
+
+    Parameters
+    ----------
+    positives, negatives:
+        Donor images ``(N, 1, H, W)`` in 0..1; ``positives`` with their targets.
+    positive_targets:
+        Lesion targets of ``positives``, ``(N, 1, H, W)`` in 0..1.
+    to_positive, to_negative:
+        Probability that a drawn negative / positive is swapped (0 = off).
+    """
+
+    def __init__(self, *, positives: torch.Tensor, positive_targets: torch.Tensor,
+                 negatives: torch.Tensor, to_positive: float = 0.3, to_negative: float = 0.3,
+                 margin: int = 4, feather: int = 4) -> None:
+        if positives.shape != positive_targets.shape:
+            raise ValueError(f"positive_targets: shape {tuple(positive_targets.shape)} != "
+                             f"positives {tuple(positives.shape)}")
+        for name, value in (("to_positive", to_positive), ("to_negative", to_negative)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name}: must be in [0, 1], got {value}")
+        self.positives, self.positive_targets = positives, positive_targets
+        self.negatives = negatives
+        self.to_positive, self.to_negative = to_positive, to_negative
+        self.margin, self.feather = margin, feather
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if not len(self.positives) or not len(self.negatives):
+            return images, targets
+        images, targets = images.clone(), targets.clone()
+        n = images.shape[0]
+        positive = targets.flatten(1).amax(dim=1) > 0.5
+        draw = torch.rand(n, generator=generator)
+        gain = (~positive & (draw < self.to_positive)).nonzero()[:, 0]
+        if len(gain):
+            donor = torch.randint(len(self.positives), (len(gain),), generator=generator)
+            lesion = self.positive_targets[donor]
+            images[gain] = self._paste(images[gain], self.positives[donor], lesion)
+            targets[gain] = lesion
+        lose = (positive & (draw < self.to_negative)).nonzero()[:, 0]
+        if len(lose):
+            donor = torch.randint(len(self.negatives), (len(lose),), generator=generator)
+            images[lose] = self._paste(images[lose], self.negatives[donor],
+                                       targets[lose].amax(dim=1, keepdim=True))
+            targets[lose] = 0
+        return images, targets
+
+    def _paste(self, receiver: torch.Tensor, donor: torch.Tensor,
+               lesion: torch.Tensor) -> torch.Tensor:
+        core = _grow(lesion > 0.5, self.margin)
+        outer = _grow(core, self.feather)
+        alpha = torch.maximum(core.float(), F.avg_pool2d(
+            outer.float(), 2 * self.feather + 1, stride=1, padding=self.feather,
+            count_include_pad=False))
+        ring = (_grow(outer, self.feather) & ~outer).float()
+        area = ring.sum(dim=(1, 2, 3), keepdim=True).clamp(min=1)
+        offset = ((receiver - donor) * ring).sum(dim=(1, 2, 3), keepdim=True) / area
+        return (receiver * (1 - alpha) + (donor + offset) * alpha).clamp(0, 1)
+
+
+def _grow(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Binary dilation by a square of half-size ``pixels``."""
+    if pixels <= 0:
+        return mask
+    return F.max_pool2d(mask.float(), 2 * pixels + 1, stride=1, padding=pixels) > 0.5

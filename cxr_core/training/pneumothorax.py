@@ -45,7 +45,7 @@ from cxr_core.pneumothorax import (
 )
 from cxr_core.segmentation import MIN_COMPONENT, Segmenter
 from cxr_core.segments import SEGMENT_TYPES
-from cxr_core.training.augment import RandomAffineIntensity
+from cxr_core.training.augment import Chain, LesionSwap, RandomAffineIntensity
 from cxr_core.training.data import (
     SegSample,
     datalist_samples,
@@ -249,6 +249,10 @@ class PtxTrainOptions:
     """Blur/sharpen jitter: SIIM PNGs are sharper than NIH PNGs (source cue)."""
     positive_share: float = 0.5
     """Share of drawn training samples that are positive (the weighted sampler)."""
+    swap: float = 0.5
+    """Probability that a drawn image has a lesion region moved in or covered
+    (:class:`LesionSwap`): with ``positive_share`` 0.5 and ``swap`` 0.5, an image's source
+    says nothing about its label (0 = off)."""
     min_area_mm2: float = DEFAULT_MIN_AREA_MM2
     min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION
     version: str = "1.0.0"
@@ -271,8 +275,9 @@ def train_pneumothorax(*, sources: Sources, out_dir: Path, command: str,
     val_set = TensorSet(*load_tensors(by_split["val"], STRUCTURES, grid))
     config.sample_weights = _balanced_weights(train_set.targets, options.positive_share)
     config.loss = MaskedBceDiceLoss(focal_gamma=2.0, empty_dice=True)
-    config.augment = RandomAffineIntensity(positive_zoom=options.positive_zoom,
-                                           detail=options.detail)
+    config.augment = Chain(
+        _lesion_swap(train_set, options.swap),
+        RandomAffineIntensity(positive_zoom=options.positive_zoom, detail=options.detail))
     config.score = balanced_score
     network, parent = _initial_network(options.init_from)
     started = time.monotonic()
@@ -303,6 +308,15 @@ def _counts(samples: Sequence[SegSample]) -> dict[str, dict[str, int]]:
         bucket = counts.setdefault(sample.split, {})
         bucket[f"{sample.source}_{label}"] = bucket.get(f"{sample.source}_{label}", 0) + 1
     return counts
+
+
+def _lesion_swap(train_set: TensorSet, probability: float) -> LesionSwap:
+    """Lesions of the training positives move into training negatives and back."""
+    positive = train_set.targets.flatten(1).amax(dim=1) > 0.5
+    return LesionSwap(positives=train_set.images[positive],
+                      positive_targets=train_set.targets[positive],
+                      negatives=train_set.images[~positive],
+                      to_positive=probability, to_negative=probability)
 
 
 def _balanced_weights(targets: torch.Tensor, positive_share: float) -> torch.Tensor:
@@ -372,7 +386,11 @@ def _card(options: PtxTrainOptions, command: str, config: SegTrainConfig, source
             "sampler": f"weighted: {options.positive_share:.0%} of draws positive",
             "augmentation": "rotation/scale/shift, gamma/contrast/noise, no flips; "
             f"positives zoomed about the lesion with probability {options.positive_zoom}; "
-            f"blur/sharpen jitter +-{options.detail} (SIIM PNGs are sharper than NIH PNGs)",
+            f"blur/sharpen jitter +-{options.detail} (SIIM PNGs are sharper than NIH PNGs); "
+            f"lesion swap with probability {options.swap}: a negative gets a training "
+            "positive's lesion region (and its mask), a positive gets its lesion region "
+            "covered by a negative's (and an empty mask), so the image source does not "
+            "predict the label",
             "model_selection": "best val mean of (Dice on positives, share of negatives "
             "predicted empty); early stopping",
             "nih_negatives_per_split": sources.nih_negatives,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from cxr_core.training.augment import RandomAffineIntensity
+from cxr_core.training.augment import Augment, RandomAffineIntensity
 from cxr_core.training.losses import MaskedBceDiceLoss
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class SegTrainConfig:
     sample_weights: torch.Tensor | None = None
     """Per-sample drawing weights (a weighted sampler for rare positives); None = shuffle."""
     loss: MaskedBceDiceLoss = field(default_factory=MaskedBceDiceLoss)
-    augment: RandomAffineIntensity = field(default_factory=RandomAffineIntensity)
+    augment: Augment = field(default_factory=RandomAffineIntensity)
     score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float] | None = None
     """Model selection on val ``(logits, targets, known) -> higher is better``; None =
     mean Dice per structure (a lesion model needs one that empty outputs cannot win)."""
