@@ -125,6 +125,8 @@ def _add_evaluate_pneumothorax(tasks: argparse._SubParsersAction) -> None:
     ptx.add_argument("--split", default="test", choices=("train", "val", "test"))
     ptx.add_argument("--bootstrap", type=int, default=2000)
     ptx.add_argument("--out", type=Path, required=True)
+    ptx.add_argument("--write-card", action="store_true",
+                     help="record the test figures in the model's card")
     ptx.set_defaults(handler=_run_evaluate_pneumothorax)
 
 
@@ -160,7 +162,7 @@ def _run_evaluate_lung(args: argparse.Namespace) -> int:
     samples = [s for s in shared_lung_samples(args.data_root) if s.split == args.split]
     metrics = evaluate_lung(segmenter, samples, args.out)
     if args.write_card and args.split == "test":
-        _write_card_metrics(segmenter.card, args.model, metrics)
+        _write_card_metrics(segmenter.card, args.model, metrics, "lung")
     history = segmenter.card.training.get("history")
     if history:
         plot_curves(history, segmenter.card.labels, args.out / "training_curves.png")
@@ -169,12 +171,12 @@ def _run_evaluate_lung(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_card_metrics(card, model: str, metrics: dict) -> None:
+def _write_card_metrics(card, model: str, metrics: dict, task: str) -> None:
     """Record the evaluation in the model's card (the figures the tests hold it to)."""
     from cxr_core.models.card import CARD_NAME, default_models_dir
 
     folder = Path(model) if (Path(model) / CARD_NAME).is_file() else default_models_dir() / model
-    card.metrics = metrics | {"evaluated_by": "cxr evaluate lung --write-card"}
+    card.metrics = metrics | {"evaluated_by": f"cxr evaluate {task} --write-card"}
     card.save(folder / CARD_NAME)
     print(f"metrics written to {folder / CARD_NAME}")
 
@@ -222,6 +224,8 @@ def _run_evaluate_pneumothorax(args: argparse.Namespace) -> int:
                                     args.out, split=args.split, lung=lung,
                                     bootstrap=args.bootstrap)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if args.write_card and args.split == "test":
+        _write_card_metrics(detector.segmenter.card, args.model, metrics, "pneumothorax")
     _print_pneumothorax_metrics(metrics)
     print(f"metrics.json and montage in {args.out}")
     return 0
@@ -243,10 +247,15 @@ def _print_pneumothorax_metrics(metrics: dict) -> None:
     print(f"sensitivity {metrics['sensitivity']['value']}  "
           f"specificity {metrics['specificity']['value']}")
     check = metrics["source_check"]
-    for name in ("auc_siim_vs_nih_negative", "auc_siim_healthy_vs_nih_lung"):
+    for name in ("auc_siim_vs_nih_negative", "auc_siim_healthy_vs_nih_lung",
+                 "auc_siim_style_vs_as_is"):
         entry = check[name]
         print(f"source check {name}: n={entry['n_positive']}/{entry['n_negative']} "
               f"{interval(entry, 'auc')}")
+    change = check["siim_style_change"]
+    if change["n"]:
+        print(f"source check SIIM-style re-encoding changes the probability by "
+              f"{interval(change, 'mean')} on average, at most {change['max_abs']:.3f}")
 
 
 def _add_train_findings(tasks: argparse._SubParsersAction) -> None:

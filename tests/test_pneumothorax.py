@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import torch
 from PIL import Image
 
 from cxr_core.cli import main as cxr_main
@@ -18,6 +19,7 @@ from cxr_core.io import read_radiograph
 from cxr_core.models import load_model
 from cxr_core.models.card import default_models_dir, file_sha256
 from cxr_core.pneumothorax import MinimumArea, PneumothoraxDetector, PneumothoraxStage
+from cxr_core.training.augment import LesionSwap
 from cxr_core.training.data import read_mask
 from cxr_core.training.pneumothorax import (
     SOURCE_CHECK,
@@ -27,6 +29,7 @@ from cxr_core.training.pneumothorax import (
     hash_split,
     png_folder_samples,
     siim_samples,
+    siim_style,
 )
 from cxr_core.training.rle import decode_union, read_rle_table, rle_decode, rle_encode
 from cxr_core.writers.files import write_outputs
@@ -146,6 +149,68 @@ def test_train_and_evaluate_commands_on_a_png_folder(shared_data: Path, tmp_path
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["dice_positive"]["mean"] == pytest.approx(
         card.metrics["dice_positive"]["mean"], abs=1e-4)
+
+
+def _swap_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two 32x32 images: a 'SIIM' positive (0.8, lesion 0.2 in rows 10-19, columns 4-9)
+    and an 'NIH' negative (a 0.3 + ramp so pasted pixels show where they came from)."""
+    positive = torch.full((1, 1, 32, 32), 0.8)
+    lesion = torch.zeros((1, 1, 32, 32))
+    lesion[..., 10:20, 4:10] = 1
+    positive[lesion > 0] = 0.2
+    negative = 0.3 + torch.linspace(0, 0.2, 32).view(1, 1, 1, 32).expand(1, 1, 32, 32)
+    return positive, lesion, negative.clone(), torch.zeros_like(lesion)
+
+
+def test_lesion_swap_moves_a_lesion_into_a_negative() -> None:
+    positive, lesion, negative, empty = _swap_batch()
+    swap = LesionSwap(positives=positive, positive_targets=lesion, negatives=negative,
+                      to_positive=1.0, to_negative=0.0, margin=2, feather=2)
+    images, targets = swap(negative, empty, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(targets, lesion)
+    inside = lesion > 0
+    # the pasted lesion keeps its contrast to its surroundings (ring offset 0.8 -> ~0.4)
+    assert float(images[inside].mean()) < float(negative[inside].mean()) - 0.15
+    far = torch.ones_like(lesion, dtype=torch.bool)
+    far[..., 4:26, :16] = False
+    torch.testing.assert_close(images[far], negative[far])
+
+
+def test_lesion_swap_covers_a_lesion_and_empties_its_target() -> None:
+    positive, lesion, negative, _ = _swap_batch()
+    swap = LesionSwap(positives=positive, positive_targets=lesion, negatives=negative,
+                      to_positive=0.0, to_negative=1.0, margin=2, feather=2)
+    images, targets = swap(positive, lesion, torch.Generator().manual_seed(0))
+    assert not targets.any()
+    # the dark lesion is gone: the covered region is as bright as the rest of the image
+    assert float(images[lesion > 0].mean()) > 0.7
+    unchanged = LesionSwap(positives=positive, positive_targets=lesion, negatives=negative,
+                           to_positive=0.0, to_negative=0.0)
+    images, targets = unchanged(positive, lesion, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(images, positive)
+    torch.testing.assert_close(targets, lesion)
+
+
+def test_lesion_swap_names_a_bad_argument() -> None:
+    positive, lesion, negative, _ = _swap_batch()
+    with pytest.raises(ValueError, match="to_negative"):
+        LesionSwap(positives=positive, positive_targets=lesion, negatives=negative,
+                   to_negative=1.5)
+    with pytest.raises(ValueError, match="positive_targets"):
+        LesionSwap(positives=positive, positive_targets=lesion[..., :16], negatives=negative)
+
+
+def test_siim_style_reencodes_like_the_siim_pipeline(shared_data: Path) -> None:
+    """NIH pixels through Lanczos 1024 + JPEG q92 + Lanczos back: the same image, with
+    small changes everywhere (the 8-bit PNG is not returned as it was)."""
+    image = next((shared_data / "nih_cxr14_normal_pneumonia" / "images").glob("*.png"))
+    pixels = read_radiograph(image).pixels
+    again = siim_style(pixels)
+    assert again.shape == pixels.shape and again.dtype == np.float32
+    difference = np.abs(again - pixels)
+    assert 0 < float(difference.mean()) < 3
+    with pytest.raises(ValueError, match="pixels"):
+        siim_style(pixels * 256)
 
 
 # ------------------------------------------------------------------- shipped model

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import tempfile
 import time
@@ -70,6 +71,9 @@ SIIM_SET = "pneumothorax_siim_github"
 NIH_SET = "nih_cxr14_normal_pneumonia"
 SOURCE_CHECK = "source_check"
 """Split of samples kept out of training to test whether the model learned the source."""
+SIIM_JPEG_QUALITY = 92
+"""The SIIM-ACR DICOMs carry JPEG baseline frames with the IJG quality-92 table (read off
+``dicom_samples/siim_*.dcm``); they were made from the 1024-px NIH PNGs."""
 # Specks below 0.1 % of the image are noise at 256 px; the minimum-area rule comes after.
 MIN_COMPONENT_FRACTION = 0.001
 
@@ -519,15 +523,22 @@ def source_check(detector: PneumothoraxDetector, samples: Sequence[SegSample],
                  lung: Segmenter | None, bootstrap: int = 2000) -> dict[str, Any]:
     """Does the model score SIIM-looking images as positive because of their source?
 
-    On images never trained on: (1) SIIM negatives vs NIH negatives, image-level score;
-    (2) with a lung model, the *healthy* lung of SIIM positives vs NIH lungs, highest
-    pixel probability inside the lung. A model that learned the source scores the SIIM
-    side higher (AUC well above 0.5).
+    On images never trained on:
+
+    1. SIIM negatives vs NIH negatives, image-level probability;
+    2. with a lung model, the *healthy* lung of SIIM positives vs NIH lungs, highest pixel
+       probability inside the lung;
+    3. each NIH negative scored as it is and re-encoded the SIIM way
+       (:func:`siim_style`): the same anatomy through both pipelines, so any change is
+       the pipeline's alone.
+
+    A model that learned the source scores the SIIM side higher (AUC well above 0.5).
     """
     unseen = [s for s in samples if s.split != "train"]
     groups: dict[str, list[float]] = {"siim_negative": [], "nih_negative": [],
-                                      "siim_healthy_lung": [], "nih_lung": []}
-    present = {"siim_negative": 0, "nih_negative": 0}
+                                      "siim_healthy_lung": [], "nih_lung": [],
+                                      "nih_negative_siim_style": []}
+    present = dict.fromkeys(("siim_negative", "nih_negative", "nih_negative_siim_style"), 0)
     for sample in tqdm(unseen, desc="source check", unit="image"):
         siim, positive = sample.source.startswith("siim"), is_positive(sample)
         if positive and not siim:
@@ -538,26 +549,56 @@ def source_check(detector: PneumothoraxDetector, samples: Sequence[SegSample],
             group = "siim_negative" if siim else "nih_negative"
             groups[group].append(found.probability)
             present[group] += int(found.present)
+        if not positive and not siim:
+            again = detector(siim_style(radiograph.pixels), radiograph.spacing)
+            groups["nih_negative_siim_style"].append(again.probability)
+            present["nih_negative_siim_style"] += int(again.present)
         if lung is not None:
             groups["siim_healthy_lung" if siim else "nih_lung"] += _lung_scores(
                 lung, radiograph.pixels, found, read_mask(sample.masks[SEGMENT]))
     rng = np.random.default_rng(1)
-    result: dict[str, Any] = {
-        name: {"n": len(v), "mean": round(float(np.mean(v)), 4) if v else None,
-               "values" if len(v) <= 10 else "quartiles":
-               [round(float(x), 4) for x in (v if len(v) <= 10 else
-                                             np.percentile(v, (25, 50, 75)))]}
-        for name, v in groups.items()
-    }
-    for name in present:
-        result[name]["reported_present"] = present[name]
+    result: dict[str, Any] = {name: _group_summary(v) for name, v in groups.items()}
+    for name, count in present.items():
+        result[name]["reported_present"] = count
+    arrays = {name: np.array(v) for name, v in groups.items()}
     result["auc_siim_vs_nih_negative"] = _auc_summary(
-        np.array(groups["siim_negative"]), np.array(groups["nih_negative"]), rng, bootstrap)
+        arrays["siim_negative"], arrays["nih_negative"], rng, bootstrap)
     result["auc_siim_healthy_vs_nih_lung"] = _auc_summary(
-        np.array(groups["siim_healthy_lung"]), np.array(groups["nih_lung"]), rng, bootstrap)
-    result["reading"] = ("AUC near 0.5 means SIIM and NIH images without pneumothorax are "
-                         "scored alike; the SIIM-negative group is tiny (no more than 3)")
+        arrays["siim_healthy_lung"], arrays["nih_lung"], rng, bootstrap)
+    result["auc_siim_style_vs_as_is"] = _auc_summary(
+        arrays["nih_negative_siim_style"], arrays["nih_negative"], rng, bootstrap)
+    change = arrays["nih_negative_siim_style"] - arrays["nih_negative"]
+    result["siim_style_change"] = _summary(change, rng, bootstrap) | {
+        "max_abs": round(float(np.abs(change).max()), 4) if change.size else None}
+    result["reading"] = (
+        "AUC near 0.5 means images without pneumothorax are scored alike whatever their "
+        "source; the SIIM-negative group is tiny (no more than 3); the SIIM-style "
+        "re-encoding pairs show what the encoding pipeline alone changes")
     return result
+
+
+def _group_summary(values: list[float]) -> dict[str, Any]:
+    listed = values if len(values) <= 10 else np.percentile(values, (25, 50, 75))
+    return {"n": len(values), "mean": round(float(np.mean(values)), 4) if values else None,
+            "values" if len(values) <= 10 else "quartiles":
+            [round(float(x), 4) for x in listed]}
+
+
+def siim_style(pixels: np.ndarray, *, size: int = 1024,
+               quality: int = SIIM_JPEG_QUALITY) -> np.ndarray:
+    """Send an 8-bit image through the SIIM-ACR pipeline: Lanczos to ``size`` px (the
+    1024 NIH PNG), JPEG baseline at ``quality`` (the SIIM DICOM frame), decoded and
+    Lanczos back to the input size (as the shared SIIM PNGs were made)."""
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise ValueError("pixels: siim_style takes 8-bit images (values 0..255), got "
+                         f"{pixels.min():g}..{pixels.max():g}")
+    image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+    encoded = io.BytesIO()
+    image.resize((size, size), Image.Resampling.LANCZOS).save(encoded, format="JPEG",
+                                                              quality=quality)
+    encoded.seek(0)
+    decoded = Image.open(encoded).resize(image.size, Image.Resampling.LANCZOS)
+    return np.asarray(decoded, dtype=np.float32)
 
 
 def _lung_scores(lung: Segmenter, pixels: np.ndarray, found: Detection,
