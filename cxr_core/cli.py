@@ -215,7 +215,11 @@ def _run_evaluate_pneumothorax(args: argparse.Namespace) -> int:
 
     from cxr_core.pneumothorax import PneumothoraxDetector
     from cxr_core.segmentation import Segmenter
-    from cxr_core.training.pneumothorax import MaskFiles, evaluate_pneumothorax
+    from cxr_core.training.pneumothorax import (
+        MaskFiles,
+        evaluate_pneumothorax,
+        limits_statement,
+    )
 
     detector = PneumothoraxDetector.load(args.model)
     lung = Segmenter.load(args.lung_model) if args.lung_model else None
@@ -225,7 +229,9 @@ def _run_evaluate_pneumothorax(args: argparse.Namespace) -> int:
                                     bootstrap=args.bootstrap)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if args.write_card and args.split == "test":
-        _write_card_metrics(detector.segmenter.card, args.model, metrics, "pneumothorax")
+        card = detector.segmenter.card
+        card.extra["limits"] = limits_statement(card.training["counts"], metrics)
+        _write_card_metrics(card, args.model, metrics, "pneumothorax")
     _print_pneumothorax_metrics(metrics)
     print(f"metrics.json and montage in {args.out}")
     return 0

@@ -293,6 +293,7 @@ def train_pneumothorax(*, sources: Sources, out_dir: Path, command: str,
     detector = PneumothoraxDetector(Segmenter(network, card))
     lung = Segmenter.load(options.lung_model) if options.lung_model else None
     card.metrics = evaluate_pneumothorax(detector, samples, out_dir, split="test", lung=lung)
+    card.extra["limits"] = limits_statement(counts, card.metrics)
     save_model(network, card, out_dir)
     return card
 
@@ -407,18 +408,47 @@ def _card(options: PtxTrainOptions, command: str, config: SegTrainConfig, source
             "min_area_mm2": options.min_area_mm2,
             "min_area_fraction": options.min_area_fraction,
             "segments": {SEGMENT: SEGMENT_TYPES[SEGMENT].label},
-            "limits": LIMITS,
         },
     )
 
 
-LIMITS = (
-    "Trained on 31 SIIM-ACR positive images and NIH 'No Finding' negatives from another "
-    "encoding pipeline; tested on 5 SIIM positives and NIH negatives, so every figure "
-    "has a wide interval and detection AUC partly measures SIIM-vs-NIH images. "
-    "Research use only; not for clinical diagnosis. Retrain on local data with "
-    "`cxr train pneumothorax`."
-)
+def limits_statement(counts: dict[str, dict[str, int]], metrics: dict[str, Any]) -> str:
+    """The card's plain statement of training size, test size and the source check,
+    written from the figures so it cannot drift from them."""
+    train, check = counts.get("train", {}), metrics["source_check"]
+    positives = sum(v for k, v in train.items() if k.endswith("_positive"))
+    negatives = sum(v for k, v in train.items() if k.endswith("_negative"))
+    healthy = check["auc_siim_healthy_vs_nih_lung"]
+    breakdown = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(train.items()))
+    parts = [
+        f"Trained on {positives} images with pneumothorax and {negatives} without "
+        f"({breakdown}). Tested on "
+        f"{metrics['n_positive']} positive and {metrics['n_negative']} negative images, so "
+        "every figure has a wide interval.",
+        "Source check on images never trained on: "
+        + _verdict("the SIIM negatives vs NIH negatives", check["auc_siim_vs_nih_negative"])
+        + "; " + _verdict("healthy lungs of SIIM images vs NIH lungs", healthy)
+        + "; " + _verdict("NIH negatives re-encoded the SIIM way vs as they are",
+                          check.get("auc_siim_style_vs_as_is", {})) + ".",
+    ]
+    if healthy.get("ci95") and healthy["ci95"][0] > 0.5:
+        parts.append("The model has partly learned the image source, so its detection AUC "
+                     "overstates what it would do on one hospital's images.")
+    parts.append("Research use only; not for clinical diagnosis. Retrain on local data "
+                 "with `cxr train pneumothorax`.")
+    return " ".join(parts)
+
+
+def _verdict(what: str, entry: dict[str, Any]) -> str:
+    if entry.get("auc") is None:
+        return f"{what}: not measured"
+    low, high = entry["ci95"]
+    reading = ("scored alike (the interval holds 0.5)" if low <= 0.5 <= high else
+               "the first scored higher" if low > 0.5 else "the first scored lower")
+    if min(entry["n_positive"], entry["n_negative"]) < 5:
+        reading += ", too few images to decide"
+    return (f"{what}: AUC {entry['auc']:.2f} [{low:.2f}-{high:.2f}], "
+            f"n={entry['n_positive']}/{entry['n_negative']}, {reading}")
 
 
 # --------------------------------------------------------------------------- evaluation
