@@ -223,10 +223,10 @@ def _run_evaluate_pneumothorax(args: argparse.Namespace) -> int:
 
     detector = PneumothoraxDetector.load(args.model)
     lung = Segmenter.load(args.lung_model) if args.lung_model else None
-    masks = MaskFiles()
-    metrics = evaluate_pneumothorax(detector, _pneumothorax_sources(args).samples(masks),
-                                    args.out, split=args.split, lung=lung,
-                                    bootstrap=args.bootstrap)
+    sources = _pneumothorax_sources(args)
+    metrics = evaluate_pneumothorax(detector, sources.samples(MaskFiles()), args.out,
+                                    split=args.split, lung=lung, bootstrap=args.bootstrap,
+                                    data_root=sources.data_root)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if args.write_card and args.split == "test":
         card = detector.segmenter.card
@@ -254,8 +254,11 @@ def _print_pneumothorax_metrics(metrics: dict) -> None:
           f"specificity {metrics['specificity']['value']}")
     check = metrics["source_check"]
     for name in ("auc_siim_vs_nih_negative", "auc_siim_healthy_vs_nih_lung",
-                 "auc_siim_style_vs_as_is"):
-        entry = check[name]
+                 "auc_siim_style_vs_as_is", "auc_nih_pneumothorax_vs_normal",
+                 "auc_nih_pneumothorax_vs_pneumonia"):
+        entry = check.get(name)
+        if entry is None:
+            continue
         print(f"source check {name}: n={entry['n_positive']}/{entry['n_negative']} "
               f"{interval(entry, 'auc')}")
     change = check["siim_style_change"]
