@@ -261,7 +261,7 @@ def _print_pneumothorax_metrics(metrics: dict) -> None:
             continue
         print(f"source check {name}: n={entry['n_positive']}/{entry['n_negative']} "
               f"{interval(entry, 'auc')}")
-    change = check["siim_style_change"]
+    change = check.get("siim_style_change", {"n": 0})
     if change["n"]:
         print(f"source check SIIM-style re-encoding changes the probability by "
               f"{interval(change, 'mean')} on average, at most {change['max_abs']:.3f}")

@@ -18,7 +18,13 @@ from cxr_core.cli import main as cxr_main
 from cxr_core.io import read_radiograph
 from cxr_core.models import load_model
 from cxr_core.models.card import default_models_dir, file_sha256
-from cxr_core.pneumothorax import MinimumArea, PneumothoraxDetector, PneumothoraxStage
+from cxr_core.pneumothorax import (
+    MinimumArea,
+    PneumothoraxDetector,
+    PneumothoraxStage,
+    ThoraxGate,
+)
+from cxr_core.segmentation import Segmenter
 from cxr_core.training.augment import LesionSwap
 from cxr_core.training.data import read_mask
 from cxr_core.training.pneumothorax import (
@@ -27,6 +33,7 @@ from cxr_core.training.pneumothorax import (
     Sources,
     evaluate_pneumothorax,
     hash_split,
+    limits_statement,
     png_folder_samples,
     siim_samples,
     siim_style,
@@ -144,11 +151,14 @@ def test_train_and_evaluate_commands_on_a_png_folder(shared_data: Path, tmp_path
     assert card.metrics["split"] == "test" and card.metrics["n_images"] > 0
     assert (out / "training_curves.png").is_file() and (out / "montage.png").is_file()
     assert cxr_main(["evaluate", "pneumothorax", "--no-shared", "--folder",
-                     str(tmp_path / "site"), "--model", str(out), "--lung-model", "",
-                     "--bootstrap", "50", "--out", str(tmp_path / "eval")]) == 0
+                     str(tmp_path / "site"), "--model", str(out), "--bootstrap", "50",
+                     "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["dice_positive"]["mean"] == pytest.approx(
         card.metrics["dice_positive"]["mean"], abs=1e-4)
+    # the SIIM-vs-NIH source check needs the shared sets; a site's own folder says so
+    assert metrics["source_check"]["reading"].startswith("not run")
+    assert "Source check" not in card.extra["limits"]
 
 
 def _swap_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -221,14 +231,15 @@ def detector() -> PneumothoraxDetector:
 
 @pytest.fixture(scope="module")
 def measured(shared_data: Path, detector: PneumothoraxDetector, tmp_path_factory) -> dict:
-    """The shipped model re-evaluated on the shared test split, as its card was made
-    (without the lung pass of the healthy-lung check, to keep the test short)."""
+    """The shipped model re-evaluated on the shared test split exactly as its card was
+    made: with the lung model (thorax gate, healthy-lung check) and the NIH-label check."""
     card = detector.segmenter.card
     sources = Sources(data_root=shared_data,
                       nih_negatives=card.training["nih_negatives_per_split"])
     return evaluate_pneumothorax(detector, sources.samples(MaskFiles()),
                                  tmp_path_factory.mktemp("ptx_eval"), split="test",
-                                 lung=None, bootstrap=200)
+                                 lung=Segmenter.load("lung_seg"), bootstrap=200,
+                                 data_root=shared_data)
 
 
 def test_card_states_weights_data_and_limits() -> None:
@@ -240,6 +251,10 @@ def test_card_states_weights_data_and_limits() -> None:
     assert card.training["command"].replace(" -v", "").startswith("cxr train pneumothorax")
     assert all("SOURCE.md" in d for d in card.training["datasets"])
     assert card.training["counts"]["train"]["siim_positive"] == 31
+    assert "lesion swap" in card.training["augmentation"]
+    assert card.extra["thorax_min_inside"] > 0
+    # the plain statement is the one written from the card's own figures
+    assert card.extra["limits"] == limits_statement(card.training["counts"], card.metrics)
     assert "Research use only" in card.extra["limits"]
     assert card.metrics["caveat"].startswith("tiny split")
 
@@ -250,24 +265,59 @@ def test_test_split_figures_match_card(measured: dict, detector) -> None:
         assert measured[key]["mean"] == pytest.approx(claimed[key]["mean"], abs=0.01), key
     assert measured["detection_auc"]["auc"] == pytest.approx(
         claimed["detection_auc"]["auc"], abs=0.01)
+    assert measured["specificity"]["value"] == pytest.approx(
+        claimed["specificity"]["value"], abs=0.02)
     assert measured["n_positive"] == claimed["n_positive"] == 5
     # the model finds pneumothorax better than chance on unseen SIIM positives
-    assert measured["dice_positive"]["mean"] > 0.2
-    assert measured["detection_auc"]["auc"] > 0.7
+    assert measured["dice_positive"]["mean"] > 0.3
+    assert measured["detection_auc"]["auc"] > 0.8
 
 
-def test_source_check_is_measured_and_stated(measured: dict, detector) -> None:
-    """The held-out SIIM negatives are scored like NIH negatives (the interval holds 0.5),
-    and the card states the healthy-lung check, which shows partial source learning."""
-    check = measured["source_check"]["auc_siim_vs_nih_negative"]
-    card = detector.segmenter.card
-    claimed = card.metrics["source_check"]
-    assert check["n_positive"] == 3 and check["n_negative"] > 100
-    assert check["auc"] == pytest.approx(claimed["auc_siim_vs_nih_negative"]["auc"], abs=0.01)
-    low, high = check["ci95"]
+def test_model_did_not_learn_the_encoding_pipeline(measured: dict, detector) -> None:
+    """Source check, as the issue asks: the same NIH negatives scored as they are and
+    re-encoded the SIIM way score alike, and pneumothorax on NIH images (the negatives'
+    source, never trained on) is found - a model scoring the source could do neither."""
+    check, claimed = measured["source_check"], detector.segmenter.card.metrics["source_check"]
+    pipeline = check["auc_siim_style_vs_as_is"]
+    assert pipeline["n_positive"] == pipeline["n_negative"] > 100
+    low, high = pipeline["ci95"]
     assert low < 0.5 < high
-    healthy = claimed["auc_siim_healthy_vs_nih_lung"]
-    assert healthy["n_positive"] >= 10 and str(healthy["auc"]) in card.extra["limits"]
+    assert abs(check["siim_style_change"]["mean"]) < 0.01
+    labelled = check["auc_nih_pneumothorax_vs_normal"]
+    assert labelled["n_positive"] == 9
+    assert labelled["auc"] > 0.8 and labelled["ci95"][0] > 0.5
+    for name in ("auc_siim_style_vs_as_is", "auc_nih_pneumothorax_vs_normal",
+                 "auc_siim_vs_nih_negative", "auc_siim_healthy_vs_nih_lung"):
+        assert check[name]["auc"] == pytest.approx(claimed[name]["auc"], abs=0.01), name
+
+
+def test_card_states_what_the_source_check_could_not_rule_out(measured: dict,
+                                                             detector) -> None:
+    """Healthy lungs of SIIM images score above NIH lungs; the card says so with the
+    counts at the operating point, and the 3 SIIM negatives are called too few."""
+    check = measured["source_check"]
+    healthy = check["auc_siim_healthy_vs_nih_lung"]
+    assert healthy["n_positive"] >= 10 and check["auc_siim_vs_nih_negative"]["n_positive"] == 3
+    limits = detector.segmenter.card.extra["limits"]
+    assert f"AUC {healthy['auc']:.2f}" in limits and "too few images to decide" in limits
+    assert (f"{check['siim_healthy_lung']['reported_present']} of "
+            f"{check['siim_healthy_lung']['n']}") in limits
+
+
+def test_thorax_gate_drops_regions_outside_the_lungs() -> None:
+    lungs = np.zeros((100, 100), bool)
+    lungs[20:70, 10:45] = True
+    mask = np.zeros_like(lungs)
+    mask[25:40, 12:20] = True   # apex region, inside the lung
+    mask[85:95, 30:40] = True   # under the diaphragm
+    gate = ThoraxGate(margin_fraction=0.02, min_inside=0.5)
+    kept = gate(mask, lungs)
+    assert kept[30, 15] and not kept[90, 35]
+    np.testing.assert_array_equal(gate(mask, np.zeros_like(lungs)), mask)
+    with pytest.raises(ValueError, match="lungs"):
+        gate(mask, lungs[:50])
+    with pytest.raises(ValueError, match="min_inside"):
+        ThoraxGate(min_inside=2)
 
 
 # ----------------------------------------------------------------- in the product
