@@ -73,6 +73,9 @@ def _add_pneumothorax_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-shared", action="store_true", help="do not use --data-root")
     parser.add_argument("--nih-negatives", type=int, default=150,
                         help="NIH 'No Finding' negatives per split (shared data)")
+    parser.add_argument("--nih-pneumonia-negatives", type=int, default=0,
+                        help="NIH Pneumonia images without a Pneumothorax label as "
+                        "negatives, per split (shared data)")
     parser.add_argument("--keep-siim-negatives", action="store_true",
                         help="use the 3 shared SIIM negatives by their split instead of "
                         "holding them out for the source check")
@@ -186,7 +189,7 @@ def _pneumothorax_sources(args: argparse.Namespace):
 
     return sources_from_args(None if args.no_shared else args.data_root, args.nih_negatives,
                              args.keep_siim_negatives, args.siim_dicom, args.siim_csv,
-                             args.folder, args.datalist)
+                             args.folder, args.datalist, args.nih_pneumonia_negatives)
 
 
 def _run_train_pneumothorax(args: argparse.Namespace) -> int:

@@ -123,6 +123,18 @@ def test_shared_sources_hold_out_siim_negatives(shared_data: Path) -> None:
     assert max(sum(s.split == split for s in nih) for split in ("train", "val", "test")) <= 20
 
 
+def test_shared_sources_add_pneumonia_negatives_without_pneumothorax(shared_data: Path) -> None:
+    samples = Sources(data_root=shared_data, nih_negatives=5,
+                      nih_pneumonia_negatives=300).samples(MaskFiles())
+    sick = {s.key for s in samples if s.source == "nih_pneumonia"}
+    with (shared_data / "nih_cxr14_normal_pneumonia" / "manifest.csv").open() as handle:
+        rows = {r["source_id"]: r for r in csv.DictReader(handle)}
+    assert sick and all(rows[key]["label_normal_abnormal"] == "abnormal" for key in sick)
+    labelled = {k for k, r in rows.items() if "Pneumothorax" in r["label_findings"]}
+    assert len(labelled) == 9 and not sick & labelled  # kept for the NIH label check
+    assert len(sick) == sum(r["label_normal_abnormal"] == "abnormal" for r in rows.values()) - 9
+
+
 def _png_folder(shared_data: Path, root: Path, count: int) -> None:
     """An images/ + masks/ folder (links to the shared PNGs, all-zero masks for NIH)."""
     (root / "images").mkdir(parents=True)
@@ -235,7 +247,9 @@ def measured(shared_data: Path, detector: PneumothoraxDetector, tmp_path_factory
     made: with the lung model (thorax gate, healthy-lung check) and the NIH-label check."""
     card = detector.segmenter.card
     sources = Sources(data_root=shared_data,
-                      nih_negatives=card.training["nih_negatives_per_split"])
+                      nih_negatives=card.training["nih_negatives_per_split"],
+                      nih_pneumonia_negatives=card.training.get(
+                          "nih_pneumonia_negatives_per_split", 0))
     return evaluate_pneumothorax(detector, sources.samples(MaskFiles()),
                                  tmp_path_factory.mktemp("ptx_eval"), split="test",
                                  lung=Segmenter.load("lung_seg"), bootstrap=200,

@@ -134,10 +134,13 @@ def _manifest(root: Path) -> list[dict[str, str]]:
 
 
 def shared_samples(data_root: Path, masks: MaskFiles, *, nih_negatives: int,
+                   nih_pneumonia_negatives: int = 0,
                    hold_out_siim_negatives: bool = True) -> list[SegSample]:
-    """SIIM positives (and negatives) plus up to ``nih_negatives`` NIH normals per split.
+    """SIIM positives (and negatives) plus, per split, up to ``nih_negatives`` NIH
+    normals and ``nih_pneumonia_negatives`` NIH pneumonia images whose NIH labels do not
+    include Pneumothorax (sick chests: lines, drains, opacities without pneumothorax).
 
-    NIH normals are taken in a fixed hash order. SIIM negatives go to the
+    NIH images are taken in a fixed hash order. SIIM negatives go to the
     ``source_check`` split when ``hold_out_siim_negatives``: they are the only negatives
     from the SIIM pipeline, so they are kept unseen to test whether the model scores a
     SIIM-looking image as positive.
@@ -150,17 +153,28 @@ def shared_samples(data_root: Path, masks: MaskFiles, *, nih_negatives: int,
         samples.append(SegSample(image=siim_root / row["image"],
                                  masks={SEGMENT: siim_root / row["mask_pneumothorax"]},
                                  split=split, source="siim", key=row["source_id"]))
-    normals = sorted((r for r in _manifest(nih_root) if r["label_normal_abnormal"] == "normal"),
-                     key=lambda r: hashlib.sha256(r["image"].encode()).hexdigest())
+    rows = _manifest(nih_root)
+    normals = [r for r in rows if r["label_normal_abnormal"] == "normal"]
+    pneumonia = [r for r in rows if r["label_normal_abnormal"] == "abnormal"
+                 and "Pneumothorax" not in r["label_findings"].split("|")]
+    samples += _nih_negatives(nih_root, normals, nih_negatives, "nih_normal", masks)
+    samples += _nih_negatives(nih_root, pneumonia, nih_pneumonia_negatives, "nih_pneumonia",
+                              masks)
+    return samples
+
+
+def _nih_negatives(root: Path, rows: list[dict[str, str]], per_split: int, source: str,
+                   masks: MaskFiles) -> list[SegSample]:
+    """Up to ``per_split`` rows per split, in a fixed hash order, with known-empty masks."""
     taken: dict[str, int] = {}
-    for row in normals:
-        if taken.get(row["split"], 0) >= nih_negatives:
+    samples = []
+    for row in sorted(rows, key=lambda r: hashlib.sha256(r["image"].encode()).hexdigest()):
+        if taken.get(row["split"], 0) >= per_split:
             continue
         taken[row["split"]] = taken.get(row["split"], 0) + 1
         shape = (int(row["resized_height"]), int(row["resized_width"]))
-        samples.append(SegSample(image=nih_root / row["image"],
-                                 masks={SEGMENT: masks.empty(shape)}, split=row["split"],
-                                 source="nih_normal", key=row["source_id"]))
+        samples.append(SegSample(image=root / row["image"], masks={SEGMENT: masks.empty(shape)},
+                                 split=row["split"], source=source, key=row["source_id"]))
     return samples
 
 
@@ -204,6 +218,7 @@ class Sources:
 
     data_root: Path | None = None
     nih_negatives: int = 150
+    nih_pneumonia_negatives: int = 0
     hold_out_siim_negatives: bool = True
     siim_dicom: Path | None = None
     siim_csv: Path | None = None
@@ -216,8 +231,10 @@ class Sources:
                              "the RLE CSV")
         samples = []
         if self.data_root is not None:
-            samples += shared_samples(self.data_root, masks, nih_negatives=self.nih_negatives,
-                                      hold_out_siim_negatives=self.hold_out_siim_negatives)
+            samples += shared_samples(
+                self.data_root, masks, nih_negatives=self.nih_negatives,
+                nih_pneumonia_negatives=self.nih_pneumonia_negatives,
+                hold_out_siim_negatives=self.hold_out_siim_negatives)
         if self.siim_dicom is not None:
             samples += siim_samples(self.siim_dicom, self.siim_csv, masks)  # type: ignore[arg-type]
         for folder in self.folders:
@@ -234,7 +251,10 @@ class Sources:
             described += [f"../shared/data/{SIIM_SET} (see its SOURCE.md; SIIM RLE table: "
                           "../shared/data/label_tables/SOURCE.md)",
                           f"../shared/data/{NIH_SET} (see its SOURCE.md): 'No Finding' "
-                          f"images as negatives, at most {self.nih_negatives} per split"]
+                          f"images as negatives, at most {self.nih_negatives} per split"
+                          + (f"; Pneumonia images without a Pneumothorax label as negatives, "
+                             f"at most {self.nih_pneumonia_negatives} per split"
+                             if self.nih_pneumonia_negatives else "")]
         if self.siim_dicom is not None:
             described.append(f"SIIM layout: {self.siim_dicom} + {self.siim_csv}")
         described += [f"PNG folder: {f}" for f in self.folders]
@@ -386,8 +406,10 @@ def _card(options: PtxTrainOptions, command: str, config: SegTrainConfig, source
         training={
             "command": command, "commit": git_commit(), "parent_model": parent,
             "datasets": sources.describe(), "counts": counts,
-            "selection": "SIIM-ACR positives with masks; NIH 'No Finding' images as "
-            "negatives (known-empty masks)" + (
+            "selection": "SIIM-ACR positives with masks; NIH 'No Finding' images"
+            + (" and NIH Pneumonia images without a Pneumothorax label"
+               if sources.nih_pneumonia_negatives else "")
+            + " as negatives (known-empty masks)" + (
                 "; the 3 SIIM negatives are held out (split 'source_check') to test "
                 "whether the model learned the image source" if
                 sources.hold_out_siim_negatives and sources.data_root else ""),
@@ -404,6 +426,7 @@ def _card(options: PtxTrainOptions, command: str, config: SegTrainConfig, source
             "model_selection": "best val mean of (Dice on positives, share of negatives "
             "predicted empty); early stopping",
             "nih_negatives_per_split": sources.nih_negatives,
+            "nih_pneumonia_negatives_per_split": sources.nih_pneumonia_negatives,
             "epochs_run": len(history), "minutes": round(minutes, 1), "seed": config.seed,
             "batch_size": config.batch_size, "learning_rate": config.learning_rate,
             "history": history,
@@ -649,8 +672,8 @@ def source_check(detector: PneumothoraxDetector, samples: Sequence[SegSample],
                              "siim_healthy_lung", "nih_lung"), 0)
     for sample in tqdm(unseen, desc="source check", unit="image"):
         siim, positive = sample.source.startswith("siim"), is_positive(sample)
-        if positive and not siim:
-            continue
+        if not siim and (positive or sample.source != "nih_normal"):
+            continue  # the NIH side is the 'No Finding' images, as in every card
         radiograph = read_radiograph(sample.image)
         found, lungs = detect(detector, lung, radiograph.pixels, radiograph.spacing)
         if not positive:
@@ -785,7 +808,9 @@ def _montage(scored: Sequence[Scored], path: Path, count: int = 6) -> None:
 
 def sources_from_args(data_root: Path | None, nih_negatives: int, keep_siim_negatives: bool,
                       siim_dicom: Path | None, siim_csv: Path | None,
-                      folders: Iterable[Path], datalists: Iterable[Path]) -> Sources:
+                      folders: Iterable[Path], datalists: Iterable[Path],
+                      nih_pneumonia_negatives: int = 0) -> Sources:
     return Sources(data_root=data_root, nih_negatives=nih_negatives,
+                   nih_pneumonia_negatives=nih_pneumonia_negatives,
                    hold_out_siim_negatives=not keep_siim_negatives, siim_dicom=siim_dicom,
                    siim_csv=siim_csv, folders=list(folders), datalists=list(datalists))
