@@ -282,9 +282,11 @@ def test_test_split_figures_match_card(measured: dict, detector) -> None:
     assert measured["specificity"]["value"] == pytest.approx(
         claimed["specificity"]["value"], abs=0.02)
     assert measured["n_positive"] == claimed["n_positive"] == 5
-    # the model finds pneumothorax better than chance on unseen SIIM positives
-    assert measured["dice_positive"]["mean"] > 0.3
-    assert measured["detection_auc"]["auc"] > 0.8
+    # the model finds pneumothorax better than chance on unseen SIIM positives, and
+    # leaves sick NIH chests (pneumonia, lines) mostly alone
+    assert measured["dice_positive"]["mean"] > 0.2
+    assert measured["detection_auc"]["auc"] > 0.75
+    assert measured["specificity"]["value"] > 0.9
 
 
 def test_model_did_not_learn_the_encoding_pipeline(measured: dict, detector) -> None:
@@ -315,7 +317,8 @@ def test_card_states_what_the_source_check_could_not_rule_out(measured: dict,
     limits = detector.segmenter.card.extra["limits"]
     assert f"AUC {healthy['auc']:.2f}" in limits and "too few images to decide" in limits
     assert (f"{check['siim_healthy_lung']['reported_present']} of "
-            f"{check['siim_healthy_lung']['n']}") in limits
+            f"{check['siim_healthy_lung']['n']} vs {check['nih_lung']['reported_present']} "
+            f"of {check['nih_lung']['n']} lungs") in limits
 
 
 def test_thorax_gate_drops_regions_outside_the_lungs() -> None:

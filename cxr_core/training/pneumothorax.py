@@ -458,10 +458,12 @@ def limits_statement(counts: dict[str, dict[str, int]], metrics: dict[str, Any])
     if "auc_siim_vs_nih_negative" in check:
         parts.append(_source_sentence(check))
     parts += _source_reading(check)
-    sick = check.get("nih_unseen_pneumonia")
-    if sick and sick["n"]:
-        parts.append(f"On unseen NIH pneumonia images without a pneumothorax label a region "
-                     f"is reported in {sick['reported_present']} of {sick['n']}.")
+    sick, labelled = check.get("nih_unseen_pneumonia"), check.get("nih_labelled_pneumothorax")
+    if sick and sick["n"] and labelled and labelled["n"]:
+        parts.append(f"On NIH images a region is reported in {labelled['reported_present']} "
+                     f"of {labelled['n']} labelled pneumothorax (NIH labels mined "
+                     f"from reports, no masks) and in {sick['reported_present']} of {sick['n']} "
+                     "unseen pneumonia images without that label.")
     parts.append("Research use only; not for clinical diagnosis. Retrain on local data "
                  "with `cxr train pneumothorax`.")
     return " ".join(parts)
@@ -496,16 +498,21 @@ def _source_reading(check: dict[str, Any]) -> list[str]:
         reading.append("Pneumothorax on NIH images is not found better than chance: the "
                        "figures may measure the image source, not the finding.")
     if healthy and not pipeline and generalises:
-        lungs = (f"{check['siim_healthy_lung']['reported_present']} of "
-                 f"{check['siim_healthy_lung']['n']} vs "
-                 f"{check['nih_lung']['reported_present']} of {check['nih_lung']['n']}")
+        siim, nih = check["siim_healthy_lung"], check["nih_lung"]
+        lungs = (f"{siim['reported_present']} of {siim['n']} vs "
+                 f"{nih['reported_present']} of {nih['n']}")
+        more = siim["reported_present"] / siim["n"] > nih["reported_present"] / nih["n"]
         reading.append(
             "The encoding pipeline alone changes nothing and pneumothorax is found on NIH "
             "images too, so the source is not the model's shortcut; but lungs without "
-            "pneumothorax in SIIM images still score higher than NIH lungs (a region "
-            f"reported in {lungs}), which these data cannot separate from the patients "
-            "(drains, subcutaneous air, operated chests): expect more false positives in "
-            "a pneumothorax population than the specificity on NIH negatives suggests.")
+            "pneumothorax in SIIM images still score higher than NIH lungs, which these "
+            "data cannot separate from the patients (drains, subcutaneous air, operated "
+            "chests). " + (
+                f"At the operating point a region is reported in {lungs} lungs: expect "
+                "more false positives in a pneumothorax population than the specificity "
+                "on NIH negatives suggests." if more else
+                f"The difference stays below the operating point: a region is reported in "
+                f"{lungs} lungs."))
     elif healthy:
         reading.append("Lungs without pneumothorax in SIIM images score higher than NIH "
                        "lungs.")
