@@ -81,7 +81,7 @@ class ThoraxGate:
     """Keep only mask regions that lie mostly within the lungs.
 
     A pneumothorax is air between the lung and the chest wall: on the shared SIIM-ACR
-    masks at least 81 % of each outlined pneumothorax lies within the lung model's lungs
+    masks at least 81 % of each image's outlined pneumothorax lies within the lung model's lungs
     grown by 2 % of the image width (median 99.8 %). Air under the diaphragm, in the neck
     or in soft tissue does not.
 
