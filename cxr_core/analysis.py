@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydicom.sr.coding import Code
 
+from cxr_core.flags import QualityFlag
 from cxr_core.radiograph import Radiograph
 
 
@@ -23,18 +25,28 @@ class Segment:
 @dataclass
 class Measurement:
     name: str
+    """A stable, unique name (``heart_area``, ``pneumothorax_right_hemithorax_percent``)."""
     value: float
     unit: str
-    """UCUM: ``mm2``, ``{pixels}``, ``1`` (ratio), ``%``."""
+    """UCUM: ``mm2``, ``{pixels}``, ``1`` (ratio), ``%`` (see :data:`~cxr_core.terminology.UNITS`)."""
     derivation: str
     """How it was computed, including any caveat (spacing source, view)."""
+    concept: Code
+    """What is measured (area, cardiothoracic ratio...), as the SR names it."""
+    site: Code | None = None
+    """Where: the structure measured (lung, heart, pneumothorax), if any."""
+    laterality: Code | None = None
+    """The patient side of ``site``, if it has one."""
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "unit": self.unit,
+                "derivation": self.derivation}
 
 
 @dataclass
 class Finding:
     name: str
-    code: tuple[str, str, str]
-    """(value, scheme, meaning)."""
+    code: Code
     probability: float
     threshold: float
     positive: bool
@@ -43,6 +55,26 @@ class Finding:
     model_id: str | None = None
     """``name@version`` of the model that made this finding (SR algorithm identification)."""
 
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name,
+                "code": [self.code.value, self.code.scheme_designator, self.code.meaning],
+                "probability": self.probability, "threshold": self.threshold,
+                "positive": self.positive}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model took part in an analysis: recorded in every output."""
+
+    id: str
+    """``name@version``."""
+    task: str
+    sha256: str
+    """The first 16 hex digits of the weights' sha256."""
+
+    def summary(self) -> dict[str, str]:
+        return {"id": self.id, "task": self.task, "sha256": self.sha256}
+
 
 @dataclass
 class Analysis:
@@ -50,12 +82,22 @@ class Analysis:
     segments: dict[str, Segment] = field(default_factory=dict)
     measurements: list[Measurement] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    quality_flags: list[str] = field(default_factory=list)
-    models: list[dict[str, Any]] = field(default_factory=list)
+    quality_flags: list[QualityFlag] = field(default_factory=list)
+    models: list[ModelRef] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     def measurement(self, name: str) -> Measurement | None:
         return next((m for m in self.measurements if m.name == name), None)
+
+    def flag(self, flag: QualityFlag) -> None:
+        """Record ``flag`` once."""
+        if flag not in self.quality_flags:
+            self.quality_flags.append(flag)
+
+    @property
+    def algorithm(self) -> str:
+        """The models that made this analysis, ``name@version`` joined by commas."""
+        return ", ".join(model.id for model in self.models)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (no pixel arrays, no patient identifiers)."""
@@ -69,13 +111,9 @@ class Analysis:
                 {"name": s.name, "pixel_count": s.pixel_count, "area_mm2": s.area_mm2}
                 for s in self.segments.values()
             ],
-            "measurements": [m.__dict__ for m in self.measurements],
-            "findings": [
-                {"name": f.name, "code": list(f.code), "probability": f.probability,
-                 "threshold": f.threshold, "positive": f.positive}
-                for f in self.findings
-            ],
-            "quality_flags": self.quality_flags,
-            "models": self.models,
+            "measurements": [m.summary() for m in self.measurements],
+            "findings": [f.summary() for f in self.findings],
+            "quality_flags": [str(flag) for flag in self.quality_flags],
+            "models": [model.summary() for model in self.models],
             "timings_s": self.timings,
         }

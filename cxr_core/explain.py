@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from monai.visualize import GradCAM
 
+from cxr_core.models.networks import network_device
+
 # MONAI's DenseNet ends features -> class_layers.relu -> pool: the last spatial activation.
 DENSENET_TARGET_LAYER = "class_layers.relu"
 
@@ -27,6 +29,7 @@ class GradCamHeatmap:
         names = {name for name, _ in network.named_modules()}
         if target_layer not in names:
             raise ValueError(f"target_layer: {target_layer!r} is not a layer of the network")
+        self.network = network
         self.cam = GradCAM(nn_module=network, target_layers=target_layer)
 
     def __call__(self, network_input: torch.Tensor, class_index: int,
@@ -40,15 +43,10 @@ class GradCamHeatmap:
             raise ValueError(f"network_input: expected shape (1, 1, h, w), got "
                              f"{tuple(network_input.shape)}")
         # Grad-CAM needs gradients, even when the caller runs under inference mode.
+        on_device = network_input.to(network_device(self.network))
         with torch.inference_mode(False), torch.enable_grad():
-            raw = self.cam(network_input.clone(), class_idx=class_index)
-        full = F.interpolate(raw.detach().float(), size=shape, mode="bilinear",
+            raw = self.cam(on_device.clone(), class_idx=class_index)
+        full = F.interpolate(raw.detach().float().cpu(), size=shape, mode="bilinear",
                              align_corners=False)[0, 0]
         low, high = float(full.min()), float(full.max())
         return ((full - low) / max(high - low, 1e-8)).numpy().astype(np.float32)
-
-
-def peak_location(heatmap: np.ndarray) -> tuple[int, int]:
-    """``(row, column)`` of the heat map's maximum."""
-    row, column = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    return int(row), int(column)

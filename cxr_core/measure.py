@@ -1,13 +1,18 @@
-"""Measurements from masks: areas, lung ratios, cardiothoracic ratio."""
+"""Measurements from masks: areas, lung ratios, cardiothoracic ratio, the lung union."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+from pydicom.sr.coding import Code
 
 from cxr_core.analysis import Measurement, Segment
 from cxr_core.radiograph import PixelSpacing
+from cxr_core.terminology import AREA, CARDIOTHORACIC_RATIO, LUNG_AREA_RATIO, SEGMENT_TYPES
 
 AP_VIEWS = frozenset({"AP"})
+LUNG_SEGMENTS = ("right_lung", "left_lung")
 
 
 def make_segment(name: str, mask: np.ndarray, spacing: PixelSpacing) -> Segment:
@@ -16,32 +21,48 @@ def make_segment(name: str, mask: np.ndarray, spacing: PixelSpacing) -> Segment:
     return Segment(name=name, mask=mask, pixel_count=pixels, area_mm2=area)
 
 
-def area_measurements(segments: dict[str, Segment], spacing: PixelSpacing) -> list[Measurement]:
-    """One area per segment: mm² when the spacing is trustworthy, else pixel counts."""
+def lung_union(masks: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """Both lungs as one mask, or None when neither lung is among ``masks``."""
+    lungs = [masks[name] for name in LUNG_SEGMENTS if name in masks]
+    return np.logical_or.reduce(lungs) if lungs else None
+
+
+def area_measurement(name: str, segment: Segment, spacing: PixelSpacing, *, site: Code,
+                     laterality: Code | None) -> Measurement:
+    """The area of ``segment``: mm² when the spacing is trustworthy, else its pixel count."""
+    if segment.area_mm2 is not None:
+        return Measurement(name, round(segment.area_mm2, 1), "mm2",
+                           f"pixel count x pixel area from {spacing.source.value}",
+                           concept=AREA, site=site, laterality=laterality)
+    return Measurement(name, float(segment.pixel_count), "{pixels}",
+                       f"pixel count; no mm² because pixel spacing is {spacing.source.value} "
+                       "(not calibrated to the patient)",
+                       concept=AREA, site=site, laterality=laterality)
+
+
+def area_measurements(segments: Mapping[str, Segment],
+                      spacing: PixelSpacing) -> list[Measurement]:
+    """One area per segment, named ``<segment>_area``, at the segment's own site."""
     results = []
     for segment in segments.values():
-        if segment.area_mm2 is not None:
-            results.append(Measurement(
-                f"{segment.name}_area", round(segment.area_mm2, 1), "mm2",
-                f"pixel count x pixel area from {spacing.source.value}"))
-        else:
-            results.append(Measurement(
-                f"{segment.name}_area", float(segment.pixel_count), "{pixels}",
-                f"pixel count; no mm² because pixel spacing is {spacing.source.value} "
-                "(not calibrated to the patient)"))
+        kind = SEGMENT_TYPES[segment.name]
+        results.append(area_measurement(f"{segment.name}_area", segment, spacing,
+                                        site=kind.property_type, laterality=kind.modifier))
     return results
 
 
-def lung_ratio(segments: dict[str, Segment]) -> Measurement | None:
+def lung_ratio(segments: Mapping[str, Segment]) -> Measurement | None:
     right, left = segments.get("right_lung"), segments.get("left_lung")
     if not right or not left or left.pixel_count == 0:
         return None
     return Measurement("right_to_left_lung_area_ratio",
                        round(right.pixel_count / left.pixel_count, 3), "1",
-                       "right lung pixels / left lung pixels (independent of spacing)")
+                       "right lung pixels / left lung pixels (independent of spacing)",
+                       concept=LUNG_AREA_RATIO)
 
 
-def cardiothoracic_ratio(segments: dict[str, Segment], view: str | None) -> Measurement | None:
+def cardiothoracic_ratio(segments: Mapping[str, Segment],
+                         view: str | None) -> Measurement | None:
     """Maximal horizontal heart width / maximal horizontal thoracic (outer lung) width.
 
     The heart width is taken over the lower two thirds of the cardiomediastinal mask so
@@ -63,7 +84,7 @@ def cardiothoracic_ratio(segments: dict[str, Segment], view: str | None) -> Meas
         view in AP_VIEWS) else ""
     return Measurement("cardiothoracic_ratio", round(cardiac / thoracic, 3), "1",
                        "max heart width (lower 2/3 of cardiomediastinal mask) / max width "
-                       f"across both lungs.{caveat}")
+                       f"across both lungs.{caveat}", concept=CARDIOTHORACIC_RATIO)
 
 
 def _max_row_width(mask: np.ndarray) -> int:

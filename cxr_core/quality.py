@@ -1,15 +1,14 @@
-"""Image-content checks that do not trust the header."""
+"""Image-content checks that do not trust the header.
+
+:func:`check_polarity` is cheap and weak: the lungs stage acts on it only when the lung
+model agrees (:mod:`cxr_core.stages.lungs`).
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import numpy as np
-
-POLARITY_SUSPECT = "polarity_suspect"
-"""Reader flag: the pixels may be a negative; resolved by the pipeline."""
-PHOTOMETRIC_MISMATCH = "photometric_mismatch"
-"""Pipeline flag: the pixels were analysed inverted against the header."""
 
 Polarity = Literal["normal", "inverted", "unclear"]
 

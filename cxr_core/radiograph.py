@@ -1,9 +1,10 @@
-"""The engine's input: a presentation-ready chest radiograph."""
+"""The engine's input: a presentation-ready chest radiograph, and the header values that
+say what a radiograph shows."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pydicom
@@ -21,6 +22,11 @@ class SpacingSource(str, enum.Enum):
     """(0018,1164): at the detector, magnified; not a patient measurement."""
     UNKNOWN = "unknown"
 
+
+CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "PORT CHEST", "TORAX", "TORSO"})
+"""BodyPartExamined values of a chest radiograph (an empty value is taken as unknown)."""
+LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LATERAL", "LAT"})
+"""ViewPosition values of a lateral view."""
 
 TRUSTED_SPACING_SOURCES = frozenset({SpacingSource.PIXEL_SPACING, SpacingSource.CALIBRATED})
 
@@ -73,8 +79,9 @@ class Radiograph:
         The DICOM header without pixel data (for derivation), or ``None`` for image files.
     id:
         A short, non-identifying name used for output folders and logs.
-    quality_flags:
-        Problems noticed while reading (e.g. ``photometric_mismatch``).
+    mirrored:
+        The header says the columns run towards the patient's right (PatientOrientation
+        ``R\\...``): the patient's right is on the image's right.
     """
 
     pixels: np.ndarray
@@ -82,7 +89,7 @@ class Radiograph:
     id: str
     view_position: str | None = None
     source_dataset: pydicom.Dataset | None = None
-    quality_flags: list[str] = field(default_factory=list)
+    mirrored: bool = False
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 2:
@@ -97,3 +104,8 @@ class Radiograph:
     @property
     def is_dicom(self) -> bool:
         return self.source_dataset is not None
+
+    @property
+    def is_lateral(self) -> bool:
+        """The header says this is a lateral view."""
+        return self.view_position in LATERAL_VIEWS

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cxr_core.models import ModelCard, load_model
+from cxr_core.models import ModelCard, PostProcess, load_model
+from cxr_core.models.networks import network_device
 from cxr_core.preprocess import ToModelInput, resize_probabilities
 
 THRESHOLD = 0.5
@@ -31,26 +32,35 @@ class SegmentationOutput:
 class Segmenter:
     """A segmentation network with its card's pre- and post-processing.
 
-    Post-processing, per the card's ``extra["postprocess"]``: ``largest_component`` keeps
+    Post-processing, per the card's ``runtime.postprocess``: ``largest_component`` keeps
     one connected component per structure (lungs, heart); ``min_component`` drops
-    components smaller than ``extra["min_component_fraction"]`` of the image (lesions).
-    Left/right lung overlaps go to the more probable side.
+    components smaller than ``min_component_fraction`` of the image (lesions).
+    Left/right lung overlaps go to the more probable side. The network may sit on any
+    device; inputs go to it and probabilities come back to the CPU.
     """
 
     def __init__(self, network: torch.nn.Module, card: ModelCard) -> None:
         self.network = network.eval()
         self.card = card
-        self.to_input = ToModelInput(card.input_size)
-        self.postprocess = card.extra.get("postprocess", LARGEST_COMPONENT)
-        self.min_fraction = float(card.extra.get("min_component_fraction", 0.0))
+        self.to_input = ToModelInput(card.input_size, card.network.normalization.percentiles)
+        rule = card.runtime.postprocess or PostProcess()
+        self.postprocess: str = rule.method
+        self.min_fraction = rule.min_component_fraction
 
     @classmethod
-    def load(cls, name_or_dir: str | Path) -> Segmenter:
-        return cls(*load_model(name_or_dir))
+    def load(cls, name_or_dir: str | Path, *, device: str | torch.device = "cpu") -> Segmenter:
+        return cls(*load_model(name_or_dir, device=device))
+
+    def to(self, device: str | torch.device) -> Segmenter:
+        """Move the network to ``device``."""
+        self.network.to(device)
+        return self
 
     def probabilities(self, pixels: np.ndarray) -> torch.Tensor:
+        """Sigmoid outputs ``(C, rows, columns)`` at the model's input size, on the CPU."""
+        network_input = self.to_input(pixels).to(network_device(self.network))
         with torch.inference_mode():
-            return torch.sigmoid(self.network(self.to_input(pixels)))[0]
+            return torch.sigmoid(self.network(network_input))[0].cpu()
 
     def __call__(self, pixels: np.ndarray, *, mirrored: bool = False) -> SegmentationOutput:
         """Segment ``pixels``; ``mirrored`` images (patient-right on image-right) are

@@ -16,19 +16,16 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
 from cxr_core.io.errors import RefusedInput
-from cxr_core.quality import POLARITY_SUSPECT, check_polarity
-from cxr_core.radiograph import PixelSpacing, Radiograph, SpacingSource
+from cxr_core.radiograph import CHEST_BODY_PARTS, PixelSpacing, Radiograph, SpacingSource
 
-CR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
-DX_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.1")
-DX_FOR_PROCESSING = UID("1.2.840.10008.5.1.4.1.1.1.1.1")
-SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
-ACCEPTED_SOP_CLASSES = frozenset(
-    {CR_IMAGE_STORAGE, DX_FOR_PRESENTATION, DX_FOR_PROCESSING, SECONDARY_CAPTURE}
-)
+ACCEPTED_SOP_CLASSES = frozenset({
+    pydicom.uid.ComputedRadiographyImageStorage,
+    pydicom.uid.DigitalXRayImageStorageForPresentation,
+    pydicom.uid.DigitalXRayImageStorageForProcessing,
+    pydicom.uid.SecondaryCaptureImageStorage,
+})
+"""CR, DX (for presentation and for processing) and Secondary Capture."""
 ACCEPTED_MODALITIES = frozenset({"CR", "DX", "OT", ""})
-CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "PORT CHEST", "TORAX", "TORSO"})
-LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LATERAL", "LAT"})
 MIN_SIDE, MAX_SIDE = 128, 8192
 
 
@@ -53,15 +50,7 @@ def _read(path: Path, radiograph_id: str | None) -> Radiograph:
     dataset = _read_dataset(path)
     _check_is_chest_image(dataset)
     pixels = _presentation_pixels(dataset)
-    flags = _orientation_flags(dataset)
-    if check_polarity(pixels) == "inverted":
-        # Possibly a header that contradicts its pixels (a file rewritten to MONOCHROME1
-        # without inverting them). The heuristic alone is too weak to act on; the
-        # pipeline lets the lung model decide (see cxr_core.pipeline).
-        flags.append(POLARITY_SUSPECT)
     view = str(dataset.get("ViewPosition", "") or "").upper() or None
-    if view in LATERAL_VIEWS:
-        flags.append("lateral_view")
     header = _header_without_pixels(dataset)
     return Radiograph(
         pixels=pixels,
@@ -69,7 +58,7 @@ def _read(path: Path, radiograph_id: str | None) -> Radiograph:
         id=radiograph_id or path.stem,
         view_position=view,
         source_dataset=header,
-        quality_flags=flags,
+        mirrored=_is_mirrored(dataset),
     )
 
 
@@ -182,12 +171,11 @@ def _first_value(value: object) -> float | None:
     return _finite_number(first)
 
 
-def _orientation_flags(dataset: pydicom.Dataset) -> list[str]:
-    """Flag images whose columns run towards the patient's right (mirrored display)."""
+def _is_mirrored(dataset: pydicom.Dataset) -> bool:
+    """True when the columns run towards the patient's right (mirrored display)."""
     orientation = dataset.get("PatientOrientation")
-    if orientation and len(orientation) == 2 and str(orientation[0]).upper().startswith("R"):
-        return ["mirrored_orientation"]
-    return []
+    return bool(orientation and len(orientation) == 2
+                and str(orientation[0]).upper().startswith("R"))
 
 
 def read_pixel_spacing(dataset: pydicom.Dataset) -> PixelSpacing:

@@ -8,7 +8,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cxr_core.io.errors import RefusedInput
-from cxr_core.quality import POLARITY_SUSPECT, check_polarity
 from cxr_core.radiograph import PixelSpacing, Radiograph
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
@@ -29,12 +28,10 @@ def read_image_radiograph(
         raise RefusedInput(f"image {pixels.shape[0]}x{pixels.shape[1]} is too small to analyse")
     if float(pixels.max() - pixels.min()) <= 0:
         raise RefusedInput("blank image: every pixel has the same value")
-    flags = [POLARITY_SUSPECT] if check_polarity(pixels) == "inverted" else []
     return Radiograph(
         pixels=pixels,
         spacing=spacing or PixelSpacing.unknown(),
         id=radiograph_id or path.stem,
-        quality_flags=flags,
     )
 
 

@@ -24,3 +24,8 @@ def build_network(architecture: str, kwargs: dict[str, Any]) -> torch.nn.Module:
         known = ", ".join(sorted(ARCHITECTURES))
         raise ValueError(f"architecture: unknown {architecture!r}; known: {known}") from None
     return network_class(**kwargs)
+
+
+def network_device(network: torch.nn.Module) -> torch.device:
+    """Where a network's parameters are (its inputs must go there)."""
+    return next(network.parameters()).device

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from pydicom import Dataset
 from pydicom.uid import UID, generate_uid
 
-from cxr_core.io.dicom_reader import read_pixel_spacing
-from cxr_core.radiograph import SpacingSource
+from cxr_core.radiograph import PixelSpacing, SpacingSource
 
 _AGE = re.compile(r"\d{3}[DWMY]")
 # pydicom's registered prefix; entropy makes the rest a hash of what the object derives from
@@ -32,12 +31,13 @@ _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "
                  "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
-def source_for_derivation(header: Dataset) -> Dataset:
+def source_for_derivation(header: Dataset, spacing: PixelSpacing) -> Dataset:
     """A copy of the source header fit to derive from.
 
     Adds the Type 2 attributes derived objects copy (empty when unknown), and drops values
-    that would make the derived object invalid: a PixelSpacing of ``0\\0`` (meaning
-    unknown) and a PatientAge that is not ``nnnD/W/M/Y``.
+    that would make the derived object invalid: a PixelSpacing the reader did not take
+    as such (``spacing``; e.g. ``0\\0``, meaning unknown) and a PatientAge that is not
+    ``nnnD/W/M/Y``.
     """
     completed = copy.copy(header)
     for keyword in _TYPE2_COPIED:
@@ -45,8 +45,7 @@ def source_for_derivation(header: Dataset) -> Dataset:
             setattr(completed, keyword, None)
     if "PatientOrientation" not in completed:
         completed.PatientOrientation = None
-    if "PixelSpacing" in completed and read_pixel_spacing(completed).source != (
-            SpacingSource.PIXEL_SPACING):
+    if "PixelSpacing" in completed and spacing.source != SpacingSource.PIXEL_SPACING:
         del completed.PixelSpacing
     if "PatientAge" in completed and not _AGE.fullmatch(str(completed.PatientAge or "")):
         del completed.PatientAge

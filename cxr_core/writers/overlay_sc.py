@@ -11,23 +11,19 @@ from cxr_core.writers.derivation import (
     quiet_person_name_warnings,
     source_for_derivation,
 )
-from cxr_core.writers.files import render_overlay
-from cxr_core.writers.seg import MANUFACTURER
-
-OVERLAY_SERIES_NUMBER = 903
+from cxr_core.writers.identity import MANUFACTURER, OVERLAY_SERIES_NUMBER
+from cxr_core.writers.overlay import render_overlay
 
 
-def build_overlay_sc(analysis: Analysis) -> pydicom.Dataset:
-    """An RGB Secondary Capture of the masks over the radiograph, in the source's study.
+def build_overlay_sc(source: pydicom.Dataset, analysis: Analysis) -> pydicom.Dataset:
+    """An RGB Secondary Capture of the masks over the radiograph, in the ``source``'s
+    study.
 
     Its UIDs are hashes of the source SOP Instance UID and the models (like SEG/SR), so a
     repeated analysis yields the same instance instead of a copy.
     """
-    source = analysis.radiograph.source_dataset
-    if source is None:
-        raise ValueError("analysis: an overlay SC needs a DICOM source image")
-    source = source_for_derivation(source)
-    models = [m["id"] for m in analysis.models]
+    source = source_for_derivation(source, analysis.radiograph.spacing)
+    models = [model.id for model in analysis.models]
     source_uid = str(source.SOPInstanceUID)
     orientation = tuple(source.get("PatientOrientation") or ()) or None
     with quiet_person_name_warnings():

@@ -1,4 +1,4 @@
-"""DICOM-SEG (BINARY, highdicom) of an analysis' masks, for CR/DX/SC sources.
+"""DICOM-SEG (BINARY, highdicom) of named masks, for CR/DX/SC sources.
 
 Projection radiographs have no Frame of Reference, so highdicom builds a single-frame
 derivation without plane positions; we add what it leaves out for these IODs: the
@@ -8,60 +8,65 @@ dciodvfy asks for).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.sr.coding import Code
 
-import cxr_core
-from cxr_core.analysis import Analysis
-from cxr_core.segments import SEGMENT_TYPES
+from cxr_core.radiograph import PixelSpacing
+from cxr_core.terminology import ARTIFICIAL_INTELLIGENCE, SEGMENT_TYPES
 from cxr_core.writers.derivation import (
     derived_uid,
     quiet_person_name_warnings,
     source_for_derivation,
 )
-
-SEG_SERIES_NUMBER = 901
-MANUFACTURER = "SlicerCXR"
+from cxr_core.writers.identity import MANUFACTURER, SEG_SERIES_NUMBER, software_version
 
 
 def build_seg(
-    analysis: Analysis,
+    source: pydicom.Dataset,
+    masks: Mapping[str, np.ndarray],
     *,
-    segment_names: Sequence[str] | None = None,
+    spacing: PixelSpacing,
+    algorithm: str,
     manual: bool = False,
-    algorithm: str | None = None,
     entropy: Sequence[str] = (),
     series_number: int = SEG_SERIES_NUMBER,
 ) -> hd.seg.Segmentation:
-    """Build one SEG for the analysis' source image.
+    """Build one SEG of ``masks`` for the ``source`` image.
 
     Parameters
     ----------
-    analysis:
-        Must come from a DICOM radiograph (``analysis.radiograph.source_dataset``).
-    segment_names:
-        Which segments to write (default: all, in :data:`SEGMENT_TYPES` order).
+    source:
+        The source image's header (pixel data not needed).
+    masks:
+        Boolean masks at the source's size, by segment name; those that are not in
+        :data:`~cxr_core.terminology.SEGMENT_TYPES` are left out, the rest are written in
+        that table's order.
+    spacing:
+        The source's pixel spacing as the reader took it.
+    algorithm:
+        ``name@version`` of the model(s), comma-separated.
     manual:
         Mark segments SEMIAUTOMATIC (model output corrected by a person), not AUTOMATIC.
-    algorithm:
-        ``name@version`` of the model; default: the models recorded in the analysis.
     entropy:
         Extra strings hashed into the UIDs (e.g. an export time for corrected masks).
+    series_number:
+        The SEG's series number.
+
+    Raises
+    ------
+    ValueError
+        When no mask is one of ours.
     """
-    source = analysis.radiograph.source_dataset
-    if source is None:
-        raise ValueError("analysis: a SEG needs a DICOM source image; this one is an image file")
-    source = source_for_derivation(source)
-    names = [n for n in (segment_names or SEGMENT_TYPES) if n in analysis.segments]
+    source = source_for_derivation(source, spacing)
+    names = [n for n in SEGMENT_TYPES if n in masks]
     if not names:
-        raise ValueError("segment_names: none of them is in the analysis")
-    algorithm = algorithm or ", ".join(m["id"] for m in analysis.models) or "SlicerCXR"
+        raise ValueError(f"masks: none of {sorted(masks)} is a known segment")
     descriptions = [_description(i + 1, name, algorithm, manual) for i, name in enumerate(names)]
-    pixel_array = np.stack([analysis.segments[n].mask for n in names], axis=-1)[None]
+    pixel_array = np.stack([masks[n] for n in names], axis=-1)[None]
     source_uid = str(source.SOPInstanceUID)
     with quiet_person_name_warnings():
         seg = hd.seg.Segmentation(
@@ -75,7 +80,7 @@ def build_seg(
             instance_number=1,
             manufacturer=MANUFACTURER,
             manufacturer_model_name="SlicerCXR lung segmentation",
-            software_versions=cxr_core.__version__,
+            software_versions=software_version(),
             device_serial_number="0",
             content_label="CORRECTED" if manual else "LUNGS",
             content_description="Masks corrected by a reader" if manual else "Model output",
@@ -97,8 +102,8 @@ def _description(number: int, name: str, algorithm: str, manual: bool) -> hd.seg
         algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if manual
                         else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=model_name[:64], family=Code("123109", "DCM", "Artificial Intelligence"),
-            version=version or cxr_core.__version__),
+            name=model_name[:64], family=ARTIFICIAL_INTELLIGENCE,
+            version=version or software_version()),
         tracking_uid=derived_uid(algorithm, name, "tracking"),
         tracking_id=name,
         display_color=hd.color.CIELabColor.from_rgb(*segment.rgb),
@@ -107,7 +112,7 @@ def _description(number: int, name: str, algorithm: str, manual: bool) -> hd.seg
 
 def _add_laterality_modifiers(seg: pydicom.Dataset, names: Sequence[str]) -> None:
     for item, name in zip(seg.SegmentSequence, names, strict=True):
-        modifier = SEGMENT_TYPES[name].modifier
+        modifier: Code | None = SEGMENT_TYPES[name].modifier
         if modifier is None:
             continue
         code = pydicom.Dataset()

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 
 from cxr_core.io.errors import RefusedInput
-from cxr_core.segments import ANATOMICAL_STRUCTURE_ALIASES, segment_type_for_codes
+from cxr_core.terminology import ANATOMICAL_STRUCTURE_ALIASES, segment_type_for_codes
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -28,6 +28,9 @@ class SegContent:
     """Segment label as written in the SEG, by name."""
     source_sop_instance_uid: str | None
     algorithm_types: dict[str, str]
+    """``AUTOMATIC``, ``SEMIAUTOMATIC`` or ``MANUAL`` by name."""
+    algorithm: str | None = None
+    """``name@version`` of the first segment's algorithm, when the SEG names one."""
 
 
 def read_seg(path_or_dataset: Path | str | pydicom.Dataset) -> SegContent:
@@ -53,6 +56,7 @@ def read_seg(path_or_dataset: Path | str | pydicom.Dataset) -> SegContent:
         source_sop_instance_uid=_source_uid(seg),
         algorithm_types={names[i.SegmentNumber]: str(i.SegmentAlgorithmType)
                          for i in seg.SegmentSequence},
+        algorithm=_algorithm(seg),
     )
 
 
@@ -66,6 +70,15 @@ def _segment_name(item: pydicom.Dataset) -> str:
                            and category not in ANATOMICAL_STRUCTURE_ALIASES):
         return str(item.SegmentLabel)
     return segment.name
+
+
+def _algorithm(seg: pydicom.Dataset) -> str | None:
+    for item in seg.get("SegmentSequence", []):
+        for algorithm in item.get("SegmentationAlgorithmIdentificationSequence", []):
+            name, version = algorithm.get("AlgorithmName"), algorithm.get("AlgorithmVersion")
+            if name:
+                return f"{name}@{version}" if version else str(name)
+    return None
 
 
 def _source_uid(seg: pydicom.Dataset) -> str | None:

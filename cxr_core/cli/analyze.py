@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from cxr_core.cli.common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, SubParsers
 from cxr_core.io import RefusedInput, expand_inputs, read_radiograph
-from cxr_core.pipeline import Engine, timed_call
-from cxr_core.writers.files import write_outputs
+from cxr_core.timing import timed_call
 
 log = logging.getLogger(__name__)
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+
+
+def add_parser(sub: SubParsers) -> None:
+    parser = sub.add_parser("analyze", help="analyse DICOM / PNG / JPEG chest radiographs")
+    parser.add_argument("inputs", nargs="+", type=Path, help="files or folders")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return analyze_paths(args.inputs, args.out, models_dir=args.models_dir)
 
 
 def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None = None) -> int:
@@ -22,6 +34,9 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
     if not files:
         print("cxr analyze: no input files found", file=sys.stderr)
         return EXIT_REFUSED
+    from cxr_core.engine import Engine  # imports torch: only once there is work
+    from cxr_core.writers.files import write_outputs
+
     engine = Engine(models_dir=models_dir)
     refused = failed = 0
     progress = tqdm(files, desc="analyzing", unit="image", disable=len(files) < 2,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cxr_core.segments import SEGMENT_TYPES
+from cxr_core.terminology import SEGMENT_TYPES
 
 try:  # POSIX
     import fcntl

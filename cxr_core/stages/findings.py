@@ -1,13 +1,15 @@
 """Image-level findings (abnormal, pneumonia): calibrated probabilities, operating
 thresholds and Grad-CAM heat maps, as an engine stage.
 
-The model card's ``extra`` says how to run the network: ``input`` (``whole_image`` or
-``lung_masked``), ``lung_mask_dilation``, per-label ``calibration`` (Platt scale and bias),
-``thresholds`` (operating points chosen on the val split), ``codes`` and ``heatmap_layer``.
+The model card's ``runtime.classifier`` says how to run the network: ``input``
+(``whole_image`` or ``lung_masked``), ``lung_mask_dilation``, per-label ``calibration``
+(Platt scale and bias), ``thresholds`` (operating points chosen on the val split) and
+``heatmap_layer``. Each label's code comes from :mod:`cxr_core.terminology`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +17,20 @@ import torch
 import torch.nn.functional as F
 
 from cxr_core.analysis import Analysis, Finding
-from cxr_core.explain import DENSENET_TARGET_LAYER, GradCamHeatmap
-from cxr_core.models import ModelCard, load_model
+from cxr_core.explain import GradCamHeatmap
+from cxr_core.flags import QualityFlag
+from cxr_core.measure import lung_union
+from cxr_core.models import ClassifierRules, ModelCard, load_model
+from cxr_core.models.card import CLASSIFIER_INPUTS
+from cxr_core.models.networks import network_device
 from cxr_core.preprocess import ToModelInput
+from cxr_core.terminology import finding_code
 
 FINDINGS_MODEL = "findings"
 WHOLE_IMAGE = "whole_image"
 LUNG_MASKED = "lung_masked"
-INPUT_MODES = (WHOLE_IMAGE, LUNG_MASKED)
-DEFAULT_DILATION = 0.03
-FINDING_CODES: dict[str, tuple[str, str, str]] = {
-    "abnormal": ("263654008", "SCT", "Abnormal"),
-    "pneumonia": ("233604007", "SCT", "Pneumonia"),
-}
-LUNG_SEGMENTS = ("right_lung", "left_lung")
-FINDINGS_WITHOUT_LUNGS = "findings_without_lung_mask"
-"""Quality flag: a lung-masked model ran on the whole image because no lung was found."""
+INPUT_MODES = CLASSIFIER_INPUTS
+DEFAULT_DILATION = ClassifierRules().lung_mask_dilation
 
 
 class FindingsInput:
@@ -48,12 +48,14 @@ class FindingsInput:
     """
 
     def __init__(self, size: tuple[int, int], mode: str = WHOLE_IMAGE,
-                 dilation: float = DEFAULT_DILATION) -> None:
+                 dilation: float = DEFAULT_DILATION,
+                 percentiles: tuple[float, float] | None = None) -> None:
         if mode not in INPUT_MODES:
             raise ValueError(f"mode: expected one of {INPUT_MODES}, got {mode!r}")
         if not 0 <= dilation < 0.5:
             raise ValueError(f"dilation: expected a fraction in [0, 0.5), got {dilation}")
-        self.to_input = ToModelInput(size)
+        self.to_input = (ToModelInput(size) if percentiles is None
+                         else ToModelInput(size, percentiles))
         self.mode = mode
         self.radius = round(dilation * max(size))
 
@@ -89,27 +91,23 @@ class FindingsClassifier:
     def __init__(self, network: torch.nn.Module, card: ModelCard) -> None:
         self.network = network.eval()
         self.card = card
-        extra = card.extra
-        self.input = FindingsInput(card.input_size, extra.get("input", WHOLE_IMAGE),
-                                   float(extra.get("lung_mask_dilation", DEFAULT_DILATION)))
-        calibration = extra.get("calibration", {})
-        self.scale = torch.tensor([float(calibration.get(label, {}).get("scale", 1.0))
-                                   for label in card.labels])
-        self.bias = torch.tensor([float(calibration.get(label, {}).get("bias", 0.0))
-                                  for label in card.labels])
-        thresholds = extra.get("thresholds", {})
-        self.thresholds = [float(thresholds.get(label, 0.5)) for label in card.labels]
-        codes = extra.get("codes", FINDING_CODES)
-        missing = [label for label in card.labels if label not in codes]
-        if missing:
-            raise ValueError(f"card: model {card.name} has no code for labels {missing}")
-        self.codes = {label: tuple(codes[label]) for label in card.labels}
-        self.heatmap = GradCamHeatmap(self.network, extra.get("heatmap_layer",
-                                                              DENSENET_TARGET_LAYER))
+        rules = card.runtime.classifier or ClassifierRules()
+        self.input = FindingsInput(card.input_size, rules.input, rules.lung_mask_dilation,
+                                   card.network.normalization.percentiles)
+        calibration = [rules.calibration.get(label) for label in card.labels]
+        self.scale = torch.tensor([c.scale if c else 1.0 for c in calibration])
+        self.bias = torch.tensor([c.bias if c else 0.0 for c in calibration])
+        self.thresholds = [rules.thresholds.get(label, 0.5) for label in card.labels]
+        try:
+            self.codes = {label: finding_code(label) for label in card.labels}
+        except ValueError as error:
+            raise ValueError(f"card: model {card.name}: {error}") from None
+        self.heatmap = GradCamHeatmap(self.network, rules.heatmap_layer)
 
     @classmethod
-    def load(cls, name_or_dir: str | Path = FINDINGS_MODEL) -> FindingsClassifier:
-        return cls(*load_model(name_or_dir))
+    def load(cls, name_or_dir: str | Path = FINDINGS_MODEL, *,
+             device: str | torch.device = "cpu") -> FindingsClassifier:
+        return cls(*load_model(name_or_dir, device=device))
 
     @property
     def lung_masked(self) -> bool:
@@ -123,7 +121,8 @@ class FindingsClassifier:
     def probabilities(self, network_input: torch.Tensor) -> np.ndarray:
         """Calibrated ``(N, labels)`` probabilities of a batch of network inputs."""
         with torch.inference_mode():
-            return self.calibrate(self.network(network_input)).numpy()
+            logits = self.network(network_input.to(network_device(self.network))).cpu()
+        return self.calibrate(logits).numpy()
 
     def __call__(self, pixels: np.ndarray, lungs: np.ndarray | None = None, *,
                  mirrored: bool = False, heatmaps: bool = True) -> list[Finding]:
@@ -157,33 +156,32 @@ class FindingsStage:
 
     Parameters
     ----------
-    models_dir:
-        Folder holding ``findings/`` (weights and card).
+    classifier:
+        The classifier with its card's rules.
     """
 
     name = "findings"
 
-    def __init__(self, models_dir: Path) -> None:
-        self.classifier = FindingsClassifier.load(Path(models_dir) / FINDINGS_MODEL)
-        self.card = self.classifier.card
+    def __init__(self, classifier: FindingsClassifier) -> None:
+        self.classifier = classifier
+        self.card = classifier.card
+
+    @classmethod
+    def load(cls, models_dir: Path, *, device: str | torch.device = "cpu") -> FindingsStage:
+        """Load ``<models_dir>/findings``."""
+        return cls(FindingsClassifier.load(Path(models_dir) / FINDINGS_MODEL, device=device))
+
+    @property
+    def networks(self) -> Sequence[torch.nn.Module]:
+        return [self.classifier.network]
 
     def run(self, analysis: Analysis) -> None:
         lungs = None
         if self.classifier.lung_masked:
-            lungs = lung_union(analysis)
-            if lungs is None:
+            lungs = lung_union({name: s.mask for name, s in analysis.segments.items()})
+            if lungs is None or not lungs.any():
                 # No lungs to mask with: the whole image is a better guess than a black one.
-                analysis.quality_flags.append(FINDINGS_WITHOUT_LUNGS)
+                analysis.flag(QualityFlag.FINDINGS_WITHOUT_LUNG_MASK)
                 lungs = np.ones(analysis.radiograph.shape, dtype=bool)
         analysis.findings.extend(self.classifier(
-            analysis.radiograph.pixels, lungs,
-            mirrored="mirrored_orientation" in analysis.quality_flags))
-
-
-def lung_union(analysis: Analysis) -> np.ndarray | None:
-    """Both lungs as one mask at source resolution, or None when no lung pixel was found."""
-    masks = [analysis.segments[name].mask for name in LUNG_SEGMENTS if name in analysis.segments]
-    if not masks:
-        return None
-    union = np.logical_or.reduce(masks)
-    return union if union.any() else None
+            analysis.radiograph.pixels, lungs, mirrored=analysis.radiograph.mirrored))

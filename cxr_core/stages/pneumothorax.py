@@ -12,30 +12,27 @@ finding still carries the network's probability.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from cxr_core.analysis import Analysis, Finding, Measurement, Segment
-from cxr_core.measure import area_measurements, make_segment
-from cxr_core.models import ModelCard, default_models_dir
+from cxr_core.measure import area_measurement, lung_union, make_segment
+from cxr_core.models import LesionRule, ModelCard
 from cxr_core.radiograph import PixelSpacing
 from cxr_core.segmentation import THRESHOLD, Segmenter
+from cxr_core.terminology import PNEUMOTHORAX, PNEUMOTHORAX_HEMITHORAX_PERCENT, SIDES, finding_code
 
 MODEL_NAME = "pneumothorax"
 SEGMENT = "pneumothorax"
-FINDING_CODE = ("36118008", "SCT", "Pneumothorax")
-SIDES = ("right", "left")
-MIRRORED = "mirrored_orientation"
-# Defaults when a card does not set them: 2 cm² is below what SIIM readers outlined
+# Defaults when a card has no lesion rule: 2 cm² is below what SIIM readers outlined
 # (the smallest shared mask is 1.4 % of the image, about 5 cm² at 0.168 mm).
-DEFAULT_MIN_AREA_MM2 = 200.0
-DEFAULT_MIN_AREA_FRACTION = 0.004
-DEFAULT_THORAX_MARGIN = 0.02
-DEFAULT_THORAX_MIN_INSIDE = 0.5
+DEFAULT_RULE = LesionRule(min_area_mm2=200.0, min_area_fraction=0.004,
+                          thorax_margin_fraction=0.02, thorax_min_inside=0.5)
 
 
 @dataclass(frozen=True)
@@ -50,8 +47,8 @@ class MinimumArea:
         Minimum total area as a fraction of the image, used otherwise.
     """
 
-    mm2: float = DEFAULT_MIN_AREA_MM2
-    fraction: float = DEFAULT_MIN_AREA_FRACTION
+    mm2: float = DEFAULT_RULE.min_area_mm2
+    fraction: float = DEFAULT_RULE.min_area_fraction
 
     def __post_init__(self) -> None:
         if self.mm2 < 0:
@@ -61,9 +58,8 @@ class MinimumArea:
 
     @classmethod
     def from_card(cls, card: ModelCard) -> MinimumArea:
-        return cls(mm2=float(card.extra.get("min_area_mm2", DEFAULT_MIN_AREA_MM2)),
-                   fraction=float(card.extra.get("min_area_fraction",
-                                                 DEFAULT_MIN_AREA_FRACTION)))
+        rule = card.runtime.lesion or DEFAULT_RULE
+        return cls(mm2=rule.min_area_mm2, fraction=rule.min_area_fraction)
 
     def reached(self, mask: np.ndarray, spacing: PixelSpacing) -> bool:
         if spacing.trusted:
@@ -93,8 +89,8 @@ class ThoraxGate:
         Share of a region's pixels that must fall inside the grown lungs.
     """
 
-    margin_fraction: float = DEFAULT_THORAX_MARGIN
-    min_inside: float = DEFAULT_THORAX_MIN_INSIDE
+    margin_fraction: float = DEFAULT_RULE.thorax_margin_fraction
+    min_inside: float = DEFAULT_RULE.thorax_min_inside
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin_fraction < 0.5:
@@ -104,10 +100,9 @@ class ThoraxGate:
 
     @classmethod
     def from_card(cls, card: ModelCard) -> ThoraxGate:
-        return cls(margin_fraction=float(card.extra.get("thorax_margin_fraction",
-                                                        DEFAULT_THORAX_MARGIN)),
-                   min_inside=float(card.extra.get("thorax_min_inside",
-                                                   DEFAULT_THORAX_MIN_INSIDE)))
+        rule = card.runtime.lesion or DEFAULT_RULE
+        return cls(margin_fraction=rule.thorax_margin_fraction,
+                   min_inside=rule.thorax_min_inside)
 
     def __call__(self, mask: np.ndarray, lungs: np.ndarray) -> np.ndarray:
         if lungs.shape != mask.shape:
@@ -149,11 +144,9 @@ class PneumothoraxDetector:
     segmenter:
         A :class:`~cxr_core.segmentation.Segmenter` whose card labels ``pneumothorax``.
     minimum:
-        The minimum-area rule; default from the card (``min_area_mm2``,
-        ``min_area_fraction``).
+        The minimum-area rule; default from the card's ``runtime.lesion``.
     thorax:
-        The rule for regions outside the lungs; default from the card
-        (``thorax_margin_fraction``, ``thorax_min_inside``).
+        The rule for regions outside the lungs; default from the card's ``runtime.lesion``.
     """
 
     def __init__(self, segmenter: Segmenter, minimum: MinimumArea | None = None,
@@ -167,9 +160,9 @@ class PneumothoraxDetector:
         self.channel = segmenter.card.labels.index(SEGMENT)
 
     @classmethod
-    def load(cls, name_or_dir: str | Path = MODEL_NAME,
-             minimum: MinimumArea | None = None) -> PneumothoraxDetector:
-        return cls(Segmenter.load(name_or_dir), minimum)
+    def load(cls, name_or_dir: str | Path = MODEL_NAME, minimum: MinimumArea | None = None, *,
+             device: str | torch.device = "cpu") -> PneumothoraxDetector:
+        return cls(Segmenter.load(name_or_dir, device=device), minimum)
 
     def __call__(self, pixels: np.ndarray, spacing: PixelSpacing, *,
                  mirrored: bool = False, lungs: np.ndarray | None = None) -> Detection:
@@ -202,35 +195,34 @@ class PneumothoraxStage:
         self.card: ModelCard = detector.segmenter.card
 
     @classmethod
-    def load(cls, models_dir: Path | None = None,
+    def load(cls, models_dir: Path, *, device: str | torch.device = "cpu",
              minimum: MinimumArea | None = None) -> PneumothoraxStage:
-        """Load ``<models_dir>/pneumothorax`` (the default models folder when None)."""
-        folder = Path(models_dir or default_models_dir()) / MODEL_NAME
-        return cls(PneumothoraxDetector.load(folder, minimum))
+        """Load ``<models_dir>/pneumothorax``."""
+        return cls(PneumothoraxDetector.load(Path(models_dir) / MODEL_NAME, minimum,
+                                             device=device))
+
+    @property
+    def networks(self) -> Sequence[torch.nn.Module]:
+        return [self.detector.segmenter.network]
 
     def run(self, analysis: Analysis) -> None:
         radiograph = analysis.radiograph
-        mirrored = MIRRORED in analysis.quality_flags
-        found = self.detector(radiograph.pixels, radiograph.spacing, mirrored=mirrored,
-                              lungs=both_lungs({name: segment.mask for name, segment
+        found = self.detector(radiograph.pixels, radiograph.spacing,
+                              mirrored=radiograph.mirrored,
+                              lungs=lung_union({name: segment.mask for name, segment
                                                 in analysis.segments.items()}))
         analysis.findings.append(Finding(
-            name="pneumothorax", code=FINDING_CODE, probability=round(found.probability, 4),
-            threshold=THRESHOLD, positive=found.present, model_id=self.card.identifier))
+            name="pneumothorax", code=finding_code("pneumothorax"),
+            probability=round(found.probability, 4), threshold=THRESHOLD,
+            positive=found.present, model_id=self.card.identifier))
         if not found.present:
             return
         analysis.segments[SEGMENT] = make_segment(SEGMENT, found.mask, radiograph.spacing)
         analysis.measurements += side_measurements(
-            found.mask, analysis.segments, radiograph.spacing, mirrored=mirrored)
+            found.mask, analysis.segments, radiograph.spacing, mirrored=radiograph.mirrored)
 
 
-def both_lungs(masks: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """Union of the ``right_lung`` and ``left_lung`` masks; None when neither is there."""
-    lungs = [masks[f"{side}_lung"] for side in SIDES if f"{side}_lung" in masks]
-    return np.logical_or.reduce(lungs) if lungs else None
-
-
-def side_measurements(mask: np.ndarray, segments: dict[str, Segment], spacing: PixelSpacing,
+def side_measurements(mask: np.ndarray, segments: Mapping[str, Segment], spacing: PixelSpacing,
                       *, mirrored: bool = False) -> list[Measurement]:
     """Per affected side: pneumothorax area and its percentage of that hemithorax.
 
@@ -242,7 +234,8 @@ def side_measurements(mask: np.ndarray, segments: dict[str, Segment], spacing: P
         if not side_mask.any():
             continue
         name = f"pneumothorax_{side}"
-        results += area_measurements({name: make_segment(name, side_mask, spacing)}, spacing)
+        results.append(area_measurement(f"{name}_area", make_segment(name, side_mask, spacing),
+                                        spacing, site=PNEUMOTHORAX, laterality=SIDES[side]))
         lung = segments.get(f"{side}_lung")
         if lung is None or lung.pixel_count == 0:
             continue
@@ -251,11 +244,13 @@ def side_measurements(mask: np.ndarray, segments: dict[str, Segment], spacing: P
             f"{name}_hemithorax_percent", round(100.0 * float(side_mask.sum()) / hemithorax, 1),
             "%",
             f"pneumothorax pixels / (lung ∪ pneumothorax pixels) on the patient's {side}; "
-            "projected area on a radiograph, not a volume"))
+            "projected area on a radiograph, not a volume",
+            concept=PNEUMOTHORAX_HEMITHORAX_PERCENT, site=PNEUMOTHORAX,
+            laterality=SIDES[side]))
     return results
 
 
-def split_by_side(mask: np.ndarray, segments: dict[str, Segment], *,
+def split_by_side(mask: np.ndarray, segments: Mapping[str, Segment], *,
                   mirrored: bool = False) -> dict[str, np.ndarray]:
     """Assign each connected region of ``mask`` to the patient side of the nearer lung.
 
@@ -279,7 +274,7 @@ def split_by_side(mask: np.ndarray, segments: dict[str, Segment], *,
     return {"right": right, "left": mask & ~right}
 
 
-def _lung_centres(segments: dict[str, Segment]) -> dict[str, float] | None:
+def _lung_centres(segments: Mapping[str, Segment]) -> dict[str, float] | None:
     centres = {}
     for side in SIDES:
         lung = segments.get(f"{side}_lung")

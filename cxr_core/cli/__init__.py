@@ -1,0 +1,38 @@
+"""The ``cxr`` command: analyze files, train and evaluate models, manage model folders.
+
+Exit codes: 0 all inputs analysed; 2 some input refused (the others are still done) or a
+bad argument; 1 an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+
+from cxr_core.cli import analyze, evaluate, models, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cxr_core.writers.identity import software_version
+
+    parser = argparse.ArgumentParser(prog="cxr", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"cxr {software_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    analyze.add_parser(sub)
+    train.add_parser(sub)
+    evaluate.add_parser(sub)
+    models.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = "cxr " + shlex.join(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.handler(args))

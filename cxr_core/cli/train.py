@@ -1,0 +1,5 @@
+"""placeholder while refactoring"""
+
+
+def add_parser(sub) -> None:
+    pass

@@ -1,0 +1,136 @@
+"""The engine: a Radiograph goes through a list of stages and comes out an Analysis.
+
+    Radiograph -> lungs -> findings -> pneumothorax -> Analysis
+
+Each stage (:mod:`cxr_core.stages`) runs one model; the engine loads them once, places
+every network on one device, runs them in order, times them and names the stage in any
+error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from cxr_core.analysis import Analysis, ModelRef
+from cxr_core.flags import QualityFlag
+from cxr_core.io import RefusedInput
+from cxr_core.models import ModelCard, default_models_dir
+from cxr_core.radiograph import Radiograph
+from cxr_core.stages.base import Stage, StageFactory
+from cxr_core.stages.findings import FindingsStage
+from cxr_core.stages.lungs import LungStage
+from cxr_core.stages.pneumothorax import PneumothoraxStage
+from cxr_core.timing import timed
+
+STAGES: Mapping[str, StageFactory] = {
+    LungStage.name: LungStage.load,
+    FindingsStage.name: FindingsStage.load,
+    PneumothoraxStage.name: PneumothoraxStage.load,
+}
+"""Every stage the engine knows, by name."""
+DEFAULT_STAGES = (LungStage.name, FindingsStage.name, PneumothoraxStage.name)
+"""The stages a plain ``Engine()`` runs, in order."""
+
+
+class StageError(RuntimeError):
+    """A stage failed on an input (not a refusal): the message names the stage."""
+
+    def __init__(self, stage: str, error: Exception) -> None:
+        super().__init__(f"stage {stage}: {type(error).__name__}: {error}")
+        self.stage = stage
+
+
+class Engine:
+    """Holds the loaded models; :meth:`analyze` is cheap to call many times.
+
+    Parameters
+    ----------
+    models_dir:
+        Folder holding the model folders (default: the shipped models).
+    device:
+        Where every network runs (``"cpu"``, ``"cuda"``...); see :meth:`to`.
+    stages:
+        Which stages to run, in order (default :data:`DEFAULT_STAGES`); ``lungs`` must
+        come first, since every other stage reads its masks.
+    """
+
+    def __init__(self, *, models_dir: Path | None = None, device: str | torch.device = "cpu",
+                 stages: Sequence[str] = DEFAULT_STAGES) -> None:
+        _check_stage_names(stages)
+        self.models_dir = Path(models_dir) if models_dir else default_models_dir()
+        self.device = torch.device(device)
+        self.stages: list[Stage] = [STAGES[name](self.models_dir, device=self.device)
+                                    for name in stages]
+
+    @property
+    def cards(self) -> list[ModelCard]:
+        """The card of each stage's model, in stage order."""
+        return [stage.card for stage in self.stages]
+
+    @property
+    def model_refs(self) -> list[ModelRef]:
+        return [ModelRef(id=card.identifier, task=card.task, sha256=card.weights_sha256[:16])
+                for card in self.cards]
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``.
+
+        Raises
+        ------
+        KeyError
+            If this engine does not run it.
+        """
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"name: this engine runs no stage {name!r}")
+
+    def networks(self) -> dict[str, list[torch.nn.Module]]:
+        """Every network, by stage name."""
+        return {stage.name: list(stage.networks) for stage in self.stages}
+
+    def to(self, device: str | torch.device) -> Engine:
+        """Move every stage's network to ``device`` (inputs follow, outputs come back)."""
+        self.device = torch.device(device)
+        for networks in self.networks().values():
+            for network in networks:
+                network.to(self.device)
+        return self
+
+    def analyze(self, radiograph: Radiograph) -> Analysis:
+        """Run every stage on ``radiograph``.
+
+        Raises
+        ------
+        RefusedInput
+            When a stage will not answer for this input.
+        StageError
+            When a stage fails; the message names it.
+        """
+        analysis = Analysis(radiograph=radiograph, models=self.model_refs)
+        if radiograph.mirrored:
+            analysis.flag(QualityFlag.MIRRORED_ORIENTATION)
+        if radiograph.is_lateral:
+            analysis.flag(QualityFlag.LATERAL_VIEW)
+        for stage in self.stages:
+            with timed(analysis.timings, stage.name):
+                try:
+                    stage.run(analysis)
+                except RefusedInput:
+                    raise
+                except Exception as error:
+                    raise StageError(stage.name, error) from error
+        return analysis
+
+
+def _check_stage_names(stages: Sequence[str]) -> None:
+    unknown = [name for name in stages if name not in STAGES]
+    if unknown:
+        raise ValueError(f"stages: unknown {unknown}; known: {', '.join(STAGES)}")
+    if not stages or stages[0] != LungStage.name:
+        raise ValueError(f"stages: {LungStage.name!r} must come first, got {list(stages)}")
+    if len(set(stages)) != len(stages):
+        raise ValueError(f"stages: each stage runs once, got {list(stages)}")

@@ -1,0 +1,60 @@
+"""The one writer of DICOM results: an analysis of a DICOM image becomes a SEG, a TID 1500
+SR that cites it, and optionally an overlay Secondary Capture. The CLI and the node both
+call :func:`build_dicom_results`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pydicom
+
+from cxr_core.analysis import Analysis
+from cxr_core.writers.identity import MANUFACTURER
+from cxr_core.writers.overlay_sc import build_overlay_sc
+from cxr_core.writers.seg import build_seg
+from cxr_core.writers.sr import build_sr
+
+
+@dataclass(frozen=True, kw_only=True)
+class DicomOptions:
+    """Which DICOM results to make."""
+
+    overlay: bool = False
+    """Also an RGB Secondary Capture of the overlay, for viewers that cannot show a SEG."""
+
+
+@dataclass
+class DicomResults:
+    """The DICOM objects made from one analysis."""
+
+    seg: pydicom.Dataset
+    sr: pydicom.Dataset
+    overlay: pydicom.Dataset | None = None
+
+    def items(self) -> list[tuple[str, pydicom.Dataset]]:
+        """``(kind, dataset)`` for each object made: ``seg``, ``sr``, then ``overlay``."""
+        made = [("seg", self.seg), ("sr", self.sr)]
+        return made + ([("overlay", self.overlay)] if self.overlay is not None else [])
+
+
+def build_dicom_results(source: pydicom.Dataset, analysis: Analysis,
+                        options: DicomOptions = DicomOptions()) -> DicomResults:
+    """SEG, SR (citing the SEG) and, if asked, the overlay SC for the ``source`` image.
+
+    Parameters
+    ----------
+    source:
+        The analysed image's DICOM header (``analysis.radiograph.source_dataset``).
+    analysis:
+        What the engine found in it.
+    options:
+        Which objects to make.
+    """
+    if source is None:
+        raise ValueError("source: DICOM results need the DICOM source image's header")
+    masks = {name: segment.mask for name, segment in analysis.segments.items()}
+    seg = build_seg(source, masks, spacing=analysis.radiograph.spacing,
+                    algorithm=analysis.algorithm or MANUFACTURER)
+    sr = build_sr(source, analysis, seg=seg)
+    overlay = build_overlay_sc(source, analysis) if options.overlay else None
+    return DicomResults(seg=seg, sr=sr, overlay=overlay)
