@@ -277,7 +277,7 @@ class SlicerCXRLogic(ScriptedLoadableModuleLogic):
         stays responsive and a crash cannot take the scene down); returns the new card."""
         from SlicerCXRLib.logic import retrain_command
 
-        from cxr_core.models import ModelCard
+        from cxr_core import ModelCard
 
         python = shutil.which("PythonSlicer") or sys.executable
         command = retrain_command(store, out, python=python, epochs=epochs)
@@ -290,10 +290,10 @@ class SlicerCXRLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def describeRetrain(card) -> str:
-        figures = card.metrics.get("datalist_train", {})
+        figures = card.evaluation.get("datalist_train", {})
         before = figures.get("before", {}).get("both_lungs", {}).get("dice_mean")
         after = figures.get("after", {}).get("both_lungs", {}).get("dice_mean")
-        test = card.metrics.get("per_structure", {}).get("both_lungs", {}).get("dice_mean")
+        test = card.evaluation.get("per_structure", {}).get("both_lungs", {}).get("dice_mean")
         return (f"New model {card.identifier}: Dice on the corrected images {before} -> "
                 f"{after}; held-out test Dice {test}. Card: model.json in the output folder.")
 

@@ -76,7 +76,17 @@ _PUBLIC: dict[str, str] = {
     "train_pneumothorax": "cxr_core.training.pneumothorax",
 }
 
-__all__ = ["__version__", *_PUBLIC]
+__all__ = [
+    "__version__", "Radiograph", "PixelSpacing", "SpacingSource", "CHEST_BODY_PARTS",
+    "LATERAL_VIEWS", "Analysis", "Segment", "Measurement", "Finding", "ModelRef",
+    "QualityFlag", "SEGMENT_TYPES", "SegmentType", "FINDING_CODES", "segment_type_for_codes",
+    "read_radiograph", "expand_inputs", "IMAGE_SUFFIXES", "ACCEPTED_SOP_CLASSES",
+    "RefusedInput", "read_seg", "SegContent", "Engine", "StageError", "DEFAULT_STAGES",
+    "ModelCard", "default_models_dir", "build_dicom_results", "DicomOptions", "DicomResults",
+    "build_seg", "write_outputs", "WrittenOutputs", "safe_folder_name", "is_own_output",
+    "MANUFACTURER", "LabelStore", "LabelEntry", "image_key", "utc_now", "train_lung",
+    "train_findings", "train_pneumothorax",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,7 +28,7 @@ class Measurement:
     """A stable, unique name (``heart_area``, ``pneumothorax_right_hemithorax_percent``)."""
     value: float
     unit: str
-    """UCUM: ``mm2``, ``{pixels}``, ``1`` (ratio), ``%`` (see :data:`~cxr_core.terminology.UNITS`)."""
+    """UCUM: ``mm2``, ``{pixels}``, ``1`` (ratio), ``%`` (:data:`cxr_core.terminology.UNITS`)."""
     derivation: str
     """How it was computed, including any caveat (spacing source, view)."""
     concept: Code

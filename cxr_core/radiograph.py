@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 
 
-class SpacingSource(str, enum.Enum):
+class SpacingSource(enum.StrEnum):
     """Where a pixel spacing came from, which decides whether mm are trustworthy."""
 
     PIXEL_SPACING = "PixelSpacing"

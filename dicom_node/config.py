@@ -8,29 +8,27 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import tomllib
+from pydicom import uid as uids
 from pydicom.uid import UID
 
-from cxr_core.io.dicom_reader import (
-    CR_IMAGE_STORAGE,
-    DX_FOR_PRESENTATION,
-    DX_FOR_PROCESSING,
-    SECONDARY_CAPTURE,
-)
+from cxr_core import CHEST_BODY_PARTS
 
 # A DICOM AE title: 1-16 characters of the default repertoire, no backslash or control.
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
 SOP_CLASS_ALIASES: dict[str, UID] = {
-    "CR": CR_IMAGE_STORAGE,
-    "DX": DX_FOR_PRESENTATION,
-    "DX-PROCESSING": DX_FOR_PROCESSING,
-    "SC": SECONDARY_CAPTURE,
+    "CR": uids.ComputedRadiographyImageStorage,
+    "DX": uids.DigitalXRayImageStorageForPresentation,
+    "DX-PROCESSING": uids.DigitalXRayImageStorageForProcessing,
+    "SC": uids.SecondaryCaptureImageStorage,
 }
+DEFAULT_BODY_PARTS: tuple[str, ...] = ("", *sorted(CHEST_BODY_PARTS))
+"""The engine's chest list, plus "" (not given: the engine analyses those too)."""
 OTHER_INSTANCE_POLICIES = ("ignore", "refuse")
 
 
@@ -79,7 +77,7 @@ class Filters:
 
     sop_classes: tuple[UID, ...] = tuple(SOP_CLASS_ALIASES.values())
     modalities: tuple[str, ...] = ("CR", "DX")
-    body_parts: tuple[str, ...] = ("", "CHEST", "THORAX", "LUNG", "PORT CHEST", "TORAX")
+    body_parts: tuple[str, ...] = DEFAULT_BODY_PARTS
     views: tuple[str, ...] = ()
     other_instances: str = "ignore"
 

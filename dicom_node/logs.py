@@ -2,7 +2,7 @@
 
 Rules: messages are fixed strings; variable facts go in ``extra={"fields": {...}}`` and
 are study ids (the store's integers), states, counts and reasons from
-:class:`~cxr_core.io.RefusedInput` (which never quote patient data). Python warnings are
+:class:`cxr_core.RefusedInput` (which never quote patient data). Python warnings are
 reduced to their category, because library warnings may quote attribute values (a
 person name with an odd format, for example).
 """

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydicom
 
@@ -20,13 +20,16 @@ from dicom_node.spool import Spool, UnsafeUID, checked_uid
 from dicom_node.store import Store
 from dicom_node.worker import JobQueue, LocalJobQueue, Worker
 
+if TYPE_CHECKING:
+    from cxr_core import Engine
+
 log = logging.getLogger(__name__)
 RECOVERED_AE = "(recovered)"
 
 
-def default_engine_factory(config: NodeConfig) -> Callable[[], Any]:
-    def make() -> Any:
-        from cxr_core.pipeline import Engine  # imports torch: slow, so off the main thread
+def default_engine_factory(config: NodeConfig) -> Callable[[], Engine]:
+    def make() -> Engine:
+        from cxr_core import Engine  # imports torch: slow, so off the main thread
 
         return Engine(models_dir=config.models_dir)
     return make
@@ -42,11 +45,11 @@ class Node:
     jobs:
         The job queue (default: in-process); anything with ``submit``/``take``.
     make_engine:
-        Builds one engine per worker (default: ``cxr_core.pipeline.Engine``).
+        Builds one engine per worker (default: ``cxr_core.Engine``).
     """
 
     def __init__(self, *, config: NodeConfig, jobs: JobQueue | None = None,
-                 make_engine: Callable[[], Any] | None = None) -> None:
+                 make_engine: Callable[[], Engine] | None = None) -> None:
         self.config = config
         self.spool = Spool(root=config.storage)
         self.store = Store(path=config.database)

@@ -1,8 +1,9 @@
 """Jobs: a study becomes a job after its quiet period; a worker analyses its instances.
 
-The job interface is deliberately narrow so the queue can be swapped (e.g. for huey with
-a broker) without touching the SCP or the engine: a job is a study id, and everything
-else (instances, outcomes, results, deliveries) lives in the :class:`~dicom_node.store.Store`.
+The job interface is deliberately narrow so the queue can be swapped (for a
+broker-backed task engine) without touching the SCP or the engine: a job is a study id,
+and everything else (instances, outcomes, results, deliveries) lives in the
+:class:`~dicom_node.store.Store`.
 """
 
 from __future__ import annotations
@@ -14,17 +15,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pydicom
 from pydicom.filewriter import dcmwrite
 
-from cxr_core.io import RefusedInput, read_radiograph
-from cxr_core.writers.seg import MANUFACTURER
+from cxr_core import (
+    DicomOptions,
+    RefusedInput,
+    build_dicom_results,
+    is_own_output,
+    read_radiograph,
+)
 from dicom_node.config import Filters, NodeConfig
 from dicom_node.metrics import Metrics
 from dicom_node.spool import Spool, checked_uid
 from dicom_node.store import Instance, Result, Store
+
+if TYPE_CHECKING:
+    from cxr_core import Analysis, Engine
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +83,7 @@ def _decode_every_element(dataset: pydicom.Dataset) -> None:
 
 def filter_reason(header: pydicom.Dataset, sop_class: str, filters: Filters) -> str | None:
     """Why an instance is not analysed (stored and ignored), or None to analyse it."""
-    if str(header.get("Manufacturer", "")).strip() == MANUFACTURER:
+    if is_own_output(header):
         return "made by SlicerCXR (the node's own output)"
     if sop_class not in filters.sop_classes:
         return f"SOP class {pydicom.uid.UID(sop_class).name} is not processed"
@@ -93,7 +102,7 @@ class Analyzer:
     Parameters
     ----------
     engine:
-        A loaded :class:`cxr_core.pipeline.Engine` (one per worker thread).
+        A loaded :class:`cxr_core.Engine` (one per worker thread).
     spool:
         Where results are written (durably) and refused inputs quarantined.
     filters:
@@ -102,11 +111,11 @@ class Analyzer:
         Also make a Secondary Capture of the overlay.
     """
 
-    def __init__(self, *, engine: Any, spool: Spool, filters: Filters, overlay: bool) -> None:
+    def __init__(self, *, engine: Engine, spool: Spool, filters: Filters, overlay: bool) -> None:
         self.engine = engine
         self.spool = spool
         self.filters = filters
-        self.overlay = overlay
+        self.options = DicomOptions(overlay=overlay)
 
     def run(self, instance: Instance, study_uid: str) -> Outcome:
         try:
@@ -125,18 +134,11 @@ class Analyzer:
         return Outcome("processed", results=self._write_results(analysis, study_uid,
                                                                 instance.sop_uid))
 
-    def _write_results(self, analysis: Any, study_uid: str, source_uid: str) -> list[Result]:
-        from cxr_core.writers.seg import build_seg
-        from cxr_core.writers.sr import build_sr
-
-        seg = build_seg(analysis)
-        objects = [("seg", seg), ("sr", build_sr(analysis, seg=seg))]
-        if self.overlay:
-            from cxr_core.writers.overlay_sc import build_overlay_sc
-
-            objects.append(("overlay", build_overlay_sc(analysis)))
+    def _write_results(self, analysis: Analysis, study_uid: str, source_uid: str) -> list[Result]:
+        source = analysis.radiograph.source_dataset
+        assert source is not None  # the node only analyses DICOM instances
         results = []
-        for kind, dataset in objects:
+        for kind, dataset in build_dicom_results(source, analysis, self.options).items():
             uid = checked_uid(dataset.SOPInstanceUID, f"{kind} SOPInstanceUID")
             buffer = io.BytesIO()
             dcmwrite(buffer, dataset, enforce_file_format=True)
@@ -158,7 +160,7 @@ class Worker(threading.Thread):
     """
 
     def __init__(self, *, index: int, config: NodeConfig, store: Store, spool: Spool,
-                 jobs: JobQueue, metrics: Metrics, make_engine: Callable[[], Any],
+                 jobs: JobQueue, metrics: Metrics, make_engine: Callable[[], Engine],
                  stop: threading.Event, on_study_done: Callable[[], None]) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.config = config

@@ -5,9 +5,10 @@ Used to show that a refactoring leaves the outputs as they were:
     .venv/bin/python scripts/compare_outputs.py BEFORE_DIR AFTER_DIR
 
 Ignored: ``timings_s`` in ``analysis.json``, the creation date/time attributes that
-highdicom stamps into every SEG/SR/SC, and the random DimensionOrganizationUID. Everything else (PNG bytes, every other JSON key,
-every other DICOM element including pixel data and UIDs) must be identical. Exit 0 when
-the folders match, 1 otherwise, with one line per difference.
+highdicom stamps into every SEG/SR/SC, and the random DimensionOrganizationUID. Everything
+else (PNG bytes, every other JSON key, every other DICOM element including pixel data and
+UIDs) must be identical. Exit 0 when the folders match, 1 otherwise, with one line per
+difference.
 """
 
 from __future__ import annotations

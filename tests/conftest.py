@@ -44,6 +44,6 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def engine():
-    from cxr_core.pipeline import Engine
+    from cxr_core import Engine
 
     return Engine()

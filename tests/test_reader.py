@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from cxr_core.io import RefusedInput, read_radiograph
-from cxr_core.quality import POLARITY_SUSPECT, check_polarity
+from cxr_core.quality import check_polarity
 from cxr_core.radiograph import SpacingSource
 from tests.conftest import DICOM_SAMPLES, RG1_UNCR
 
@@ -97,7 +97,7 @@ def test_voi_window_is_applied(tmp_path: Path) -> None:
 
 def test_fake_monochrome1_is_suspected() -> None:
     radiograph = read_radiograph(DICOM_SAMPLES / "txv_Fake_MONOHR1.dcm")
-    assert POLARITY_SUSPECT in radiograph.quality_flags
+    assert check_polarity(radiograph.pixels) == "inverted"
 
 
 def test_extremity_is_refused_with_reason() -> None:

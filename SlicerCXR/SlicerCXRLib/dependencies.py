@@ -3,36 +3,73 @@
 Nothing is installed without the caller asking: the module widget shows the list and
 installs only after the user agrees. torch goes through the PyTorch extension
 (``PyTorchUtils``), which picks a CUDA or CPU build; the rest through pip, one package at
-a time so progress can be reported.
+a time so progress can be reported. The list is derived from the project's
+``pyproject.toml``, the one place the requirements are written.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-TORCH_REQUIREMENT = ">=2.1"
-"""Passed to ``PyTorchUtilsLogic().installTorch(torchVersionRequirement=...)``."""
+PROJECT = "slicercxr"
+SLICER_PROVIDES = frozenset({"simpleitk"})
+"""Bundled with Slicer: installing another build with pip would replace Slicer's own."""
+NODE_ONLY = frozenset({"pynetdicom", "prometheus-client"})
+"""Needed by the DICOM node, not by the Slicer module."""
 
-# cxr_core's own dependencies that Slicer does not bundle (Slicer ships numpy, scipy,
-# pillow? not always, SimpleITK, pydicom with its DICOM module). torch is not here: it
-# is installed through the PyTorch extension.
-REQUIREMENTS: tuple[str, ...] = (
-    "monai==1.6.1",
-    "pydicom>=3.0",
-    "highdicom>=0.25",
-    "pylibjpeg>=2.0",
-    "pylibjpeg-openjpeg>=2.3",
-    "pylibjpeg-libjpeg>=2.1",
-    "numpy>=1.26",
-    "scipy>=1.11",
-    "pillow>=10",
-    "tqdm>=4.66",
-    "matplotlib>=3.8",
-)
+
+def find_pyproject(start: Path = Path(__file__).resolve()) -> Path:
+    """The project's ``pyproject.toml``: two folders up in a source checkout
+    (``SlicerCXR/SlicerCXRLib/``), one up in the extension build, which installs it
+    beside ``cxr_core`` (see ``SlicerCXR/CMakeLists.txt``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If neither place has SlicerCXR's ``pyproject.toml``.
+    """
+    for folder in (start.parents[1], start.parents[2]):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file() and _project(candidate).get("name") == PROJECT:
+            return candidate
+    raise FileNotFoundError(f"pyproject.toml of {PROJECT} not found near {start.parent}")
+
+
+def _project(path: Path) -> dict[str, Any]:
+    project = tomllib.loads(path.read_text()).get("project", {})
+    return project if isinstance(project, dict) else {}
+
+
+def requirements_from_pyproject(path: Path | None = None) -> tuple[tuple[str, ...], str]:
+    """``(pip requirements, torch requirement)`` derived from ``pyproject.toml``: the
+    project's dependencies and its ``train`` extra (Retrain runs training in Slicer's
+    Python), without what Slicer bundles or only the node needs. torch goes through the
+    PyTorch extension, which picks the CUDA or CPU build: the version the project pins
+    becomes its lower bound there."""
+    project = _project(path or find_pyproject())
+    listed = [*project.get("dependencies", []),
+              *project.get("optional-dependencies", {}).get("train", [])]
+    requirements, torch = [], ""
+    for text in listed:
+        requirement = Requirement(text)
+        name = requirement.name.lower()
+        if name == "torch":
+            torch = str(requirement.specifier).replace("==", ">=")
+        elif name not in SLICER_PROVIDES | NODE_ONLY:
+            requirements.append(text)
+    return tuple(requirements), torch
+
+
+REQUIREMENTS, TORCH_REQUIREMENT = requirements_from_pyproject()
+"""What the module needs in Slicer, and the ``torchVersionRequirement`` passed to
+``PyTorchUtilsLogic().installTorch``."""
 
 
 @dataclass(frozen=True)

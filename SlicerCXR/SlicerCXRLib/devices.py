@@ -1,18 +1,11 @@
-"""CPU or GPU for the engine's networks.
-
-The engine loads every network on the CPU and builds its input tensors there. To run on
-a GPU without changing the engine, each segmentation network is wrapped so it moves its
-input to the device and its output back. Classifiers stay on the CPU: their Grad-CAM
-hooks hold the network itself (an ``Engine(device=...)`` in cxr_core would lift this).
-"""
+"""CPU or GPU for the engine's networks: which devices this machine offers, and putting
+the engine on one (the engine moves every stage's network itself)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from cxr_core.segmentation import Segmenter
+import cxr_core
 
 CPU = "cpu"
 CUDA = "cuda"
@@ -23,21 +16,8 @@ def available_devices() -> list[str]:
     return [CPU, CUDA] if torch.cuda.is_available() else [CPU]
 
 
-class OnDevice(torch.nn.Module):
-    """Run ``network`` on ``device`` for CPU callers."""
-
-    def __init__(self, network: torch.nn.Module, device: str) -> None:
-        super().__init__()
-        self.network = network.to(device)
-        self.device = device
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.network(inputs.to(self.device)).to(CPU)
-
-
-def place_engine(engine: Any, device: str) -> None:
-    """Move the segmentation networks of ``engine`` (the lung segmenter and any stage's
-    ``segmenter``) to ``device``.
+def check_device(device: str) -> str:
+    """``device`` if this machine offers it.
 
     Raises
     ------
@@ -47,10 +27,9 @@ def place_engine(engine: Any, device: str) -> None:
     if device not in available_devices():
         raise ValueError(f"device: {device!r} is not available here "
                          f"(available: {', '.join(available_devices())})")
-    holders = [engine.lung] + [getattr(stage, "segmenter", None) for stage in engine.stages]
-    for holder in holders:
-        if not isinstance(holder, Segmenter):
-            continue
-        network = holder.network
-        inner = network.network if isinstance(network, OnDevice) else network
-        holder.network = inner.to(CPU).eval() if device == CPU else OnDevice(inner, device).eval()
+    return device
+
+
+def place_engine(engine: cxr_core.Engine, device: str) -> None:
+    """Run every network of ``engine`` on ``device`` (after checking it is available)."""
+    engine.to(check_device(device))

@@ -11,12 +11,17 @@ import numpy as np
 import slicer
 import vtk
 
-from cxr_core.analysis import Analysis
-from cxr_core.labelstore import LabelEntry, LabelStore, image_key, utc_now
-from cxr_core.measure import make_segment
-from cxr_core.radiograph import Radiograph
-from cxr_core.segments import SEGMENT_TYPES
-from cxr_core.writers.seg import build_seg
+from cxr_core import (
+    MANUFACTURER,
+    SEGMENT_TYPES,
+    LabelEntry,
+    LabelStore,
+    Radiograph,
+    build_seg,
+    image_key,
+    segment_type_for_codes,
+    utc_now,
+)
 from SlicerCXRLib.mrml import segment_mask
 from SlicerCXRLib.scene_bridge import (
     MODEL_ATTRIBUTE,
@@ -61,11 +66,8 @@ def _name_from_terminology(entry: str) -> str | None:
         return None
     type_value, modifier_value = (part.split("^")[1] if part.count("^") >= 2 else ""
                                   for part in parts[2:4])
-    for name, segment_type in SEGMENT_TYPES.items():
-        modifier = segment_type.modifier.value if segment_type.modifier else ""
-        if segment_type.property_type.value == type_value and modifier == modifier_value:
-            return name
-    return None
+    found = segment_type_for_codes(type_value, modifier_value or None)
+    return found.name if found else None
 
 
 def segmentation_masks(segmentation_node: slicer.vtkMRMLSegmentationNode,
@@ -154,9 +156,9 @@ def _corrected_seg(radiograph: Radiograph, masks: dict[str, np.ndarray], model: 
                    exported_at: str) -> bytes:
     """A SEG of the corrected masks: SEMIAUTOMATIC, and new UIDs per export (the time is
     hashed in) so a PACS keeps it apart from the model's SEG of the same image."""
-    analysis = Analysis(radiograph=radiograph, segments={
-        name: make_segment(name, mask, radiograph.spacing) for name, mask in masks.items()})
-    seg = build_seg(analysis, manual=True, algorithm=model, entropy=(exported_at,))
+    assert radiograph.source_dataset is not None  # only DICOM sources get a SEG
+    seg = build_seg(radiograph.source_dataset, masks, spacing=radiograph.spacing,
+                    algorithm=model or MANUFACTURER, manual=True, entropy=(exported_at,))
     buffer = io.BytesIO()
     seg.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

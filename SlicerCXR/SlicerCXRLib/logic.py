@@ -11,9 +11,8 @@ from pathlib import Path
 
 import slicer
 
-from cxr_core.analysis import Analysis
-from cxr_core.pipeline import Engine
-from SlicerCXRLib.devices import CPU, place_engine
+import cxr_core
+from SlicerCXRLib.devices import CPU, check_device, place_engine
 from SlicerCXRLib.export import ExportResult, export_segmentation
 from SlicerCXRLib.scene_bridge import (
     AnalysisNodes,
@@ -38,7 +37,7 @@ class CXRLogic:
     models_dir:
         Folder of model folders (default: the engine's).
     device:
-        ``cpu`` or ``cuda`` for the segmentation networks.
+        ``cpu`` or ``cuda`` for every network the engine runs.
     dicom_file_for_uid:
         ``slicer.dicomDatabase.fileForInstance`` in Slicer, so volumes loaded from the
         DICOM database bring their header along.
@@ -48,7 +47,7 @@ class CXRLogic:
 
     def __init__(self, scene: slicer.vtkMRMLScene, *, models_dir: Path | None = None,
                  device: str = CPU, dicom_file_for_uid: DicomFileLookup | None = None,
-                 engine: Engine | None = None) -> None:
+                 engine: cxr_core.Engine | None = None) -> None:
         if scene is None:
             raise ValueError("scene: a vtkMRMLScene is required")
         self.scene = scene
@@ -58,15 +57,16 @@ class CXRLogic:
         self._engine = engine
         if engine is not None:
             place_engine(engine, device)
-        self.analyses: dict[str, Analysis] = {}
+        self.analyses: dict[str, cxr_core.Analysis] = {}
         """The latest analysis per volume node ID."""
 
     @property
-    def engine(self) -> Engine:
-        """Loaded on first use (reading the weights takes a moment)."""
+    def engine(self) -> cxr_core.Engine:
+        """Loaded on first use (reading the weights takes a moment), straight onto the
+        chosen device."""
         if self._engine is None:
-            self._engine = Engine(models_dir=self.models_dir)
-            place_engine(self._engine, self.device)
+            self._engine = cxr_core.Engine(models_dir=self.models_dir,
+                                           device=check_device(self.device))
         return self._engine
 
     def set_device(self, device: str) -> None:

@@ -15,8 +15,6 @@ import vtk
 from vtk.util import numpy_support
 
 RADIOGRAPH_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
-SCALAR_VOLUME_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode")
-VECTOR_VOLUME_CLASS = "vtkMRMLVectorVolumeNode"
 
 
 def ensure_segmentation_converters() -> None:

@@ -14,13 +14,18 @@ import numpy as np
 import slicer
 import vtk
 
-from cxr_core.analysis import Analysis, Finding
-from cxr_core.io import read_radiograph
-from cxr_core.io.image_reader import IMAGE_SUFFIXES
-from cxr_core.quality import POLARITY_SUSPECT, check_polarity
-from cxr_core.radiograph import PixelSpacing, Radiograph, SpacingSource
-from cxr_core.segments import SEGMENT_TYPES, SegmentType
-from cxr_core.writers.files import safe_folder_name
+from cxr_core import (
+    IMAGE_SUFFIXES,
+    SEGMENT_TYPES,
+    Analysis,
+    Finding,
+    PixelSpacing,
+    Radiograph,
+    SegmentType,
+    SpacingSource,
+    read_radiograph,
+    safe_folder_name,
+)
 from SlicerCXRLib.mrml import (
     ensure_segmentation_converters,
     mask_to_oriented_image,
@@ -108,10 +113,9 @@ def volume_to_radiograph(volume_node: slicer.vtkMRMLScalarVolumeNode, *,
                              f"its source file {source.name} is "
                              f"{radiograph.shape[0]}x{radiograph.shape[1]}")
         return radiograph
-    pixels = volume_pixels(volume_node)
-    flags = [POLARITY_SUSPECT] if check_polarity(pixels) == "inverted" else []
-    return Radiograph(pixels=pixels, spacing=_declared_spacing(volume_node), id=name,
-                      quality_flags=flags)
+    # no header to trust: the engine's lungs stage still checks the polarity of the pixels
+    return Radiograph(pixels=volume_pixels(volume_node), spacing=_declared_spacing(volume_node),
+                      id=name)
 
 
 def source_file(volume_node: slicer.vtkMRMLVolumeNode, *,
@@ -199,8 +203,8 @@ def analysis_to_segmentation(scene: slicer.vtkMRMLScene, volume_node: slicer.vtk
     masks = {n: s.mask for n, s in analysis.segments.items()}
     node = masks_to_segmentation(scene, volume_node, masks,
                                  name=f"{volume_node.GetName()} segments")
-    model = ", ".join(m["id"] for m in analysis.models) or None
-    sha = ", ".join(str(m.get("sha256", "")) for m in analysis.models) or None
+    model = analysis.algorithm or None
+    sha = ", ".join(m.sha256 for m in analysis.models) or None
     record_model_output(scene, node, volume_node, masks, model=model, model_sha256=sha)
     return node
 
@@ -295,11 +299,12 @@ def results_table(scene: slicer.vtkMRMLScene, analysis: Analysis,
                   name: str) -> slicer.vtkMRMLTableNode:
     """Findings, measurements and quality flags, one row each."""
     rows = [("finding", f.name, f.probability, "probability", f"{f.threshold:g}",
-             "positive" if f.positive else "negative", f"{f.code[2]} ({f.code[1]} {f.code[0]})")
+             "positive" if f.positive else "negative",
+             f"{f.code.meaning} ({f.code.scheme_designator} {f.code.value})")
             for f in analysis.findings]
     rows += [("measurement", m.name, m.value, m.unit, "", "", m.derivation)
              for m in analysis.measurements]
-    rows += [("quality flag", flag, float("nan"), "", "", "flagged", "")
+    rows += [("quality flag", str(flag), float("nan"), "", "", "flagged", "")
              for flag in analysis.quality_flags]
     columns: list[vtk.vtkAbstractArray] = []
     for column_name in TABLE_COLUMNS:

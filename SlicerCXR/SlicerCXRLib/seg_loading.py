@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pydicom
 import slicer
 
-from cxr_core.segments import SEGMENT_TYPES
-from cxr_core.writers.seg_reader import read_seg
+from cxr_core import SEGMENT_TYPES, read_seg
 from SlicerCXRLib.mrml import radiograph_shape
 from SlicerCXRLib.scene_bridge import (
     DICOM_UIDS_ATTRIBUTE,
@@ -75,19 +73,9 @@ def load_seg(scene: slicer.vtkMRMLScene, path: Path | str,
     node = masks_to_segmentation(scene, volume_node, masks, name=Path(path).stem)
     if masks and all(content.algorithm_types[n] == AUTOMATIC for n in masks):
         # untouched model output: what the reader changes from here on is an edit
-        model = _algorithm(path)
-        record_model_output(scene, node, volume_node, masks, model=model, model_sha256=None)
+        record_model_output(scene, node, volume_node, masks, model=content.algorithm,
+                            model_sha256=None)
     if unknown:
         node.SetAttribute("SlicerCXR.unknownSegments", ", ".join(unknown))
     return node
 
-
-def _algorithm(path: Path | str) -> str | None:
-    """``name@version`` of the SEG's first segment's algorithm, if it names one."""
-    header = pydicom.dcmread(path, stop_before_pixels=True)
-    for item in header.get("SegmentSequence", []):
-        for algorithm in item.get("SegmentationAlgorithmIdentificationSequence", []):
-            name, version = algorithm.get("AlgorithmName"), algorithm.get("AlgorithmVersion")
-            if name:
-                return f"{name}@{version}" if version else str(name)
-    return None

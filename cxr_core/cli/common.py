@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -15,7 +15,7 @@ RUNS_DIR = Path("runs")
 def run_folder(name: str, *, now: datetime | None = None) -> Path:
     """``runs/<name>-<UTC time>/``: where training writes unless told otherwise, never
     into the shipped models (``cxr models promote`` copies a run there)."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return RUNS_DIR / f"{name}-{stamp}"
 
 

@@ -26,7 +26,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ def image_key(*, sop_instance_uid: str | None = None, pixels: np.ndarray | None 
 
 def utc_now() -> str:
     """The current UTC time as ISO 8601 to the second (the store's timestamp format)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def edit_summary(final: Mapping[str, np.ndarray],

@@ -8,6 +8,24 @@ import pytest
 from SlicerCXRLib import dependencies, devices
 from SlicerCXRLib.logic import retrain_command
 
+import cxr_core
+from tests.conftest import REPO
+
+
+def test_requirements_derive_from_pyproject():
+    """One place for the requirements: the Slicer list is pyproject's dependencies and
+    train extra, minus torch (PyTorch extension), Slicer's own SimpleITK and the node's."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    listed = project["dependencies"] + project["optional-dependencies"]["train"]
+    left_out = {"torch", "simpleitk", "pynetdicom", "prometheus-client"}
+    expected = [r for r in listed if r.split("=")[0].split(">")[0].lower() not in left_out]
+    assert list(dependencies.REQUIREMENTS) == expected
+    torch_pin = next(r for r in listed if r.startswith("torch"))
+    assert dependencies.TORCH_REQUIREMENT == ">=" + torch_pin.split("==")[1]
+    assert dependencies.find_pyproject() == REPO / "pyproject.toml"
+
 
 def test_installed_requirements_are_not_reported_missing():
     assert dependencies.missing_packages() == []  # this venv has everything
@@ -43,13 +61,22 @@ def test_cpu_choice_forces_the_cpu_torch_build():
     assert dependencies.torch_backend(use_gpu=True) is None  # PyTorchUtils picks the CUDA build
 
 
-def test_device_choice(engine):
+def _devices_of(engine: cxr_core.Engine) -> dict[str, set[str]]:
+    return {stage: {p.device.type for n in networks for p in n.parameters()}
+            for stage, networks in engine.networks().items()}
+
+
+def test_device_choice_places_every_stage_network(engine):
     assert devices.available_devices()[0] == "cpu"
     devices.place_engine(engine, "cpu")
-    assert next(engine.lung.network.parameters()).device.type == "cpu"
+    assert _devices_of(engine) == {s: {"cpu"} for s in ("lungs", "findings", "pneumothorax")}
     if "cuda" not in devices.available_devices():
         with pytest.raises(ValueError, match="device: 'cuda' is not available"):
             devices.place_engine(engine, "cuda")
+    # the engine moves every stage's network, not only the lungs' (a GPU choice once left
+    # pneumothorax on the CPU); "meta" stands in for a GPU this machine may not have
+    moved = cxr_core.Engine().to("meta")
+    assert _devices_of(moved) == {s: {"meta"} for s in ("lungs", "findings", "pneumothorax")}
 
 
 def test_retrain_command_needs_an_exported_store(tmp_path):
@@ -67,5 +94,5 @@ def test_retrain_command_is_a_valid_cxr_invocation(tmp_path):
     from cxr_core.cli import build_parser
 
     args = build_parser().parse_args(command[3:])  # after "<python> -m cxr_core.cli"
-    assert args.datalist == tmp_path / "datalist.json" and args.datalist_only
+    assert args.datalist == [tmp_path / "datalist.json"] and args.datalist_only
     assert args.init_from == "lung_seg"

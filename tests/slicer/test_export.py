@@ -9,9 +9,8 @@ import pytest
 from SlicerCXRLib import scene_bridge
 from SlicerCXRLib.export import segmentation_masks
 
-from cxr_core.io import read_radiograph
+from cxr_core import read_radiograph, read_seg
 from cxr_core.training.data import LUNG_STRUCTURES, datalist_samples, read_mask
-from cxr_core.writers.seg_reader import read_seg
 from tests.conftest import RG1_UNCR
 from tests.slicer.conftest import PNG_IMAGE, gb_truth
 

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from cxr_core.labelstore import LabelStore, edit_summary, image_key
+from cxr_core.writers.labelstore import LabelStore, edit_summary, image_key
 from cxr_core.training.data import LUNG_STRUCTURES, datalist_samples, read_mask
 from tests.slicer.conftest import gb_truth, path_of
 
 
 @pytest.fixture
 def case():
-    from cxr_core.io import read_radiograph
+    from cxr_core import read_radiograph
 
     return read_radiograph(path_of("gb_001")).pixels, gb_truth("gb_001")
 

@@ -9,10 +9,14 @@ import vtk
 from SlicerCXRLib import mrml, scene_bridge
 from SlicerCXRLib.export import segmentation_masks
 
-from cxr_core.analysis import Analysis, Finding
-from cxr_core.io import read_radiograph
-from cxr_core.radiograph import SpacingSource
-from cxr_core.segments import SEGMENT_TYPES
+from cxr_core import (
+    FINDING_CODES,
+    SEGMENT_TYPES,
+    Analysis,
+    Finding,
+    SpacingSource,
+    read_radiograph,
+)
 from tests.conftest import RG1_UNCR
 from tests.slicer.conftest import PNG_IMAGE, SIIM_DICOM
 
@@ -116,7 +120,7 @@ def test_heat_map_volume_over_the_radiograph(logic, scene):
     rows, columns = mrml.radiograph_shape(volume)
     yy, xx = np.mgrid[:rows, :columns]
     heat = np.exp(-((yy - rows / 3) ** 2 + (xx - columns / 4) ** 2) / (2 * 40.0 ** 2))
-    finding = Finding("pneumonia", ("233604007", "SCT", "Pneumonia"), 0.8, 0.5, True,
+    finding = Finding("pneumonia", FINDING_CODES["pneumonia"], 0.8, 0.5, True,
                       heat.astype(np.float32))
     views = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]
     analysis = logic.engine.analyze(scene_bridge.volume_to_radiograph(volume))
@@ -141,7 +145,7 @@ def test_heat_map_volume_over_the_radiograph(logic, scene):
 
 def test_heat_map_of_another_size_is_refused(logic, scene):
     volume = logic.load_radiograph(PNG_IMAGE)
-    finding = Finding("abnormal", ("263654008", "SCT", "Abnormal"), 0.3, 0.5, False,
+    finding = Finding("abnormal", FINDING_CODES["abnormal"], 0.3, 0.5, False,
                       np.zeros((10, 10), np.float32))
     with pytest.raises(ValueError, match="heat map shape"):
         scene_bridge.heatmap_to_volume(scene, volume, finding)
@@ -150,7 +154,7 @@ def test_heat_map_of_another_size_is_refused(logic, scene):
 def test_findings_and_measurements_table(logic, scene):
     volume = logic.load_radiograph(PNG_IMAGE)
     analysis: Analysis = logic.engine.analyze(scene_bridge.volume_to_radiograph(volume))
-    analysis.findings = [Finding("abnormal", ("263654008", "SCT", "Abnormal"), 0.73, 0.5, True)]
+    analysis.findings = [Finding("abnormal", FINDING_CODES["abnormal"], 0.73, 0.5, True)]
     table = scene_bridge.results_table(scene, analysis, "results")
     expected_rows = (len(analysis.findings) + len(analysis.measurements)
                      + len(analysis.quality_flags))

@@ -7,7 +7,7 @@ import pytest
 from SlicerCXRLib import scene_bridge
 from SlicerCXRLib.export import model_output_masks, segmentation_masks
 
-from cxr_core.writers.seg import build_seg
+import cxr_core
 from tests.conftest import RG1_UNCR
 from tests.slicer.conftest import PNG_IMAGE, SIIM_DICOM
 
@@ -15,11 +15,10 @@ from tests.slicer.conftest import PNG_IMAGE, SIIM_DICOM
 @pytest.fixture(scope="module")
 def rg1_seg(engine, tmp_path_factory):
     """The SEG ``cxr analyze`` writes for RG1_UNCR, and the analysis behind it."""
-    from cxr_core.io import read_radiograph
-
-    analysis = engine.analyze(read_radiograph(RG1_UNCR))
+    analysis = engine.analyze(cxr_core.read_radiograph(RG1_UNCR))
     path = tmp_path_factory.mktemp("rg1") / "seg.dcm"
-    build_seg(analysis).save_as(path, enforce_file_format=True)
+    results = cxr_core.build_dicom_results(analysis.radiograph.source_dataset, analysis)
+    results.seg.save_as(path, enforce_file_format=True)
     return path, analysis
 
 
@@ -39,7 +38,7 @@ def test_seg_loads_aligned_with_its_source_volume(logic, scene, rg1_seg):
     # untouched model output: it is also recorded as what edits are measured against
     originals = model_output_masks(segmentation, volume)
     assert set(originals) == set(analysis.segments)
-    model = analysis.models[0]["id"].partition("@")[0]
+    model = analysis.models[0].id.partition("@")[0]
     assert segmentation.GetAttribute(scene_bridge.MODEL_ATTRIBUTE).startswith(model)
 
 

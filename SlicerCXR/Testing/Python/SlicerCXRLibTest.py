@@ -14,7 +14,7 @@ class SlicerCXRLibTest(unittest.TestCase):
     def test_terminology_entries_resolve_in_slicer(self):
         from SlicerCXRLib.scene_bridge import terminology_entry
 
-        from cxr_core.segments import SEGMENT_TYPES
+        from cxr_core import SEGMENT_TYPES
 
         logic = slicer.modules.terminologies.logic()
         for segment_type in SEGMENT_TYPES.values():
