@@ -18,16 +18,16 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from timing import median_time  # noqa: E402
+from timing import DICOM_SAMPLES, median_time  # noqa: E402
 
-from cxr_core.io import read_radiograph  # noqa: E402
-from cxr_core.pipeline import Engine  # noqa: E402
+from cxr_core import Engine, build_dicom_results, read_radiograph  # noqa: E402
+from cxr_core.stages.lungs import LungStage  # noqa: E402
 from cxr_core.writers.seg import build_seg  # noqa: E402
 from cxr_core.writers.sr import build_sr  # noqa: E402
 
 IMPORTED = time.perf_counter()
 BUDGET_S = 0.5
-DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared/data/dicom_samples/RG1_UNCR.dcm"
+DEFAULT_INPUT = DICOM_SAMPLES / "RG1_UNCR.dcm"
 
 
 def main() -> None:
@@ -42,25 +42,31 @@ def main() -> None:
     print(f"start-up: import {IMPORTED - STARTED:.2f} s, model load {loaded - IMPORTED:.2f} s")
 
     radiograph = read_radiograph(args.input)
-    segmenter = engine.lung
+    source = radiograph.source_dataset
+    lungs = engine.stage("lungs")
+    assert isinstance(lungs, LungStage)
+    segmenter = lungs.segmenter
     model_input = segmenter.to_input(radiograph.pixels)
     analysis = engine.analyze(radiograph)
-    seg = build_seg(analysis)
+    masks = {name: segment.mask for name, segment in analysis.segments.items()}
+    seg = build_dicom_results(source, analysis).seg
     stages: dict[str, Callable[[], object]] = {
         "read": lambda: read_radiograph(args.input),
         "preprocess": lambda: segmenter.to_input(radiograph.pixels),
         "inference": lambda: segmenter.network(model_input),
         "segment (pre+inference+post)": lambda: segmenter(radiograph.pixels),
         "analyze (all engine stages)": lambda: engine.analyze(radiograph),
-        "SEG": lambda: build_seg(analysis),
-        "SR": lambda: build_sr(analysis, seg=seg),
+        "SEG": lambda: build_seg(source, masks, spacing=radiograph.spacing,
+                                 algorithm=analysis.algorithm),
+        "SR": lambda: build_sr(source, analysis, seg=seg),
     }
     with torch.inference_mode():
         times = {name: median_time(function, args.runs) for name, function in stages.items()}
     with tempfile.TemporaryDirectory() as folder:
         save = Path(folder) / "seg.dcm"
         times["SEG+SR save"] = median_time(
-            lambda: (seg.save_as(save), build_sr(analysis, seg=seg).save_as(save)), args.runs)
+            lambda: (seg.save_as(save), build_sr(source, analysis, seg=seg).save_as(save)),
+            args.runs)
 
     reference = times["inference"]
     total = (times["read"] + times["analyze (all engine stages)"] + times["SEG"] + times["SR"])

@@ -15,14 +15,14 @@ import copy
 from pathlib import Path
 
 import torch
-from timing import median_time
+from timing import SHARED, median_time
 
-from cxr_core.findings import FindingsStage, lung_union
-from cxr_core.io import read_radiograph
-from cxr_core.pipeline import Engine
+from cxr_core import Engine, read_radiograph
+from cxr_core.measure import lung_union
+from cxr_core.stages.findings import FindingsStage
+from cxr_core.stages.lungs import LungStage
 
 BUDGET_S = 0.200
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 INPUTS = (SHARED / "dicom_samples" / "RG1_UNCR.dcm",
           SHARED / "nih_cxr14_normal_pneumonia" / "images" / "nih_00000193_019.png")
 
@@ -33,7 +33,9 @@ def stage_timings(engine: Engine, stage: FindingsStage, path: Path,
     analysis = engine.analyze(radiograph)
     analysis.findings = []
     classifier = stage.classifier
-    lungs = lung_union(analysis)
+    lungs = lung_union({name: s.mask for name, s in analysis.segments.items()})
+    lung_stage = engine.stage("lungs")
+    assert isinstance(lung_stage, LungStage)
     network_input = classifier.input(radiograph.pixels, lungs)
 
     def run_stage(positive: bool) -> None:
@@ -44,7 +46,8 @@ def stage_timings(engine: Engine, stage: FindingsStage, path: Path,
 
     thresholds = list(classifier.thresholds)
     timings = {
-        "lung stage (reference)": median_time(lambda: engine.lung(radiograph.pixels), runs),
+        "lung stage (reference)": median_time(
+            lambda: lung_stage.segmenter(radiograph.pixels), runs),
         "findings input": median_time(lambda: classifier.input(radiograph.pixels, lungs), runs),
         "findings probabilities": median_time(
             lambda: classifier.probabilities(network_input), runs),
@@ -62,10 +65,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     engine = Engine()
-    stage = next((s for s in engine.stages if isinstance(s, FindingsStage)), None)
-    stage = stage or FindingsStage(engine.models_dir)
+    stage = engine.stage("findings")
+    assert isinstance(stage, FindingsStage)
+    rules = stage.card.runtime.classifier
     print(f"torch threads: {torch.get_num_threads()}; model {stage.card.identifier} "
-          f"({stage.card.extra.get('input')}, input {stage.card.input_size})")
+          f"({rules.input if rules else '?'}, input {stage.card.input_size})")
     for path in INPUTS:
         timings = stage_timings(engine, stage, path, args.runs)
         reference = timings["lung stage (reference)"]

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pydicom
 from pydicom.uid import generate_uid
+from timing import DICOM_SAMPLES
 
-SAMPLE = Path("/work/shared/data/dicom_samples/"
-              "nih_gcp_1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm")
+SAMPLE = next(DICOM_SAMPLES.glob("nih_gcp_*.dcm"))
 
 
 def free_port() -> int:

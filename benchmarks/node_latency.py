@@ -24,8 +24,9 @@ from pathlib import Path
 import pydicom
 from node_ingest import free_port, wait_port, wait_ready
 from pydicom.uid import generate_uid
+from timing import DICOM_SAMPLES
 
-SAMPLES = Path("/work/shared/data/dicom_samples")
+SAMPLES = DICOM_SAMPLES
 DEFAULT_SAMPLES = [
     "nih_gcp_1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm",
     "RG1_UNCR.dcm",
@@ -43,10 +44,7 @@ def new_study(source: Path, folder: Path) -> Path:
 
 
 def engine_alone(files: list[Path], models_dir: str | None) -> list[float]:
-    from cxr_core.io import read_radiograph
-    from cxr_core.pipeline import Engine
-    from cxr_core.writers.seg import build_seg
-    from cxr_core.writers.sr import build_sr
+    from cxr_core import Engine, build_dicom_results, read_radiograph
 
     engine = Engine(models_dir=Path(models_dir) if models_dir else None)
     engine.analyze(read_radiograph(files[0]))  # warm-up, like the node's first study
@@ -54,7 +52,7 @@ def engine_alone(files: list[Path], models_dir: str | None) -> list[float]:
     for path in files:
         started = time.perf_counter()
         analysis = engine.analyze(read_radiograph(path))
-        build_sr(analysis, seg=build_seg(analysis))
+        build_dicom_results(analysis.radiograph.source_dataset, analysis)
         seconds.append(time.perf_counter() - started)
     return seconds
 

@@ -13,17 +13,14 @@ import argparse
 from pathlib import Path
 
 import torch
-from timing import median_time
+from timing import SHARED, median_time
 
-from cxr_core.analysis import Analysis
-from cxr_core.io import read_radiograph
+from cxr_core import Analysis, default_models_dir, read_radiograph
 from cxr_core.measure import make_segment
-from cxr_core.models import default_models_dir
-from cxr_core.pneumothorax import PneumothoraxStage
 from cxr_core.segmentation import Segmenter
+from cxr_core.stages.pneumothorax import PneumothoraxStage
 
 BUDGET_S = 0.300
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 INPUTS = (
     next((SHARED / "dicom_samples").glob("siim_*.dcm")),
     next((SHARED / "pneumothorax_siim_github" / "images").glob("siim_*.png")),

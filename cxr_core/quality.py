@@ -36,7 +36,7 @@ def check_polarity(pixels: np.ndarray) -> Polarity:
     band = scaled[int(_ROWS[0] * rows) : int(_ROWS[1] * rows)]
 
     def strip(start: float, stop: float) -> np.ndarray:
-        return band[:, int(start * columns) : int(stop * columns)]
+        return np.asarray(band[:, int(start * columns) : int(stop * columns)])
 
     centre = float(np.median(strip(*_CENTRE_COLUMNS)))
     lungs = float(np.median(np.concatenate([strip(*c).ravel() for c in _LUNG_COLUMNS])))

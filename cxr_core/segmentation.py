@@ -103,7 +103,7 @@ class Segmenter:
             return mask
         sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
         if self.postprocess == LARGEST_COMPONENT:
-            return labels == (int(np.argmax(sizes)) + 1)
+            return np.asarray(labels == (int(np.argmax(sizes)) + 1))
         keep_ids = np.nonzero(sizes >= self.min_fraction * mask.size)[0] + 1
         return np.isin(labels, keep_ids)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicom_node.config import (
     ConfigError,
@@ -22,6 +22,9 @@ from dicom_node.config import (
     parse_destination,
     validate_config,
 )
+
+if TYPE_CHECKING:
+    from dicom_node.store import Store
 
 EXIT_CONFIG = 2
 
@@ -102,7 +105,7 @@ def _flag_name(message: str) -> str:
     return message
 
 
-def _open_store(args: argparse.Namespace):
+def _open_store(args: argparse.Namespace) -> Store:
     from dicom_node.store import Store
 
     storage = load_config(args.config).storage if args.config else args.storage
@@ -123,7 +126,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _run_status(args: argparse.Namespace) -> int:
     store = _open_store(args)
-    report = {
+    report: dict[str, Any] = {
         "counts": store.counts(),
         "studies": [dict(row) for row in store.studies(args.limit)],
         "failures": [dict(row) for row in store.failures()],

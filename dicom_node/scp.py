@@ -34,7 +34,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node.config import NodeConfig
@@ -42,6 +42,8 @@ from dicom_node.metrics import Metrics
 from dicom_node.spool import Spool, UnsafeUID, checked_uid
 from dicom_node.store import Store
 
+VERIFICATION = "1.2.840.10008.1.1"
+"""Verification SOP Class (C-ECHO)."""
 log = logging.getLogger(__name__)
 
 TRANSFER_SYNTAXES = [
@@ -94,13 +96,13 @@ class StorageSCP:
 
     def build_ae(self) -> AE:
         ae = AE(ae_title=self.config.ae_title)
-        ae.add_supported_context(Verification)
+        ae.add_supported_context(VERIFICATION)
         offered = set(self.config.filters.sop_classes)
         for uid in self.config.filters.sop_classes:
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         if self.config.filters.other_instances == "ignore":
             for context in AllStoragePresentationContexts:
-                if context.abstract_syntax not in offered:
+                if context.abstract_syntax and context.abstract_syntax not in offered:
                     ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         ae.maximum_associations = 16
         # CR images are large; do not drop a slow but live peer
@@ -113,7 +115,8 @@ class StorageSCP:
         handlers = [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_C_STORE, self.on_store)]
         self._server = ae.start_server(
             (self.config.bind_address, self.config.port), block=False,
-            evt_handlers=handlers, ssl_context=self._ssl_context())
+            evt_handlers=handlers,  # type: ignore[arg-type]  # pynetdicom types EVT_* oddly
+            ssl_context=self._ssl_context())
         log.info("listening", extra={"fields": {
             "ae_title": self.config.ae_title, "port": self.config.port,
             "tls": self.config.tls is not None}})
@@ -155,7 +158,8 @@ class StorageSCP:
         return any(ip in network for network in self._networks)
 
     def on_requested(self, event: evt.Event) -> None:
-        calling_ae = str(event.assoc.requestor.primitive.calling_ae_title or "").strip()
+        primitive = event.assoc.requestor.primitive
+        calling_ae = str(primitive.calling_ae_title if primitive else "").strip()
         address = event.assoc.requestor.address
         refused = self.rejection(calling_ae, address)
         if refused is None:
@@ -200,6 +204,7 @@ class StorageSCP:
 
     def _identify(self, event: evt.Event) -> tuple[str, str, str]:
         request = event.request
+        assert isinstance(request, C_STORE)  # only C-STORE is handled here
         sop_uid = checked_uid(request.AffectedSOPInstanceUID, "AffectedSOPInstanceUID")
         sop_class = checked_uid(request.AffectedSOPClassUID, "AffectedSOPClassUID")
         dataset = event.dataset

@@ -84,9 +84,11 @@ class Sender(threading.Thread):
         for context in {(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID))
                         for h in headers}:
             ae.add_requested_context(context[0], context[1])
+        # no server host name: peers are identified by their certificate chain (see
+        # _client_context); pynetdicom's hint wants a str, ssl wants None for "none"
         tls_args = (self._client_context(), None) if destination.tls else None
         assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
-                             tls_args=tls_args)
+                             tls_args=tls_args)  # type: ignore[arg-type]
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else (
                 "no connection")

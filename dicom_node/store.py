@@ -278,17 +278,17 @@ class Store:
         return dead
 
     def study_uid(self, study_id: int) -> str:
-        return self._connection().execute(
-            "SELECT study_uid FROM studies WHERE id = ?", (study_id,)).fetchone()[0]
+        return str(self._connection().execute(
+            "SELECT study_uid FROM studies WHERE id = ?", (study_id,)).fetchone()[0])
 
     def study_last_received(self, study_id: int) -> float:
-        return self._connection().execute(
-            "SELECT last_received FROM studies WHERE id = ?", (study_id,)).fetchone()[0]
+        return float(self._connection().execute(
+            "SELECT last_received FROM studies WHERE id = ?", (study_id,)).fetchone()[0])
 
     def study_fully_sent(self, study_id: int, destination: str) -> bool:
-        return self._connection().execute(
+        return bool(self._connection().execute(
             "SELECT COUNT(*) FROM deliveries WHERE study_id = ? AND destination = ? "
-            "AND state != 'sent'", (study_id, destination)).fetchone()[0] == 0
+            "AND state != 'sent'", (study_id, destination)).fetchone()[0] == 0)
 
     # --- operator ----------------------------------------------------------------
 
@@ -337,10 +337,10 @@ class Store:
         return instances + deliveries
 
     def queue_depth(self) -> int:
-        return self._connection().execute(
+        return int(self._connection().execute(
             "SELECT COUNT(*) FROM studies WHERE state IN ('queued', 'processing')"
-        ).fetchone()[0]
+        ).fetchone()[0])
 
     def pending_deliveries(self) -> int:
-        return self._connection().execute(
-            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0]
+        return int(self._connection().execute(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0])

@@ -14,7 +14,7 @@ DICOM_SAMPLES = SHARED_DATA / "dicom_samples"
 RG1_UNCR = DICOM_SAMPLES / "RG1_UNCR.dcm"
 
 
-def _require_tool(name: str) -> str:
+def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:  # an install step is missing: fail loudly, never skip
         pytest.fail(f"{name} is not installed; run scripts/install.sh --test")
@@ -23,14 +23,14 @@ def _require_tool(name: str) -> str:
 
 def dciodvfy_errors(path: Path) -> list[str]:
     """The ``Error`` lines dciodvfy prints for a file (it always exits 0)."""
-    result = subprocess.run([_require_tool("dciodvfy"), str(path)], capture_output=True,
+    result = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True,
                             text=True, check=False)
     return [line for line in (result.stdout + result.stderr).splitlines()
             if line.startswith("Error")]
 
 
 def dsrdump(path: Path) -> str:
-    result = subprocess.run([_require_tool("dsrdump"), "+Pl", str(path)], capture_output=True,
+    result = subprocess.run([require_tool("dsrdump"), "+Pl", str(path)], capture_output=True,
                             text=True, check=True)
     return result.stdout
 

@@ -19,4 +19,5 @@ def run_folder(name: str, *, now: datetime | None = None) -> Path:
     return RUNS_DIR / f"{name}-{stamp}"
 
 
-SubParsers = argparse._SubParsersAction  # argparse has no public name for it
+SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+"""What ``add_subparsers`` returns (argparse has no public name for it)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -194,9 +195,9 @@ def read_pixel_spacing(dataset: pydicom.Dataset) -> PixelSpacing:
     return PixelSpacing(imager[0], imager[1], SpacingSource.IMAGER_PIXEL_SPACING)
 
 
-def _positive_pair(value: object) -> tuple[float, float] | None:
+def _positive_pair(value: Any) -> tuple[float, float] | None:
     try:
-        row, column = (float(v) for v in value)  # type: ignore[union-attr]
+        row, column = (float(v) for v in value)
     except (TypeError, ValueError):
         return None
     if all(math.isfinite(v) and 0 < v < 10 for v in (row, column)):

@@ -192,7 +192,8 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         data = {"schema_version": SCHEMA_VERSION} | dataclasses.asdict(self)
         data["network"]["input_size"] = list(self.network.input_size)
-        return _without_none(data)
+        cleaned: dict[str, Any] = _without_none(data)
+        return cleaned
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:

@@ -122,7 +122,7 @@ class ThoraxGate:
                                          index=np.arange(1, count + 1)))
         keep = np.zeros(count + 1, dtype=bool)
         keep[1:] = inside >= self.min_inside
-        return keep[labels]
+        return np.asarray(keep[labels])
 
 
 @dataclass

@@ -60,7 +60,8 @@ def heatmap_rgb(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
         np.float32)
     colours = jet_rgb(heatmap)
     weight = (alpha * np.clip((heatmap - floor) / (1 - floor), 0, 1))[..., None]
-    return ((1 - weight) * rgb + weight * colours).clip(0, 255).astype(np.uint8)
+    blended: np.ndarray = ((1 - weight) * rgb + weight * colours).clip(0, 255)
+    return blended.astype(np.uint8)
 
 
 def render_overlay(analysis: Analysis, max_side: int = 1024) -> np.ndarray:
@@ -98,9 +99,10 @@ def _draw_legend(rgb: np.ndarray, analysis: Analysis) -> np.ndarray:
     """A boxed legend in the top-left corner, so the picture explains itself."""
     image = Image.fromarray(rgb)
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=max(12, image.width // 60))
+    size = max(12, image.width // 60)
+    font = ImageFont.load_default(size=size)
     lines = _legend_lines(analysis) + [("AI output, not verified", (200, 200, 200))]
-    height = font.size + 4
+    height = size + 4
     width = max(draw.textlength(text, font=font) for text, _ in lines) + 12
     draw.rectangle([0, 0, width, height * len(lines) + 6], fill=(0, 0, 0))
     for row, (text, color) in enumerate(lines):

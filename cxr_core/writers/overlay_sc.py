@@ -42,10 +42,11 @@ def build_overlay_sc(source: pydicom.Dataset, analysis: Analysis) -> pydicom.Dat
             patient_orientation=("P", "F"),
             transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
         )
-    # Type 2 / 2C: copy what the source says, empty when it says nothing
-    image.PatientOrientation = list(orientation) if orientation and len(orientation) == 2 \
-        else None
-    image.Laterality = None
+    # Type 2 / 2C: copy what the source says, empty when it says nothing (pydicom's
+    # keyword hints do not allow the empty value DICOM does)
+    image.PatientOrientation = (list(orientation) if orientation and len(orientation) == 2
+                                else None)  # type: ignore[assignment]
+    image.Laterality = None  # type: ignore[assignment]
     reference = pydicom.Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-import pytest
 from pydicom.uid import generate_uid
 
 from dicom_node.store import Store
-from tests.conftest import dciodvfy_errors  # noqa: F401 (re-exported for the node tests)
+from tests.conftest import (
+    DICOM_SAMPLES,
+    dciodvfy_errors,  # noqa: F401 (re-exported for the node tests)
+    require_tool,
+)
 
-SAMPLES = Path("/work/shared/data/dicom_samples")
+SAMPLES = DICOM_SAMPLES
 CR_UNCOMPRESSED = SAMPLES / "RG1_UNCR.dcm"
 CR_J2K_LOSSY = SAMPLES / "RG1_J2KI.dcm"
 EXTREMITY = SAMPLES / "RG3_J2KR.dcm"
@@ -32,13 +34,6 @@ SC_JPEG = SAMPLES / "siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819
 NODE_AE = "CXRNODE"
 PACS_AE = "PACS"
 DEST_AE = "DEST"
-
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:  # a failure, not a skip: CI installs these with apt-get
-        pytest.fail(f"{name} is not installed (apt-get install dcmtk dicom3tools orthanc)")
-    return path
 
 
 def free_port() -> int:
