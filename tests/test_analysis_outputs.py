@@ -13,9 +13,9 @@ from PIL import Image
 
 from cxr_core import QualityFlag, read_radiograph, read_seg, write_outputs
 from cxr_core.quality import check_polarity
+from tests.conftest import DICOM_SAMPLES, RG1_UNCR, dciodvfy_errors, dsrdump
 
 PHOTOMETRIC_MISMATCH = QualityFlag.PHOTOMETRIC_MISMATCH
-from tests.conftest import DICOM_SAMPLES, RG1_UNCR, dciodvfy_errors, dsrdump
 
 LUNG = "39607008"
 LATERALITY = {"right_lung": "24028007", "left_lung": "7771000"}

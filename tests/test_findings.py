@@ -10,26 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_core.findings import (
-    FINDING_CODES,
-    LUNG_MASKED,
-    WHOLE_IMAGE,
-    FindingsClassifier,
-    FindingsInput,
-)
 from cxr_core.io import read_radiograph
 from cxr_core.segmentation import Segmenter
-from cxr_core.training.findings import (
-    LABELS,
-    fit_platt,
-    nih_findings_samples,
-    nih_labels,
-    parse_boxes,
-    predict_samples,
-    roc_auc,
-    sensitivity_specificity,
-    threshold_for_sensitivity,
-)
+from cxr_core.stages.findings import LUNG_MASKED, WHOLE_IMAGE, FindingsClassifier, FindingsInput
+from cxr_core.terminology import FINDING_CODES
+from cxr_core.training.calibration import fit_platt, threshold_for_sensitivity
+from cxr_core.training.findings_data import LABELS, nih_findings_samples, nih_labels, parse_boxes
+from cxr_core.training.findings_evaluate import predict_samples
+from cxr_core.training.metrics import roc_auc, sensitivity_specificity
 from cxr_core.writers.files import write_outputs
 from tests.conftest import RG1_UNCR, dciodvfy_errors, dsrdump
 
@@ -63,7 +51,7 @@ def predictions(classifier, segmenter, shared_data) -> dict[str, tuple]:
 
 def test_test_split_auc_is_at_least_the_card_figure(classifier, predictions) -> None:
     targets, probabilities, views = predictions["test"]
-    figures = classifier.card.metrics["test"]
+    figures = classifier.card.evaluation["test"]
     for index, label in enumerate(LABELS):
         for view in ("all", "AP", "PA"):
             inside = np.ones(len(views), bool) if view == "all" else views == view
@@ -87,7 +75,9 @@ def test_model_does_more_than_tell_ap_from_pa(classifier, predictions) -> None:
 def test_card_thresholds_keep_val_sensitivity(classifier, predictions) -> None:
     targets, probabilities, _ = predictions["val"]
     for index, label in enumerate(LABELS):
-        threshold = classifier.card.extra["thresholds"][label]
+        rules = classifier.card.runtime.classifier
+        assert rules is not None
+        threshold = rules.thresholds[label]
         sensitivity, _ = sensitivity_specificity(targets[:, index] > 0.5,
                                                  probabilities[:, index], threshold)
         assert sensitivity >= 0.90 - 1e-6, label
@@ -115,13 +105,13 @@ def test_engine_findings_reach_json_heatmaps_overlay_and_sr(engine, tmp_path) ->
     sr_path = outputs.files["sr"]
     assert dciodvfy_errors(sr_path) == []
     dump = dsrdump(sr_path)
-    for code, _, meaning in FINDING_CODES.values():
-        assert code in dump and meaning in dump
+    for code in (FINDING_CODES[label] for label in LABELS):
+        assert code.value in dump and code.meaning in dump
     sr = hd.sr.srread(sr_path)
     groups = sr.content.get_image_measurement_groups()
     finding_types = {g.finding_type.value: g for g in groups if g.finding_type is not None}
     for name, finding in by_name.items():
-        group = finding_types[FINDING_CODES[name][0]]
+        group = finding_types[FINDING_CODES[name].value]
         evaluation = group.get_qualitative_evaluations()[0]
         assert evaluation.value.value == ("52101004" if finding.positive else "272519000")
         probability = group.get_measurements()[0]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cxr_core.models import load_model
-from cxr_core.models.card import default_models_dir, file_sha256
+from cxr_core.models import default_models_dir, load_model
+from cxr_core.models.card import file_sha256
 from cxr_core.segmentation import Segmenter
 from cxr_core.training.data import shared_lung_samples
 from cxr_core.training.lung import evaluate_lung
@@ -21,7 +21,8 @@ def test_card_matches_weights() -> None:
     assert file_sha256(directory / card.weights_file) == card.weights_sha256
     assert (directory / card.weights_file).stat().st_size < 5 * 1024 * 1024
     assert card.labels == ["right_lung", "left_lung", "heart"]
-    assert card.training["command"].startswith("cxr ") and " train lung" in card.training["command"]
+    command = card.provenance.command
+    assert command.startswith("cxr ") and " train lung" in command
     assert sum(p.numel() for p in network.parameters()) > 0
 
 
@@ -29,7 +30,7 @@ def test_dice_on_test_split_matches_card(shared_data: Path, tmp_path: Path) -> N
     segmenter = Segmenter.load("lung_seg")
     samples = [s for s in shared_lung_samples(shared_data) if s.split == "test"]
     metrics = evaluate_lung(segmenter, samples, tmp_path)
-    claimed = segmenter.card.metrics["per_structure"]
+    claimed = segmenter.card.evaluation["per_structure"]
     for name, measured in metrics["per_structure"].items():
         assert measured["dice_mean"] >= claimed[name]["dice_mean"] - MARGIN, name
     assert metrics["per_structure"]["both_lungs"]["dice_mean"] >= 0.93

@@ -16,31 +16,30 @@ from PIL import Image
 
 from cxr_core.cli import main as cxr_main
 from cxr_core.io import read_radiograph
-from cxr_core.models import load_model
-from cxr_core.models.card import default_models_dir, file_sha256
-from cxr_core.pneumothorax import (
+from cxr_core.io.seg_reader import read_seg
+from cxr_core.models import default_models_dir, load_model
+from cxr_core.models.card import file_sha256
+from cxr_core.segmentation import Segmenter
+from cxr_core.stages.pneumothorax import (
     MinimumArea,
     PneumothoraxDetector,
     PneumothoraxStage,
     ThoraxGate,
 )
-from cxr_core.segmentation import Segmenter
 from cxr_core.training.augment import LesionSwap
 from cxr_core.training.data import read_mask
-from cxr_core.training.pneumothorax import (
+from cxr_core.training.pneumothorax_card import limits_statement
+from cxr_core.training.pneumothorax_evaluate import evaluate_pneumothorax, siim_style
+from cxr_core.training.pneumothorax_sources import (
     SOURCE_CHECK,
     MaskFiles,
     Sources,
-    evaluate_pneumothorax,
     hash_split,
-    limits_statement,
     png_folder_samples,
     siim_samples,
-    siim_style,
 )
 from cxr_core.training.rle import decode_union, read_rle_table, rle_decode, rle_encode
 from cxr_core.writers.files import write_outputs
-from cxr_core.writers.seg_reader import read_seg
 from tests.conftest import DICOM_SAMPLES, dciodvfy_errors, dsrdump
 
 SIIM_DICOM = next(DICOM_SAMPLES.glob("siim_*.dcm"))
@@ -159,18 +158,18 @@ def test_train_and_evaluate_commands_on_a_png_folder(shared_data: Path, tmp_path
     assert cxr_main(["train", "pneumothorax", "--no-shared", "--folder", str(tmp_path / "site"),
                      "--size", "64", "--epochs", "3", "--out", str(out)]) == 0
     _, card = load_model(out)
-    assert card.training["command"].startswith("cxr train pneumothorax --no-shared")
-    assert card.metrics["split"] == "test" and card.metrics["n_images"] > 0
+    assert card.provenance.command.startswith("cxr train pneumothorax --no-shared")
+    assert card.evaluation["split"] == "test" and card.evaluation["n_images"] > 0
     assert (out / "training_curves.png").is_file() and (out / "montage.png").is_file()
     assert cxr_main(["evaluate", "pneumothorax", "--no-shared", "--folder",
                      str(tmp_path / "site"), "--model", str(out), "--bootstrap", "50",
                      "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["dice_positive"]["mean"] == pytest.approx(
-        card.metrics["dice_positive"]["mean"], abs=1e-4)
+        card.evaluation["dice_positive"]["mean"], abs=1e-4)
     # the SIIM-vs-NIH source check needs the shared sets; a site's own folder says so
     assert metrics["source_check"]["reading"].startswith("not run")
-    assert "Source check" not in card.extra["limits"]
+    assert "Source check" not in card.evaluation["limits"]
 
 
 def _swap_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -247,8 +246,8 @@ def measured(shared_data: Path, detector: PneumothoraxDetector, tmp_path_factory
     made: with the lung model (thorax gate, healthy-lung check) and the NIH-label check."""
     card = detector.segmenter.card
     sources = Sources(data_root=shared_data,
-                      nih_negatives=card.training["nih_negatives_per_split"],
-                      nih_pneumonia_negatives=card.training.get(
+                      nih_negatives=card.provenance.details["nih_negatives_per_split"],
+                      nih_pneumonia_negatives=card.provenance.details.get(
                           "nih_pneumonia_negatives_per_split", 0))
     return evaluate_pneumothorax(detector, sources.samples(MaskFiles()),
                                  tmp_path_factory.mktemp("ptx_eval"), split="test",
@@ -262,19 +261,20 @@ def test_card_states_weights_data_and_limits() -> None:
     assert file_sha256(directory / card.weights_file) == card.weights_sha256
     assert (directory / card.weights_file).stat().st_size < 5 * 1024 * 1024
     assert card.labels == ["pneumothorax"]
-    assert card.training["command"].replace(" -v", "").startswith("cxr train pneumothorax")
-    assert all("SOURCE.md" in d for d in card.training["datasets"])
-    assert card.training["counts"]["train"]["siim_positive"] == 31
-    assert "lesion swap" in card.training["augmentation"]
-    assert card.extra["thorax_min_inside"] > 0
+    assert card.provenance.command.replace(" -v", "").startswith("cxr train pneumothorax")
+    assert all("SOURCE.md" in d for d in card.provenance.datasets)
+    assert card.provenance.counts["train"]["siim_positive"] == 31
+    assert "lesion swap" in card.provenance.details["augmentation"]
+    assert card.runtime.lesion is not None and card.runtime.lesion.thorax_min_inside > 0
     # the plain statement is the one written from the card's own figures
-    assert card.extra["limits"] == limits_statement(card.training["counts"], card.metrics)
-    assert "Research use only" in card.extra["limits"]
-    assert card.metrics["caveat"].startswith("tiny split")
+    limits = card.evaluation["limits"]
+    assert limits == limits_statement(card.provenance.counts, card.evaluation)
+    assert "Research use only" in limits
+    assert card.evaluation["caveat"].startswith("tiny split")
 
 
 def test_test_split_figures_match_card(measured: dict, detector) -> None:
-    claimed = detector.segmenter.card.metrics
+    claimed = detector.segmenter.card.evaluation
     for key in ("dice_positive", "kaggle_mean_dice"):
         assert measured[key]["mean"] == pytest.approx(claimed[key]["mean"], abs=0.01), key
     assert measured["detection_auc"]["auc"] == pytest.approx(
@@ -293,7 +293,8 @@ def test_model_did_not_learn_the_encoding_pipeline(measured: dict, detector) -> 
     """Source check, as the issue asks: the same NIH negatives scored as they are and
     re-encoded the SIIM way score alike, and pneumothorax on NIH images (the negatives'
     source, never trained on) is found - a model scoring the source could do neither."""
-    check, claimed = measured["source_check"], detector.segmenter.card.metrics["source_check"]
+    check = measured["source_check"]
+    claimed = detector.segmenter.card.evaluation["source_check"]
     pipeline = check["auc_siim_style_vs_as_is"]
     assert pipeline["n_positive"] == pipeline["n_negative"] > 100
     low, high = pipeline["ci95"]
@@ -314,7 +315,7 @@ def test_card_states_what_the_source_check_could_not_rule_out(measured: dict,
     check = measured["source_check"]
     healthy = check["auc_siim_healthy_vs_nih_lung"]
     assert healthy["n_positive"] >= 10 and check["auc_siim_vs_nih_negative"]["n_positive"] == 3
-    limits = detector.segmenter.card.extra["limits"]
+    limits = detector.segmenter.card.evaluation["limits"]
     assert f"AUC {healthy['auc']:.2f}" in limits and "too few images to decide" in limits
     assert (f"{check['siim_healthy_lung']['reported_present']} of "
             f"{check['siim_healthy_lung']['n']} vs {check['nih_lung']['reported_present']} "
@@ -349,7 +350,7 @@ def test_stage_reports_side_area_and_hemithorax_share(engine, shared_data: Path)
         analysis = engine.analyze(read_radiograph(shared_data / "pneumothorax_siim_github"
                                                   / row["image"]))
         finding = next(f for f in analysis.findings if f.name == "pneumothorax")
-        assert finding.code[0] == PTX_CODE and 0 <= finding.probability <= 1
+        assert finding.code.value == PTX_CODE and 0 <= finding.probability <= 1
         if not finding.positive:
             assert "pneumothorax" not in analysis.segments
             continue

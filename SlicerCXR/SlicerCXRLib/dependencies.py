@@ -25,7 +25,10 @@ NODE_ONLY = frozenset({"pynetdicom", "prometheus-client"})
 """Needed by the DICOM node, not by the Slicer module."""
 
 
-def find_pyproject(start: Path = Path(__file__).resolve()) -> Path:
+HERE = Path(__file__).resolve()
+
+
+def find_pyproject(start: Path = HERE) -> Path:
     """The project's ``pyproject.toml``: two folders up in a source checkout
     (``SlicerCXR/SlicerCXRLib/``), one up in the extension build, which installs it
     beside ``cxr_core`` (see ``SlicerCXR/CMakeLists.txt``).

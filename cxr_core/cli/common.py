@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -19,5 +20,8 @@ def run_folder(name: str, *, now: datetime | None = None) -> Path:
     return RUNS_DIR / f"{name}-{stamp}"
 
 
-SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-"""What ``add_subparsers`` returns (argparse has no public name for it)."""
+if TYPE_CHECKING:  # not subscriptable at run time on 3.11
+    SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    """What ``add_subparsers`` returns (argparse has no public name for it)."""
+else:
+    SubParsers = argparse._SubParsersAction

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -22,6 +23,7 @@ from scipy import ndimage
 
 from cxr_core.io import read_radiograph
 from cxr_core.preprocess import ToModelInput
+from cxr_core.training.augment import Augment
 
 LUNG_STRUCTURES = ("right_lung", "left_lung", "heart")
 BOTH_LUNGS = "lungs"  # a mask of both lungs, split into right/left by position
@@ -29,6 +31,8 @@ BOTH_LUNGS = "lungs"  # a mask of both lungs, split into right/left by position
 
 @dataclass
 class SegSample:
+    """One labelled image: its file and one mask file per structure it has."""
+
     image: Path
     masks: dict[str, Path]
     split: str = "train"
@@ -47,7 +51,7 @@ def shared_lung_samples(data_root: Path) -> list[SegSample]:
     """
     gb_root, v7_root = data_root / "covid_cxr_gb_lr_lungs", data_root / "covid_cxr_v7lungs"
     samples, gb_sources = [], set()
-    for row in _manifest(gb_root):
+    for row in read_manifest(gb_root):
         masks = {
             "right_lung": row["mask_lung_right"],
             "left_lung": row["mask_lung_left"],
@@ -59,7 +63,7 @@ def shared_lung_samples(data_root: Path) -> list[SegSample]:
             split=row["split"], source="covid_cxr_gb_lr_lungs",
         ))
         gb_sources.add(row["source_id"])
-    for row in _manifest(v7_root):
+    for row in read_manifest(v7_root):
         if row["usable_for_lung_seg"] != "True" or row["source_id"] in gb_sources:
             continue
         samples.append(SegSample(
@@ -74,7 +78,7 @@ def folder_samples(root: Path, structures: Sequence[str], split: str = "train") 
     ``root/masks/<stem>.png`` when a single structure is asked for)."""
     samples = []
     for image in sorted((root / "images").glob("*.png")):
-        masks = {}
+        masks: dict[str, Path] = {}
         for structure in structures:
             for candidate in (f"{image.stem}_{structure}.png", f"{image.stem}.png"):
                 path = root / "masks" / candidate
@@ -97,7 +101,7 @@ def datalist_samples(path: Path, structures: Iterable[str]) -> list[SegSample]:
     samples = []
     for key, split in splits.items():
         for entry in document.get(key, []):
-            masks = {}
+            masks: dict[str, Path] = {}
             for structure in structures:
                 value = entry.get(structure) or (entry.get("label") if structure == structures[0]
                                                  else None)
@@ -110,18 +114,22 @@ def datalist_samples(path: Path, structures: Iterable[str]) -> list[SegSample]:
     return samples
 
 
-def _manifest(root: Path) -> list[dict[str, str]]:
+def read_manifest(root: Path) -> list[dict[str, str]]:
+    """The rows of a shared dataset's ``manifest.csv``."""
     with (root / "manifest.csv").open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-def read_mask(path: Path) -> np.ndarray:
+def read_mask(path: Path) -> npt.NDArray[np.bool_]:
     """A 0/255 (or 0/1) mask PNG as a bool array."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("L")) > 127 if image.mode != "1" else np.asarray(image)
+        if image.mode == "1":
+            return np.asarray(image, dtype=bool)
+        return np.asarray(image.convert("L")) > 127
 
 
-def split_both_lungs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_both_lungs(mask: npt.NDArray[np.bool_]
+                     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Split a both-lungs mask into (right, left) in radiological display.
 
     Patient-right is on image-left. Connected components go to the side of their
@@ -146,7 +154,8 @@ def split_both_lungs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return right, left
 
 
-def sample_targets(sample: SegSample, structures: Sequence[str]) -> dict[str, np.ndarray]:
+def sample_targets(sample: SegSample, structures: Sequence[str]
+                   ) -> dict[str, npt.NDArray[np.bool_]]:
     """Masks for the structures this sample knows, at source resolution."""
     masks = {name: read_mask(path) for name, path in sample.masks.items()}
     if BOTH_LUNGS in masks and "right_lung" in structures:
@@ -154,10 +163,34 @@ def sample_targets(sample: SegSample, structures: Sequence[str]) -> dict[str, np
     return {name: masks[name] for name in structures if name in masks}
 
 
-def load_tensors(
-    samples: Sequence[SegSample], structures: Sequence[str], size: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images ``(N,1,H,W)``, targets ``(N,C,H,W)`` in 0..1, known ``(N,C)`` as 0/1."""
+@dataclass
+class SegmentationTensors:
+    """A segmentation set in memory (a :class:`~cxr_core.training.loop.TrainData`):
+    images ``(N,1,H,W)``, targets ``(N,C,H,W)`` in 0..1, known ``(N,C)`` as 0/1."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    known: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def inputs(self) -> torch.Tensor:
+        """The images, as the network sees them."""
+        return self.images
+
+    def batch(self, index: torch.Tensor, augment: Augment, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Augmented images, targets and known flags of the samples ``index``."""
+        # image and masks go through the same geometry
+        images, targets = augment(self.images[index], self.targets[index], generator)
+        return images, targets, self.known[index]
+
+
+def load_tensors(samples: Sequence[SegSample], structures: Sequence[str],
+                 size: tuple[int, int]) -> SegmentationTensors:
+    """Read and resize every sample once: images ``(N,1,H,W)``, targets ``(N,C,H,W)`` in
+    0..1 (area-resized masks), known ``(N,C)`` as 0/1."""
     to_input = ToModelInput(size)
     images, targets, known = [], [], []
     for sample in samples:
@@ -170,20 +203,4 @@ def load_tensors(
                 target[channel] = F.interpolate(mask, size=size, mode="area")[0, 0]
         targets.append(target)
         known.append(torch.tensor([float(name in masks) for name in structures]))
-    return torch.stack(images), torch.stack(targets), torch.stack(known)
-
-
-def dataset_sources(data_root: Path, names: Sequence[str]) -> list[dict[str, str]]:
-    """For a model card: each shared dataset's SOURCE.md and its citation line."""
-    sources = []
-    for name in names:
-        source_md = data_root / name / "SOURCE.md"
-        citation = ""
-        if source_md.is_file():
-            for line in source_md.read_text().splitlines():
-                if "citation" in line.lower() and ":" in line:
-                    citation = line.split(":", 1)[1].strip(" *")
-                    break
-        sources.append({"dataset": name, "source_md": f"../shared/data/{name}/SOURCE.md",
-                        "citation": citation})
-    return sources
+    return SegmentationTensors(torch.stack(images), torch.stack(targets), torch.stack(known))

@@ -1,4 +1,4 @@
-"""Segmentation losses that skip structures a sample has no label for."""
+"""Losses that skip what a sample has no label for (a structure, a finding)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,10 @@ class MaskedBceDiceLoss:
         count = known.sum().clamp(min=1)
         loss = (bce * known).sum() / count
         return loss + self.dice_weight * (dice * dice_known).sum() / dice_known.sum().clamp(min=1)
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy over the ``(sample, label)`` pairs whose label is known (the
+    classifier's loss: an image without a label for a finding teaches nothing about it)."""
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (loss * known).sum() / known.sum().clamp(min=1)

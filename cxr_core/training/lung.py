@@ -3,140 +3,157 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from cxr_core.io import read_radiograph
-from cxr_core.models import ModelCard
-from cxr_core.models.card import load_model, save_model
-from cxr_core.segmentation import LARGEST_COMPONENT, Segmenter
-from cxr_core.segments import SEGMENT_TYPES
+from cxr_core.models import (
+    ModelCard,
+    NetworkSpec,
+    PostProcess,
+    RuntimeSettings,
+    build_network,
+    load_model,
+    save_model,
+)
+from cxr_core.segmentation import Segmenter
+from cxr_core.terminology import SEGMENT_TYPES
 from cxr_core.training.data import (
     LUNG_STRUCTURES,
     SegSample,
     datalist_samples,
-    dataset_sources,
     load_tensors,
     sample_targets,
     shared_lung_samples,
 )
-from cxr_core.training.plots import overlay_rgb, plot_curves, save_montage
-from cxr_core.training.segtrain import SegTrainConfig, TensorSet, train_segmentation
+from cxr_core.training.loop import TrainConfig, train
+from cxr_core.training.metrics import dice_iou
+from cxr_core.training.plots import plot_curves, save_montage
+from cxr_core.training.provenance import (
+    base_card,
+    carried_description,
+    dataset_sources,
+    make_provenance,
+    next_version,
+    runtime_settings,
+)
+from cxr_core.writers.overlay import overlay_rgb
 
 log = logging.getLogger(__name__)
 
-LUNG_NETWORK = {
+MODEL_NAME = "lung_seg"
+LUNG_NETWORK: dict[str, Any] = {
     "spatial_dims": 2, "in_channels": 1, "out_channels": len(LUNG_STRUCTURES),
     "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 1,
 }
 DATASETS = ("covid_cxr_v7lungs", "covid_cxr_gb_lr_lungs")
+DEFAULT_RUNTIME = RuntimeSettings(postprocess=PostProcess(method="largest_component"))
+SELECTION = ("covid_cxr_v7lungs rows with usable_for_lung_seg; the 64 images also in "
+             "covid_cxr_gb_lr_lungs use the GB masks (left/right/heart); V7 both-lung masks "
+             "are split into right/left by connected component position; heart loss only "
+             "where a heart mask exists")
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def lung_samples(data_root: Path, datalist: Path | None,
+def lung_samples(data_root: Path, datalists: Sequence[Path] = (),
                  datalist_only: bool = False) -> list[SegSample]:
-    """Shared samples plus the datalist's; with ``datalist_only`` the shared training
-    split is left out (its val split still picks the checkpoint, its test split scores)."""
+    """Shared samples plus the datalists'; with ``datalist_only`` the shared training
+    split is left out (its val split still picks the checkpoint, its test split scores).
+
+    Raises
+    ------
+    ValueError
+        ``datalist_only`` without a datalist.
+    """
     samples = shared_lung_samples(data_root)
     if datalist_only:
-        if datalist is None:
+        if not datalists:
             raise ValueError("datalist_only: needs a datalist")
         samples = [s for s in samples if s.split != "train"]
-    if datalist is not None:
+    for datalist in datalists:
         samples += datalist_samples(datalist, LUNG_STRUCTURES)
     return samples
 
 
 def train_lung(
-    *, data_root: Path, out_dir: Path, command: str, datalist: Path | None = None,
-    init_from: str | Path | None = None, size: int = 256, config: SegTrainConfig,
-    version: str = "1.0.0", datalist_only: bool = False,
+    *, data_root: Path, out_dir: Path, command: str, config: TrainConfig,
+    datalists: Sequence[Path] = (), init_from: str | Path | None = None, size: int = 256,
+    version: str | None = None, datalist_only: bool = False,
 ) -> ModelCard:
-    """Train (or fine-tune ``init_from``), evaluate on the test split, save weights + card.
+    """Train (or fine-tune ``init_from``), evaluate on the test split, save weights, card
+    and history into ``out_dir``.
 
-    With a datalist and ``init_from``, the card also gets Dice on the datalist's training
-    images before (the parent model) and after (the new one): did the corrections teach
-    the model what the readers changed?
+    The card's description and post-processing come from the base card
+    (:func:`~cxr_core.training.provenance.base_card`). With datalists and ``init_from``,
+    the card also gets Dice on the datalists' training images before (the parent model)
+    and after (the new one): did the corrections teach the model what the readers changed?
     """
-    samples = lung_samples(data_root, datalist, datalist_only)
+    samples = lung_samples(data_root, datalists, datalist_only)
     by_split = {s: [x for x in samples if x.split == s] for s in ("train", "val", "test")}
     log.info("samples: %s", {k: len(v) for k, v in by_split.items()})
     grid = (size, size)
-    train_set = TensorSet(*load_tensors(by_split["train"], LUNG_STRUCTURES, grid))
-    val_set = TensorSet(*load_tensors(by_split["val"], LUNG_STRUCTURES, grid))
+    train_set = load_tensors(by_split["train"], LUNG_STRUCTURES, grid)
+    val_set = load_tensors(by_split["val"], LUNG_STRUCTURES, grid)
+    base = base_card(MODEL_NAME, init_from)
+    sources = {str(d) for d in datalists}
+    corrected = [s for s in by_split["train"] if s.source in sources]
+    before: dict[str, Any] | None = None
+    network: torch.nn.Module
     if init_from is not None:
-        network, base_card = load_model(init_from)
-        corrected = [s for s in by_split["train"] if datalist and s.source == str(datalist)]
-        before = evaluate_lung(Segmenter(network, base_card), corrected, out_dir,
-                               montage_count=0) if corrected else None
+        network, parent_card = load_model(init_from)
+        if corrected:
+            before = evaluate_lung(Segmenter(network, parent_card), corrected, out_dir,
+                                   montage_count=0)
         network.train()
-        kwargs, parent = base_card.network_kwargs, base_card.identifier
+        kwargs, parent = parent_card.network.kwargs, parent_card.identifier
     else:
-        kwargs, parent, before, corrected = LUNG_NETWORK, None, None, []
-        network = ModelCard("", "", "", "UNet", kwargs, grid, []).build()
+        kwargs, parent = LUNG_NETWORK, None
+        network = build_network("UNet", kwargs)
     started = time.monotonic()
-    network, history = train_segmentation(network, train_set, val_set, config)
+    network, history = train(network, train_set, val_set, config)
     card = ModelCard(
-        name="lung_seg", version=version, task="segmentation", architecture="UNet",
-        network_kwargs=kwargs, input_size=grid, labels=list(LUNG_STRUCTURES),
-        training={
-            "command": command, "commit": git_commit(), "parent_model": parent,
-            "datasets": dataset_sources(data_root, DATASETS)
-            + ([{"dataset": str(datalist), "source_md": "", "citation": "user labels"}]
-               if datalist else []),
-            "datalist_only": datalist_only,
-            "counts": {k: len(v) for k, v in by_split.items()},
-            "selection": "covid_cxr_v7lungs rows with usable_for_lung_seg; the 64 images "
-            "also in covid_cxr_gb_lr_lungs use the GB masks (left/right/heart); V7 "
-            "both-lung masks are split into right/left by connected component position; "
-            "heart loss only where a heart mask exists",
-            "epochs_run": len(history), "minutes": round((time.monotonic() - started) / 60, 1),
-            "seed": config.seed, "batch_size": config.batch_size,
-            "learning_rate": config.learning_rate, "history": history,
-        },
-        extra={"postprocess": LARGEST_COMPONENT,
-               "segments": {n: SEGMENT_TYPES[n].label for n in LUNG_STRUCTURES}},
+        name=MODEL_NAME, version=next_version(base, version), task="segmentation",
+        network=NetworkSpec(architecture="UNet", kwargs=kwargs, input_size=grid),
+        labels=list(LUNG_STRUCTURES),
+        provenance=make_provenance(
+            command=command, parent_model=parent,
+            datasets=dataset_sources(data_root, DATASETS)
+            + [f"datalist: {d} (user labels)" for d in datalists],
+            counts={k: len(v) for k, v in by_split.items()}, selection=SELECTION,
+            seed=config.seed, minutes=(time.monotonic() - started) / 60,
+            epochs_run=len(history),
+            details={"batch_size": config.batch_size, "learning_rate": config.learning_rate,
+                     "datalist_only": datalist_only}),
+        description=carried_description(base, MODEL_NAME, "segmentation"),
+        runtime=runtime_settings(fitted=RuntimeSettings(), base=base, default=DEFAULT_RUNTIME),
     )
-    save_model(network, card, out_dir)
+    save_model(network, card, out_dir, history=history)
     plot_curves(history, LUNG_STRUCTURES, out_dir / "training_curves.png")
-    card.metrics = evaluate_lung(Segmenter(network, card), by_split["test"], out_dir)
+    card.evaluation = evaluate_lung(Segmenter(network, card), by_split["test"], out_dir)
     if before is not None:
         after = evaluate_lung(Segmenter(network, card), corrected, out_dir, montage_count=0)
-        card.metrics["datalist_train"] = {
-            "datalist": str(datalist), "parent_model": parent, "n_images": len(corrected),
+        card.evaluation["datalist_train"] = {
+            "datalists": sorted(sources), "parent_model": parent, "n_images": len(corrected),
             "before": before["per_structure"], "after": after["per_structure"]}
-    save_model(network, card, out_dir)
+    card.evaluation["evaluated_by"] = "cxr train lung (test split, after training)"
+    save_model(network, card, out_dir, history=history)
     return card
-
-
-def dice_iou(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    overlap = float((predicted & truth).sum())
-    total = float(predicted.sum() + truth.sum())
-    union = total - overlap
-    if total == 0:
-        return 1.0, 1.0
-    return 2 * overlap / total, overlap / union
 
 
 def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: Path,
                   montage_count: int = 6) -> dict[str, Any]:
-    """Dice/IoU per structure and for both lungs together, at the mask's resolution."""
+    """Dice/IoU per structure and for both lungs together, at the mask's resolution;
+    a montage of the first ``montage_count`` images in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scores: dict[str, list[tuple[float, float]]] = {}
-    montage_rows, montage_labels = [], []
+    montage_rows: list[list[np.ndarray]] = []
+    montage_labels: list[str] = []
+    colors = {n: SEGMENT_TYPES[n].rgb for n in LUNG_STRUCTURES}
     for sample in tqdm(samples, desc="evaluating", unit="image"):
         image = read_radiograph(sample.image).pixels
         predicted = segmenter(image).masks
@@ -149,7 +166,6 @@ def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: P
             scores.setdefault("both_lungs", []).append(dice_iou(both_pred, both_truth))
             scores.setdefault(f"both_lungs vs {sample.source}", []).append(scores["both_lungs"][-1])
         if len(montage_rows) < montage_count:
-            colors = {n: SEGMENT_TYPES[n].rgb for n in LUNG_STRUCTURES}
             montage_rows.append([
                 image, overlay_rgb(np.zeros_like(image), truth, colors, alpha=1.0),
                 overlay_rgb(np.zeros_like(image), predicted, colors, alpha=1.0),

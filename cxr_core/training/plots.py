@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
 
-from cxr_core.writers.overlay import heatmap_rgb, overlay_rgb  # noqa: E402, F401 - re-exported
+Array = npt.NDArray[Any]
 
 
 def plot_curves(history: Sequence[dict[str, float]], labels: Sequence[str], path: Path,
@@ -33,7 +35,7 @@ def plot_curves(history: Sequence[dict[str, float]], labels: Sequence[str], path
     return path
 
 
-def save_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], path: Path,
+def save_montage(rows: Sequence[Sequence[Array]], titles: Sequence[str], path: Path,
                  row_labels: Sequence[str] = ()) -> Path:
     """A grid of images (gray or RGB), one list per row, column titles on top."""
     n_rows, n_cols = len(rows), len(titles)
@@ -54,7 +56,7 @@ def save_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], pa
     return path
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path) -> Path:
+def plot_roc(curves: Mapping[str, tuple[Array, Array, float]], path: Path) -> Path:
     """ROC curves, ``{name: (false positive rate, true positive rate, AUC)}``."""
     figure, axis = plt.subplots(figsize=(5, 5))
     for name, (fpr, tpr, auc) in curves.items():
@@ -69,7 +71,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path
     return path
 
 
-def plot_confusion(matrices: dict[str, np.ndarray], path: Path) -> Path:
+def plot_confusion(matrices: Mapping[str, Array], path: Path) -> Path:
     """2x2 confusion matrices ``[[TN, FP], [FN, TP]]``, one panel per label."""
     figure, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.2),
                                 squeeze=False)
@@ -85,7 +87,7 @@ def plot_confusion(matrices: dict[str, np.ndarray], path: Path) -> Path:
     return path
 
 
-def plot_calibration(reliability: dict[str, Sequence[tuple[float, float, int]]],
+def plot_calibration(reliability: Mapping[str, Sequence[tuple[float, float, int]]],
                      path: Path) -> Path:
     """Reliability diagram: ``{name: [(mean probability, observed frequency, count)]}``."""
     figure, axis = plt.subplots(figsize=(5, 5))

@@ -23,7 +23,7 @@ def test_requirements_derive_from_pyproject():
     expected = [r for r in listed if r.split("=")[0].split(">")[0].lower() not in left_out]
     assert list(dependencies.REQUIREMENTS) == expected
     torch_pin = next(r for r in listed if r.startswith("torch"))
-    assert dependencies.TORCH_REQUIREMENT == ">=" + torch_pin.split("==")[1]
+    assert ">=" + torch_pin.split("==")[1] == dependencies.TORCH_REQUIREMENT
     assert dependencies.find_pyproject() == REPO / "pyproject.toml"
 
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from cxr_core.writers.labelstore import LabelStore, edit_summary, image_key
 from cxr_core.training.data import LUNG_STRUCTURES, datalist_samples, read_mask
+from cxr_core.writers.labelstore import LabelStore, edit_summary, image_key
 from tests.slicer.conftest import gb_truth, path_of
 
 

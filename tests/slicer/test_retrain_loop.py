@@ -19,13 +19,17 @@ from SlicerCXRLib.logic import retrain_command
 
 from cxr_core.models import ModelCard
 from cxr_core.segmentation import Segmenter
-from cxr_core.training.lung import dice_iou
+from cxr_core.training.metrics import dice_iou
 from tests.conftest import REPO
 from tests.slicer.conftest import GB_MASK_COLUMNS, gb_rows, gb_truth, path_of
 
 CANDIDATES = 10  # test-split images screened for the worst model output
 CORRECTED = 4
 EPOCHS = 20  # x 1 step each: OneCycleLR needs >= 20 steps for its warm-up phase
+
+
+def _lung_segmenter(engine) -> Segmenter:
+    return engine.stage("lungs").segmenter
 
 
 def _both_lungs_dice(segmenter: Segmenter, stem: str) -> float:
@@ -66,7 +70,7 @@ def test_corrections_exported_from_the_scene_teach_the_model(logic, engine, shar
     complete = [row for row in gb_rows("test") if all(row[c] for c in GB_MASK_COLUMNS.values())]
     screened = {row["image"].split("/")[-1][:-4]: 0.0 for row in complete[:CANDIDATES]}
     for stem in screened:
-        screened[stem] = _both_lungs_dice(engine.lung, stem)
+        screened[stem] = _both_lungs_dice(_lung_segmenter(engine), stem)
     worst = sorted(screened, key=screened.get)[:CORRECTED]
 
     store = tmp_path / "store"
@@ -91,10 +95,14 @@ def test_corrections_exported_from_the_scene_teach_the_model(logic, engine, shar
     assert result.returncode == 0, result.stderr[-3000:]
 
     card = ModelCard.load(out / "model.json")
-    figures = card.metrics["datalist_train"]
+    figures = card.evaluation["datalist_train"]
     assert figures["n_images"] == CORRECTED
-    assert card.training["datalist_only"] and card.training["counts"]["train"] == CORRECTED
-    assert card.training["parent_model"] == engine.lung.card.identifier
+    assert card.provenance.details["datalist_only"]
+    assert card.provenance.counts["train"] == CORRECTED
+    assert card.provenance.parent_model == _lung_segmenter(engine).card.identifier
+    # the fine-tune keeps what people wrote about the model and how it is run
+    assert card.description == _lung_segmenter(engine).card.description
+    assert card.runtime == _lung_segmenter(engine).card.runtime
     for name in ("both_lungs", "right_lung", "left_lung"):
         assert figures["after"][name]["dice_mean"] > figures["before"][name]["dice_mean"], name
 

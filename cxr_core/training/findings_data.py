@@ -1,0 +1,149 @@
+"""Images with finding labels (abnormal, pneumonia) and their tensors for training.
+
+Labels come from the NIH table: the shared NIH normal/pneumonia set (labels in its
+manifest), or any NIH ``Data_Entry``-style CSV with its image folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from cxr_core.io import read_radiograph
+from cxr_core.measure import lung_union
+from cxr_core.segmentation import Segmenter
+from cxr_core.stages.findings import LUNG_MASKED, WHOLE_IMAGE, FindingsInput
+from cxr_core.training.augment import Augment
+from cxr_core.training.data import read_manifest
+
+LABELS = ("abnormal", "pneumonia")
+NIH_DATASET = "nih_cxr14_normal_pneumonia"
+NO_FINDING = "No Finding"
+
+Box = tuple[str, float, float, float, float]
+"""``(finding, x, y, width, height)`` in image pixels."""
+
+
+@dataclass
+class FindingsSample:
+    """One image with its finding labels (and NIH boxes, where it has them)."""
+
+    image: Path
+    labels: dict[str, float]
+    """0/1 per label name; a label that is absent here is unknown for this image."""
+    split: str = "train"
+    view: str = ""
+    boxes: list[Box] = field(default_factory=list)
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.image.stem
+
+
+def nih_labels(finding_labels: str) -> dict[str, float]:
+    """NIH ``Finding Labels`` (pipe-separated) -> abnormal / pneumonia targets.
+
+    Raises
+    ------
+    ValueError
+        For an empty label string.
+    """
+    findings = {f.strip() for f in finding_labels.split("|") if f.strip()}
+    if not findings:
+        raise ValueError("finding_labels: empty; expected 'No Finding' or NIH findings")
+    normal = findings == {NO_FINDING}
+    return {"abnormal": float(not normal), "pneumonia": float("Pneumonia" in findings)}
+
+
+def parse_boxes(text: str) -> list[Box]:
+    """``Finding:x,y,w,h;Finding:x,y,w,h`` (the manifest's ``nih_bbox_resized_xywh``)."""
+    boxes = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, numbers = part.partition(":")
+        x, y, w, h = (float(v) for v in numbers.split(","))
+        boxes.append((name, x, y, w, h))
+    return boxes
+
+
+def nih_findings_samples(data_root: Path) -> list[FindingsSample]:
+    """The shared NIH normal/pneumonia set with its fixed patient-disjoint splits."""
+    root = data_root / NIH_DATASET
+    return [FindingsSample(image=root / row["image"], labels=nih_labels(row["label_findings"]),
+                           split=row["split"], view=row["view"],
+                           boxes=parse_boxes(row["nih_bbox_resized_xywh"]))
+            for row in read_manifest(root)]
+
+
+def nih_table_samples(table: Path, image_dir: Path, split: str = "train") -> list[FindingsSample]:
+    """An NIH ``Data_Entry``-style CSV (``Image Index``, ``Finding Labels``,
+    ``View Position``) whose images are in ``image_dir``; rows without an image are skipped."""
+    samples = []
+    with Path(table).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            image = Path(image_dir) / row["Image Index"]
+            if image.is_file():
+                samples.append(FindingsSample(image=image, labels=nih_labels(row["Finding Labels"]),
+                                              split=split, view=row.get("View Position", "")))
+    return samples
+
+
+@dataclass
+class FindingsTensors:
+    """A findings set in memory, read as one input ``mode`` (a
+    :class:`~cxr_core.training.loop.TrainData`).
+
+    Whole-image inputs ``(N,1,h,w)``, dilated lung masks ``(N,1,h,w)`` (bool), targets
+    and known flags ``(N, labels)``. One read serves both modes: :meth:`with_mode` gives
+    the same tensors read the other way.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    targets: torch.Tensor
+    known: torch.Tensor
+    mode: str = WHOLE_IMAGE
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def with_mode(self, mode: str) -> FindingsTensors:
+        """The same tensors read as ``mode`` (``whole_image`` or ``lung_masked``)."""
+        return dataclasses.replace(self, mode=mode)
+
+    def inputs(self) -> torch.Tensor:
+        """Network inputs: the images, blanked outside the lungs in ``lung_masked`` mode."""
+        return self.images * self.masks if self.mode == LUNG_MASKED else self.images
+
+    def batch(self, index: torch.Tensor, augment: Augment, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Augmented inputs, targets and known flags of the samples ``index``."""
+        # The lung mask goes through the same geometry, then re-blanks the background
+        # (the intensity jitter would otherwise lift the black outside the lungs).
+        images, masks = augment(self.images[index], self.masks[index].float(), generator)
+        if self.mode == LUNG_MASKED:
+            images = images * (masks > 0.5)
+        return images, self.targets[index], self.known[index]
+
+
+def load_findings_tensors(samples: Sequence[FindingsSample], size: tuple[int, int],
+                          segmenter: Segmenter | None, dilation: float) -> FindingsTensors:
+    """Read every image once; lung masks come from ``segmenter`` (None: no masking)."""
+    to_input = FindingsInput(size, LUNG_MASKED, dilation)
+    images, masks = [], []
+    for sample in tqdm(samples, desc="reading", unit="image", leave=False):
+        pixels = read_radiograph(sample.image).pixels
+        images.append(to_input.to_input(pixels)[0])
+        lungs = None if segmenter is None else lung_union(segmenter(pixels).masks)
+        if lungs is None:
+            masks.append(torch.ones(1, *size, dtype=torch.bool))
+            continue
+        masks.append(to_input.network_mask(lungs)[0].bool())
+    targets = torch.tensor([[s.labels.get(label, 0.0) for label in LABELS] for s in samples])
+    known = torch.tensor([[float(label in s.labels) for label in LABELS] for s in samples])
+    return FindingsTensors(torch.stack(images), torch.stack(masks), targets, known)

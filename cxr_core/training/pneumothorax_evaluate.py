@@ -1,0 +1,292 @@
+"""``cxr evaluate pneumothorax``: the detector as the engine runs it, on a split.
+
+Dice on positives, Kaggle mean Dice (empty-empty = 1), detection AUC, sensitivity and
+specificity, with bootstrap 95 % intervals; and the *source check*: since the positives
+come from SIIM-ACR and most negatives from NIH, does the model score the image source
+instead of the finding? (:func:`source_check`, :func:`nih_label_check`.)
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from cxr_core.io import read_radiograph
+from cxr_core.measure import lung_union
+from cxr_core.radiograph import PixelSpacing
+from cxr_core.segmentation import Segmenter
+from cxr_core.stages.pneumothorax import (
+    SEGMENT,
+    Detection,
+    PneumothoraxDetector,
+    split_by_side,
+)
+from cxr_core.terminology import SEGMENT_TYPES, SIDES
+from cxr_core.training.data import SegSample, read_manifest, read_mask
+from cxr_core.training.metrics import auc_with_ci, dice_iou, mean_with_ci, rate
+from cxr_core.training.plots import save_montage
+from cxr_core.training.pneumothorax_sources import NIH_SET, is_positive
+from cxr_core.writers.overlay import overlay_rgb
+
+SIIM_JPEG_QUALITY = 92
+"""The SIIM-ACR DICOMs carry JPEG baseline frames with the IJG quality-92 table (read off
+``dicom_samples/siim_*.dcm``); they were made from the 1024-px NIH PNGs."""
+
+
+@dataclass
+class Scored:
+    """One evaluated image: the detection, the true mask and their Dice."""
+
+    sample: SegSample
+    detection: Detection
+    truth: np.ndarray
+    dice: float
+
+
+def evaluate_pneumothorax(
+    detector: PneumothoraxDetector, samples: Sequence[SegSample], out_dir: Path, *,
+    split: str = "test", lung: Segmenter | None = None, bootstrap: int = 2000,
+    data_root: Path | None = None,
+) -> dict[str, Any]:
+    """Dice on positives, Kaggle mean Dice, detection AUC (bootstrap 95 % intervals) on
+    ``split``, and the source check on every sample kept out of training.
+
+    With a ``lung`` model the detector runs as in the engine (thorax gate) and the source
+    check includes healthy lungs; with ``data_root`` it includes the NIH images labelled
+    Pneumothorax (:func:`nih_label_check`).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scored = [_score(detector, lung, s) for s in tqdm(
+        [s for s in samples if s.split == split], desc=f"evaluating {split}", unit="image")]
+    if not scored:
+        raise ValueError(f"split: no samples in split {split!r}")
+    metrics = _figures(scored, bootstrap)
+    metrics["split"] = split
+    gate = (f"after dropping regions less than {detector.thorax.min_inside:.0%} inside the "
+            f"lungs grown by {detector.thorax.margin_fraction:.0%} of the width, "
+            if lung is not None else "(no lung model: no thorax gate) ")
+    metrics["operating_rule"] = (f"present when the post-processed mask, {gate}reaches the "
+                                 f"minimum area ({detector.minimum.fraction:.2%} of the image "
+                                 "without trusted spacing; PNGs have none)")
+    sources = {s.source for s in samples}
+    mixed = "siim" in sources and "nih_normal" in sources
+    metrics["source_check"] = (source_check(detector, samples, lung, bootstrap) if mixed else
+                               {"reading": "not run: it compares the shared SIIM-ACR and NIH "
+                                "images, which these sources do not mix"})
+    if mixed and data_root is not None:
+        metrics["source_check"] |= nih_label_check(detector, lung, data_root, bootstrap)
+    metrics["caveat"] = (f"tiny split: {metrics['n_positive']} positive and "
+                         f"{metrics['n_negative']} negative images" if len(scored) < 200
+                         else f"{len(scored)} images")
+    if mixed:
+        metrics["caveat"] += ("; the positives are SIIM images, most negatives NIH images, "
+                              "so AUC can reward the source")
+    _montage(scored, out_dir / "montage.png")
+    return metrics
+
+
+def detect(detector: PneumothoraxDetector, lung: Segmenter | None, pixels: np.ndarray,
+           spacing: PixelSpacing) -> tuple[Detection, dict[str, np.ndarray]]:
+    """The detector as the engine runs it: with the lung model's lungs for its thorax
+    gate when a lung model is given. Returns the detection and the lung masks."""
+    lungs = lung(pixels).masks if lung is not None else {}
+    return detector(pixels, spacing, lungs=lung_union(lungs)), lungs
+
+
+def _score(detector: PneumothoraxDetector, lung: Segmenter | None,
+           sample: SegSample) -> Scored:
+    radiograph = read_radiograph(sample.image)
+    found, _ = detect(detector, lung, radiograph.pixels, radiograph.spacing)
+    truth = read_mask(sample.masks[SEGMENT])
+    if truth.shape != found.mask.shape:
+        raise ValueError(f"sample: mask {truth.shape} and image {found.mask.shape} of "
+                         f"{sample.key} differ in size")
+    return Scored(sample, found, truth, dice_iou(found.mask, truth)[0])
+
+
+def _figures(scored: Sequence[Scored], bootstrap: int) -> dict[str, Any]:
+    positive = np.array([s.truth.any() for s in scored])
+    dice = np.array([s.dice for s in scored])
+    probability = np.array([s.detection.probability for s in scored])
+    present = np.array([s.detection.present for s in scored])
+    rng = np.random.default_rng(0)
+    return {
+        "n_images": len(scored), "n_positive": int(positive.sum()),
+        "n_negative": int((~positive).sum()),
+        "dice_positive": mean_with_ci(dice[positive], rng, bootstrap),
+        "kaggle_mean_dice": mean_with_ci(dice, rng, bootstrap),
+        "detection_auc": auc_with_ci(probability[positive], probability[~positive], rng,
+                                      bootstrap),
+        "sensitivity": rate(present[positive]),
+        "specificity": rate(~present[~positive]),
+        "per_image": [{"key": s.sample.key, "source": s.sample.source,
+                       "positive": bool(s.truth.any()), "dice": round(s.dice, 4),
+                       "probability": round(s.detection.probability, 4),
+                       "present": s.detection.present} for s in scored],
+    }
+
+
+def source_check(detector: PneumothoraxDetector, samples: Sequence[SegSample],
+                 lung: Segmenter | None, bootstrap: int = 2000) -> dict[str, Any]:
+    """Does the model score SIIM-looking images as positive because of their source?
+
+    On images never trained on:
+
+    1. SIIM negatives vs NIH negatives, image-level probability;
+    2. with a lung model, the *healthy* lung of SIIM positives vs NIH lungs, highest pixel
+       probability inside the lung;
+    3. each NIH negative scored as it is and re-encoded the SIIM way
+       (:func:`siim_style`): the same anatomy through both pipelines, so any change is
+       the pipeline's alone.
+
+    A model that learned the source scores the SIIM side higher (AUC well above 0.5).
+    """
+    unseen = [s for s in samples if s.split != "train"]
+    groups: dict[str, list[float]] = {"siim_negative": [], "nih_negative": [],
+                                      "siim_healthy_lung": [], "nih_lung": [],
+                                      "nih_negative_siim_style": []}
+    present = dict.fromkeys(("siim_negative", "nih_negative", "nih_negative_siim_style",
+                             "siim_healthy_lung", "nih_lung"), 0)
+    for sample in tqdm(unseen, desc="source check", unit="image"):
+        siim, positive = sample.source.startswith("siim"), is_positive(sample)
+        if not siim and (positive or sample.source != "nih_normal"):
+            continue  # the NIH side is the 'No Finding' images, as in every card
+        radiograph = read_radiograph(sample.image)
+        found, lungs = detect(detector, lung, radiograph.pixels, radiograph.spacing)
+        if not positive:
+            group = "siim_negative" if siim else "nih_negative"
+            groups[group].append(found.probability)
+            present[group] += int(found.present)
+        if not positive and not siim:
+            again, _ = detect(detector, lung, siim_style(radiograph.pixels),
+                              radiograph.spacing)
+            groups["nih_negative_siim_style"].append(again.probability)
+            present["nih_negative_siim_style"] += int(again.present)
+        if lung is not None:
+            group = "siim_healthy_lung" if siim else "nih_lung"
+            for score, reported in _lung_scores(lungs, radiograph.pixels.shape, found,
+                                                read_mask(sample.masks[SEGMENT])):
+                groups[group].append(score)
+                present[group] += int(reported)
+    rng = np.random.default_rng(1)
+    result: dict[str, Any] = {name: _group_summary(v) for name, v in groups.items()}
+    for name, count in present.items():
+        result[name]["reported_present"] = count
+    arrays = {name: np.array(v) for name, v in groups.items()}
+    result["auc_siim_vs_nih_negative"] = auc_with_ci(
+        arrays["siim_negative"], arrays["nih_negative"], rng, bootstrap)
+    result["auc_siim_healthy_vs_nih_lung"] = auc_with_ci(
+        arrays["siim_healthy_lung"], arrays["nih_lung"], rng, bootstrap)
+    result["auc_siim_style_vs_as_is"] = auc_with_ci(
+        arrays["nih_negative_siim_style"], arrays["nih_negative"], rng, bootstrap)
+    change = arrays["nih_negative_siim_style"] - arrays["nih_negative"]
+    result["siim_style_change"] = mean_with_ci(change, rng, bootstrap) | {
+        "max_abs": round(float(np.abs(change).max()), 4) if change.size else None}
+    result["reading"] = (
+        "AUC near 0.5 means images without pneumothorax are scored alike whatever their "
+        "source; the SIIM-negative group is tiny (no more than 3); the SIIM-style "
+        "re-encoding pairs show what the encoding pipeline alone changes")
+    return result
+
+
+def nih_label_check(detector: PneumothoraxDetector, lung: Segmenter | None, data_root: Path,
+                    bootstrap: int = 2000) -> dict[str, Any]:
+    """Pneumothorax from the negatives' source: NIH images whose NIH labels include
+    Pneumothorax (labels only, no masks, so never trained on) against the NIH images of
+    the val and test splits without it ('No Finding', and Pneumonia without
+    Pneumothorax). A model that had learned "SIIM means pneumothorax" would score the
+    NIH pneumothorax images like the NIH negatives (AUC near 0.5).
+    """
+    root = data_root / NIH_SET
+    groups: dict[str, list[float]] = {"nih_labelled_pneumothorax": [],
+                                      "nih_unseen_normal": [], "nih_unseen_pneumonia": []}
+    present = dict.fromkeys(groups, 0)
+    for row in tqdm(read_manifest(root), desc="NIH label check", unit="image"):
+        if "Pneumothorax" in row["label_findings"].split("|"):
+            group = "nih_labelled_pneumothorax"
+        elif row["split"] == "train":
+            continue  # NIH 'No Finding' train images may have been trained on
+        else:
+            group = ("nih_unseen_normal" if row["label_normal_abnormal"] == "normal"
+                     else "nih_unseen_pneumonia")
+        radiograph = read_radiograph(root / row["image"])
+        found, _ = detect(detector, lung, radiograph.pixels, radiograph.spacing)
+        groups[group].append(found.probability)
+        present[group] += int(found.present)
+    rng = np.random.default_rng(2)
+    result: dict[str, Any] = {name: _group_summary(v) | {"reported_present": present[name]}
+                              for name, v in groups.items()}
+    arrays = {name: np.array(v) for name, v in groups.items()}
+    for other in ("nih_unseen_normal", "nih_unseen_pneumonia"):
+        result[f"auc_nih_pneumothorax_vs_{other.removeprefix('nih_unseen_')}"] = auc_with_ci(
+            arrays["nih_labelled_pneumothorax"], arrays[other], rng, bootstrap)
+    return result
+
+
+def _group_summary(values: list[float]) -> dict[str, Any]:
+    """Count and mean, with the values themselves when few, else their quartiles."""
+    listed = values if len(values) <= 10 else list(np.percentile(values, (25, 50, 75)))
+    return {"n": len(values), "mean": round(float(np.mean(values)), 4) if values else None,
+            "values" if len(values) <= 10 else "quartiles":
+            [round(float(x), 4) for x in listed]}
+
+
+def siim_style(pixels: np.ndarray, *, size: int = 1024,
+               quality: int = SIIM_JPEG_QUALITY) -> np.ndarray:
+    """Send an 8-bit image through the SIIM-ACR pipeline: Lanczos to ``size`` px (the
+    1024 NIH PNG), JPEG baseline at ``quality`` (the SIIM DICOM frame), decoded and
+    Lanczos back to the input size (as the shared SIIM PNGs were made)."""
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise ValueError("pixels: siim_style takes 8-bit images (values 0..255), got "
+                         f"{pixels.min():g}..{pixels.max():g}")
+    image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+    encoded = io.BytesIO()
+    image.resize((size, size), Image.Resampling.LANCZOS).save(encoded, format="JPEG",
+                                                              quality=quality)
+    encoded.seek(0)
+    decoded = Image.open(encoded).resize(image.size, Image.Resampling.LANCZOS)
+    return np.asarray(decoded, dtype=np.float32)
+
+
+def _lung_scores(lungs: dict[str, np.ndarray], shape: tuple[int, ...], found: Detection,
+                 truth: np.ndarray) -> list[tuple[float, bool]]:
+    """For each lung with no true pneumothorax: the highest pneumothorax probability inside
+    it, and whether a reported pneumothorax (``found.mask``) overlaps it."""
+    probabilities = torch.from_numpy(found.probabilities)[None, None]
+    full = torch.nn.functional.interpolate(probabilities, size=shape, mode="bilinear",
+                                           align_corners=False)[0, 0].numpy()
+    truth_sides = split_by_side(truth, {}, mirrored=False) if truth.any() else {}
+    scores = []
+    for side in SIDES:
+        lung_mask = lungs.get(f"{side}_lung")
+        if lung_mask is None or not lung_mask.any():
+            continue
+        if side in truth_sides and truth_sides[side].any():
+            continue
+        scores.append((float(full[lung_mask].max()), bool((found.mask & lung_mask).any())))
+    return scores
+
+
+def _montage(scored: Sequence[Scored], path: Path, count: int = 6) -> None:
+    chosen = [s for s in scored if s.truth.any()][:count - 2]
+    chosen += sorted((s for s in scored if not s.truth.any()),
+                     key=lambda s: -s.detection.probability)[:count - len(chosen)]
+    if not chosen:
+        return
+    color = {SEGMENT: SEGMENT_TYPES[SEGMENT].rgb}
+    rows, labels = [], []
+    for item in chosen:
+        image = read_radiograph(item.sample.image).pixels
+        rows.append([image, overlay_rgb(image, {SEGMENT: item.truth}, color),
+                     overlay_rgb(image, {SEGMENT: item.detection.mask}, color)])
+        labels.append(f"{item.sample.source} p={item.detection.probability:.2f} "
+                      f"Dice={item.dice:.2f}")
+    save_montage(rows, ["image", "truth", "prediction"], path, labels)
