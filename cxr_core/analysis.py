@@ -54,12 +54,19 @@ class Finding:
     """0..1 float at source resolution, or None."""
     model_id: str | None = None
     """``name@version`` of the model that made this finding (SR algorithm identification)."""
+    note: str | None = None
+    """What decided when a rule, not the probability against the threshold, made the
+    call (e.g. "below the minimum area, not reported"); shown wherever the finding is."""
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name,
-                "code": [self.code.value, self.code.scheme_designator, self.code.meaning],
-                "probability": self.probability, "threshold": self.threshold,
-                "positive": self.positive}
+        summary: dict[str, Any] = {
+            "name": self.name,
+            "code": [self.code.value, self.code.scheme_designator, self.code.meaning],
+            "probability": self.probability, "threshold": self.threshold,
+            "positive": self.positive}
+        if self.note:
+            summary["note"] = self.note
+        return summary
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,17 @@
 """The engine: a Radiograph goes through a list of stages and comes out an Analysis.
 
-    Radiograph -> lungs -> findings -> pneumothorax -> Analysis
+    Radiograph -> padding filled -> lungs -> findings -> pneumothorax -> Analysis
 
 Each stage (:mod:`cxr_core.stages`) runs one model; the engine loads them once, places
 every network on one device, runs them in order, times them and names the stage in any
-error.
+error. Before the stages, frames and corners of one grey value (:mod:`cxr_core.padding`)
+are filled from the image's edge: the stages see the filled pixels, outputs show the
+original ones.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from cxr_core.analysis import Analysis, ModelRef
 from cxr_core.flags import QualityFlag
 from cxr_core.io import RefusedInput
 from cxr_core.models import ModelCard, default_models_dir
+from cxr_core.padding import fill_padding, find_padding
+from cxr_core.quality import inverted
 from cxr_core.radiograph import Radiograph
 from cxr_core.stages.base import Stage, StageFactory
 from cxr_core.stages.findings import FindingsStage
@@ -111,10 +116,18 @@ class Engine:
             When a stage fails; the message names it.
         """
         analysis = Analysis(radiograph=radiograph, models=self.model_refs)
+        with timed(analysis.timings, "padding"):
+            padding = find_padding(radiograph.pixels)
+            if padding:
+                analysis.radiograph = dataclasses.replace(
+                    radiograph, pixels=fill_padding(radiograph.pixels, padding))
+                analysis.flag(QualityFlag.PADDING_FILLED)
         if radiograph.mirrored:
             analysis.flag(QualityFlag.MIRRORED_ORIENTATION)
         if radiograph.is_lateral:
             analysis.flag(QualityFlag.LATERAL_VIEW)
+        if radiograph.legacy_format:
+            analysis.flag(QualityFlag.LEGACY_FILE_FORMAT)
         for stage in self.stages:
             with timed(analysis.timings, stage.name):
                 try:
@@ -123,6 +136,11 @@ class Engine:
                     raise
                 except Exception as error:
                     raise StageError(stage.name, error) from error
+        if padding:  # show what was received, in the polarity the lungs stage chose
+            shown = (inverted(radiograph.pixels)
+                     if QualityFlag.PHOTOMETRIC_MISMATCH in analysis.quality_flags
+                     else radiograph.pixels)
+            analysis.radiograph = dataclasses.replace(analysis.radiograph, pixels=shown)
         return analysis
 
 

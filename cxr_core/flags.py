@@ -25,3 +25,17 @@ class QualityFlag(enum.StrEnum):
     """One lung is less than a tenth of the other."""
     FINDINGS_WITHOUT_LUNG_MASK = "findings_without_lung_mask"
     """A lung-masked classifier ran on the whole image because no lung was found."""
+    MIRRORED_BY_ANATOMY = "mirrored_by_anatomy"
+    """The anatomy shows a mirrored image (patient's right on the image's right) that the
+    header did not declare: sides follow the anatomy."""
+    ORIENTATION_HEADER_OVERRULED = "orientation_header_overruled"
+    """The header declared a mirrored image but the anatomy shows a standard one: sides
+    follow the anatomy."""
+    PADDING_FILLED = "padding_filled"
+    """Uniform borders or corners (a PACS frame, a rotation's corners) were filled from
+    the image's edge before the models ran."""
+    LEGACY_FILE_FORMAT = "legacy_file_format"
+    """A DICOM file without File Meta (an ACR-NEMA style file) was read."""
+    IMPLAUSIBLE_MEASUREMENT = "implausible_measurement"
+    """A measurement fell outside what a frontal chest radiograph can show and was left
+    out (e.g. a cardiothoracic ratio above 1)."""

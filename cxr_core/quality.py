@@ -20,6 +20,11 @@ _LUNG_COLUMNS = ((0.18, 0.34), (0.66, 0.82))
 _MARGIN = 0.04
 
 
+def inverted(pixels: np.ndarray) -> np.ndarray:
+    """The negative of ``pixels`` on the same grey range (float32)."""
+    return np.asarray(pixels.max() + pixels.min() - pixels, dtype=np.float32)
+
+
 def check_polarity(pixels: np.ndarray) -> Polarity:
     """Say whether a frontal chest radiograph looks MONOCHROME2 (``"normal"``) or negative.
 

@@ -80,8 +80,10 @@ class Radiograph:
     id:
         A short, non-identifying name used for output folders and logs.
     mirrored:
-        The header says the columns run towards the patient's right (PatientOrientation
-        ``R\\...``): the patient's right is on the image's right.
+        The patient's right is on the image's right: what the header says
+        (PatientOrientation ``R\\...``) until the engine's gate has looked at the anatomy.
+    legacy_format:
+        Read from a DICOM file without File Meta (ACR-NEMA style).
     """
 
     pixels: np.ndarray
@@ -90,6 +92,8 @@ class Radiograph:
     view_position: str | None = None
     source_dataset: pydicom.Dataset | None = None
     mirrored: bool = False
+    legacy_format: bool = False
+    """Read from a DICOM file without File Meta (ACR-NEMA style)."""
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 2:

@@ -112,7 +112,8 @@ def test_json_masks_and_overlay(written) -> None:
     mask = np.asarray(Image.open(outputs.files["mask:right_lung"]))
     assert mask.shape == analysis.radiograph.shape
     overlay = Image.open(outputs.files["overlay"])
-    assert overlay.mode == "RGB" and max(overlay.size) <= 1024
+    # the radiograph at half size (at most 1024 px), the legend in a panel to its right
+    assert overlay.mode == "RGB" and overlay.height == 978 and overlay.width > 921
 
 
 def test_fake_monochrome1_is_flagged_and_still_segmented(engine) -> None:
@@ -168,3 +169,90 @@ def test_genuine_images_the_heuristic_suspects_are_not_inverted(engine, shared_d
                 assert PHOTOMETRIC_MISMATCH not in engine.analyze(radiograph).quality_flags
                 checked += 1
     assert checked >= 3
+
+
+# ------------------------------------------------ a rule that overrode a probability
+def test_every_probability_contradicting_its_decision_carries_a_note(written) -> None:
+    for name, (analysis, outputs) in written.items():
+        listed = json.loads(outputs.files["json"].read_text())["findings"]
+        for finding, item in zip(analysis.findings, listed, strict=True):
+            overruled = finding.probability >= finding.threshold and not finding.positive
+            assert bool(finding.note) == overruled, (name, finding.name)
+            assert item.get("note") == finding.note
+
+
+def test_note_reaches_json_sr_and_overlay_legend(written) -> None:
+    """RG1_UNCR: the pneumothorax network's highest pixel is 0.86, above the 0.5
+    threshold, but only specks reach it: the finding is negative and says why."""
+    from cxr_core.writers.overlay import overlay_parts
+
+    analysis, outputs = written[RG1_UNCR.name]
+    finding = next(f for f in analysis.findings if f.name == "pneumothorax")
+    assert finding.probability >= 0.5 and not finding.positive
+    assert finding.note is not None and finding.note.startswith(
+        f"{finding.probability:.2f} is the highest pixel probability")
+    assert finding.note.endswith("not reported")
+    legend = [line.text for line in overlay_parts(analysis).legend]
+    assert f"pneumothorax: {finding.probability:.2f} (not reported)" in legend
+    assert finding.note in legend
+    sr_path = outputs.files["sr"]
+    assert dciodvfy_errors(sr_path) == []
+    assert f'<contains TEXT:(,,"Comment")="{finding.note}">' in dsrdump(sr_path)
+    report = hd.sr.srread(sr_path)
+    group = next(g for g in report.content.get_image_measurement_groups()
+                 if g.finding_type is not None and g.finding_type.value == finding.code.value)
+    comments = [item.TextValue for item in group[0].ContentSequence
+                if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue
+                == "121106"]
+    assert comments == [finding.note]
+
+
+def test_note_names_the_rule_that_decided(engine) -> None:
+    from cxr_core.radiograph import PixelSpacing, SpacingSource
+    from cxr_core.stages.pneumothorax import Detection
+
+    detector = engine.stage("pneumothorax").detector
+    trusted = PixelSpacing(0.2, 0.2, SpacingSource.PIXEL_SPACING)
+    unknown = PixelSpacing.unknown()
+    empty = np.zeros((100, 100), bool)
+    apex, neck = empty.copy(), empty.copy()
+    apex[20:23, 20:30] = True  # 30 px: 1.2 mm2 at 0.2 mm, 0.3 % of the image
+    neck[0:5, 45:55] = True
+
+    def note(candidates: np.ndarray, inside: np.ndarray, spacing: PixelSpacing, *,
+             probability: float = 0.97, present: bool = False) -> str | None:
+        found = Detection(inside if present else empty, probability, present,
+                          np.zeros((8, 8), np.float32), candidates=candidates, inside=inside,
+                          gated=True)
+        return detector.note(found, spacing)
+
+    assert "form only specks" in note(empty, empty, trusted)
+    assert "lie mostly outside the lungs (thorax rule)" in note(neck, empty, trusted)
+    assert note(apex, apex, trusted) == (
+        "0.97 is the highest pixel probability; the pixels above 0.5 cover 1 mm2 within "
+        "the lungs, below the minimum area (200 mm2): not reported")
+    assert "cover 0.30% of the image within the lungs, below the minimum area (0.40% of " \
+        "the image)" in note(apex, apex, unknown)
+    assert "others lie mostly outside" in note(apex | neck, apex, trusted)
+    assert note(apex, apex, trusted, present=True) is None
+    assert note(empty, empty, trusted, probability=0.3) is None
+
+
+def test_strict_minimum_area_is_named_with_its_numbers(engine, shared_data: Path) -> None:
+    """A real SIIM positive under a minimum of half the image (no lungs given, so no
+    thorax gate): negative, and the note gives the region's share and the minimum."""
+    from cxr_core.analysis import Analysis
+    from cxr_core.stages.pneumothorax import MinimumArea, PneumothoraxDetector, PneumothoraxStage
+
+    detector = engine.stage("pneumothorax").detector
+    strict = PneumothoraxStage(PneumothoraxDetector(detector.segmenter,
+                                                    MinimumArea(fraction=0.5)))
+    image = (shared_data / "pneumothorax_siim_github" / "images"
+             / "siim_1.2.276.0.7230010.3.1.4.8323329.5085.1517875186.344997.png")
+    analysis = Analysis(radiograph=read_radiograph(image))
+    strict.run(analysis)
+    finding = analysis.findings[0]
+    assert not finding.positive and finding.probability >= 0.5
+    assert finding.note is not None
+    assert "within the lungs" not in finding.note
+    assert "of the image, below the minimum area (50.00% of the image)" in finding.note

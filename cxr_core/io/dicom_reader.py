@@ -7,6 +7,7 @@ checked here, and anything odd becomes a :class:`RefusedInput` with a one-line r
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
 from cxr_core.io.errors import RefusedInput
+from cxr_core.io.limits import check_size
 from cxr_core.radiograph import CHEST_BODY_PARTS, PixelSpacing, Radiograph, SpacingSource
 
 ACCEPTED_SOP_CLASSES = frozenset({
@@ -27,7 +29,14 @@ ACCEPTED_SOP_CLASSES = frozenset({
 })
 """CR, DX (for presentation and for processing) and Secondary Capture."""
 ACCEPTED_MODALITIES = frozenset({"CR", "DX", "OT", ""})
-MIN_SIDE, MAX_SIDE = 128, 8192
+LEGACY_SUFFIXES = frozenset({"", ".dcm", ".dicom", ".ima", ".img"})
+"""Names under which a DICOM file without preamble and File Meta (ACR-NEMA style) is
+looked for: other suffixes belong to other formats and are never force-read."""
+# The first tag of a dataset without preamble: File Meta (0002,xxxx) when only the
+# preamble is missing, else Identifying (0008,xxxx), which holds SOPClassUID and so comes
+# first in any image dataset we accept (tags are stored in ascending order). Little
+# endian, implicit or explicit VR: the encodings of such files in practice.
+_FIRST_GROUPS = (b"\x02\x00", b"\x08\x00")
 
 
 def read_dicom_radiograph(path: Path, *, radiograph_id: str | None = None) -> Radiograph:
@@ -48,7 +57,7 @@ def read_dicom_radiograph(path: Path, *, radiograph_id: str | None = None) -> Ra
 
 
 def _read(path: Path, radiograph_id: str | None) -> Radiograph:
-    dataset = _read_dataset(path)
+    dataset, legacy = _read_dataset(path)
     _check_is_chest_image(dataset)
     pixels = _presentation_pixels(dataset)
     view = str(dataset.get("ViewPosition", "") or "").upper() or None
@@ -60,20 +69,129 @@ def _read(path: Path, radiograph_id: str | None) -> Radiograph:
         view_position=view,
         source_dataset=header,
         mirrored=_is_mirrored(dataset),
+        legacy_format=legacy,
     )
 
 
-def _read_dataset(path: Path) -> pydicom.Dataset:
+def _read_dataset(path: Path) -> tuple[pydicom.Dataset, bool]:
+    """The dataset, and whether it was read as a legacy file (no preamble, no File Meta)."""
+    legacy = False
+    dataset: pydicom.Dataset
     try:
         dataset = pydicom.dcmread(path)
     except pydicom.errors.InvalidDicomError as error:
-        raise RefusedInput(f"not a DICOM file ({error})") from error
+        dataset, legacy = _read_legacy(path, f"not a DICOM file ({error})"), True
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as error:
         raise RefusedInput(f"unreadable DICOM ({type(error).__name__}: {error})") from error
     if "PixelData" not in dataset:
         name = _sop_class_name(dataset)
         raise RefusedInput(f"not an image: {name} has no pixel data")
+    return dataset, legacy
+
+
+def is_legacy_dicom(path: Path) -> bool:
+    """True when ``path`` is a DICOM dataset stored without preamble and File Meta (an
+    ACR-NEMA style file) that names its SOP class; only the header is read.
+
+    Used to find such files among others (``expand_inputs``): the name must be one of
+    :data:`LEGACY_SUFFIXES` and the first bytes a dataset's first tag, so random files in
+    a folder are not parsed; whether it is an image we analyse is decided on reading.
+    """
+    if path.suffix.lower() not in LEGACY_SUFFIXES or not _starts_like_dataset(path):
+        return False
+    try:
+        header = _force_read(path, stop_before_pixels=True)
+    except Exception:  # anything pydicom cannot parse is simply not one
+        return False
+    return "SOPClassUID" in header
+
+
+def _starts_like_dataset(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(2) in _FIRST_GROUPS
+    except OSError:
+        return False
+
+
+def _force_read(path: Path, *, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    # pydicom warns about every odd element of a guessed encoding; a refusal or an
+    # acceptance below says what matters in one line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+
+
+def _read_legacy(path: Path, refusal: str) -> pydicom.Dataset:
+    """Read a file without preamble and File Meta, accepting it only as a valid image.
+
+    Old CR/DX archives hold such files (ACR-NEMA 2.0 style, implicit VR little endian).
+    ``dcmread(force=True)`` parses almost anything, so the dataset must name an accepted
+    SOP class and carry uncompressed pixel data of exactly the size its header declares;
+    it then gets the File Meta it lacks, so the pixels decode with its encoding.
+
+    Raises
+    ------
+    RefusedInput
+        ``refusal`` when the file does not start like a dataset or does not parse; what is
+        wrong with it when it parses but is not such an image.
+    """
+    if path.suffix.lower() not in LEGACY_SUFFIXES or not _starts_like_dataset(path):
+        raise RefusedInput(refusal)
+    try:
+        dataset = _force_read(path)
+    except Exception as error:  # a guessed encoding can fail anywhere
+        raise RefusedInput(refusal) from error
+    problem = _legacy_image_problem(dataset)
+    if problem is not None:
+        raise RefusedInput(f"not a readable DICOM image: no File Meta, and {problem}")
+    if "TransferSyntaxUID" not in dataset.file_meta:
+        _add_file_meta(dataset)
     return dataset
+
+
+def _legacy_image_problem(dataset: pydicom.Dataset) -> str | None:
+    """Why ``dataset`` (read without File Meta) is not an image we can trust, or None."""
+    if "SOPClassUID" not in dataset or "SOPInstanceUID" not in dataset:
+        return "no SOPClassUID or SOPInstanceUID"
+    sop_class = UID(str(dataset.SOPClassUID))
+    if sop_class not in ACCEPTED_SOP_CLASSES:
+        return f"SOP class {sop_class.name} is not CR, DX or SC"
+    missing = [k for k in ("Rows", "Columns", "BitsAllocated", "PixelData") if k not in dataset]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and UID(str(syntax)).is_compressed:
+        return None  # only the preamble is missing: the decoder checks the codestream
+    if dataset["PixelData"].is_undefined_length:
+        return "compressed pixel data without a transfer syntax"
+    rows, columns = int(dataset.Rows or 0), int(dataset.Columns or 0)
+    bits = int(dataset.BitsAllocated or 0)
+    if bits not in (8, 16):
+        return f"BitsAllocated is {bits}; expected 8 or 16"
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    expected = rows * columns * samples * frames * bits // 8
+    size = len(dataset.PixelData)
+    # an odd length is padded to even (PS3.5 7.1.1)
+    if expected == 0 or size not in (expected, expected + expected % 2):
+        return (f"pixel data holds {size} bytes where {rows}x{columns} pixels of "
+                f"{bits} bits need {expected}")
+    return None
+
+
+def _add_file_meta(dataset: pydicom.Dataset) -> None:
+    """File Meta for a dataset read without it: its transfer syntax is the encoding the
+    reader found (implicit VR little endian for ACR-NEMA style files)."""
+    implicit, little = dataset.original_encoding
+    syntax = (pydicom.uid.ImplicitVRLittleEndian if implicit or implicit is None else
+              pydicom.uid.ExplicitVRBigEndian if little is False else
+              pydicom.uid.ExplicitVRLittleEndian)
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    meta.TransferSyntaxUID = syntax
+    dataset.file_meta = meta
 
 
 def _sop_class_name(dataset: pydicom.Dataset) -> str:
@@ -99,11 +217,7 @@ def _check_is_chest_image(dataset: pydicom.Dataset) -> None:
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise RefusedInput(f"multi-frame image ({frames} frames); expected one radiograph")
-    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
-    if not (MIN_SIDE <= rows <= MAX_SIDE and MIN_SIDE <= columns <= MAX_SIDE):
-        raise RefusedInput(
-            f"implausible image size {rows}x{columns}; expected {MIN_SIDE}..{MAX_SIDE} per side"
-        )
+    check_size(int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0))
     photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
     if photometric not in {"MONOCHROME1", "MONOCHROME2"}:
         raise RefusedInput(f"PhotometricInterpretation {photometric or 'missing'} is not grayscale")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from cxr_core.io.dicom_reader import read_dicom_radiograph
+from cxr_core.io.dicom_reader import is_legacy_dicom, read_dicom_radiograph
 from cxr_core.io.errors import RefusedInput
 from cxr_core.io.image_reader import IMAGE_SUFFIXES, read_image_radiograph
 from cxr_core.radiograph import Radiograph
@@ -14,15 +14,20 @@ DICOM_MAGIC_OFFSET = 128
 
 
 def looks_like_dicom(path: Path) -> bool:
-    """True for a Part 10 file (``DICM`` at byte 128) or a ``.dcm`` name."""
+    """True for a ``.dcm`` name, a Part 10 file (``DICM`` at byte 128), or a legacy file
+    without preamble and File Meta that parses as a DICOM dataset (see
+    :func:`~cxr_core.io.dicom_reader.is_legacy_dicom`: only for names without a suffix or
+    with a DICOM one, so other files in a folder are never parsed)."""
     if path.suffix.lower() in {".dcm", ".dicom"}:
         return True
     try:
         with path.open("rb") as handle:
             handle.seek(DICOM_MAGIC_OFFSET)
-            return handle.read(4) == b"DICM"
+            if handle.read(4) == b"DICM":
+                return True
     except OSError:
         return False
+    return is_legacy_dicom(path)
 
 
 def read_radiograph(path: Path | str, *, radiograph_id: str | None = None) -> Radiograph:

@@ -110,6 +110,19 @@ class ClassifierRules:
     heatmap_layer: str = "class_layers.relu"
 
 
+@dataclass(frozen=True, kw_only=True)
+class GateRules:
+    """When the chest gate lets an image through, and how it reads its orientation."""
+
+    frontal_min: float
+    """Refuse unless the probability of a frontal chest radiograph reaches this."""
+    rotation_min: float
+    """Refuse a quarter or half turn the gate is at least this sure of."""
+    mirrored_min: float
+    """Take the image as mirrored (patient's right on the image's right) from this
+    probability on."""
+
+
 @dataclass(kw_only=True)
 class RuntimeSettings:
     """What the engine reads to run the model; kept across retraining unless replaced."""
@@ -117,6 +130,7 @@ class RuntimeSettings:
     postprocess: PostProcess | None = None
     lesion: LesionRule | None = None
     classifier: ClassifierRules | None = None
+    gate: GateRules | None = None
 
     def over(self, base: RuntimeSettings) -> RuntimeSettings:
         """These settings, with every part left unset taken from ``base``."""
@@ -315,6 +329,7 @@ def _parse_runtime(data: dict[str, Any]) -> RuntimeSettings:
     post = _optional(data, "postprocess", dict, where)
     lesion = _optional(data, "lesion", dict, where)
     classifier = _optional(data, "classifier", dict, where)
+    gate = _optional(data, "gate", dict, where)
     return RuntimeSettings(
         postprocess=None if post is None else PostProcess(
             method=cast(Any, _choice(_require(post, "method", str, f"{where}postprocess."),
@@ -326,6 +341,9 @@ def _parse_runtime(data: dict[str, Any]) -> RuntimeSettings:
             for name in ("min_area_mm2", "min_area_fraction", "thorax_margin_fraction",
                          "thorax_min_inside")}),
         classifier=None if classifier is None else _parse_classifier(classifier),
+        gate=None if gate is None else GateRules(**{
+            name: float(_require(gate, name, NUMBER, f"{where}gate."))
+            for name in ("frontal_min", "rotation_min", "mirrored_min")}),
     )
 
 

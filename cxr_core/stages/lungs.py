@@ -10,13 +10,12 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cxr_core.analysis import Analysis, Segment
 from cxr_core.flags import QualityFlag
 from cxr_core.measure import area_measurements, cardiothoracic_ratio, lung_ratio, make_segment
-from cxr_core.quality import check_polarity
+from cxr_core.quality import check_polarity, inverted
 from cxr_core.segmentation import SegmentationOutput, Segmenter
 
 LUNG_MODEL = "lung_seg"
@@ -78,11 +77,11 @@ class LungStage:
         output = self.segmenter(radiograph.pixels, mirrored=radiograph.mirrored)
         if check_polarity(radiograph.pixels) != "inverted":
             return output
-        inverted = radiograph.pixels.max() + radiograph.pixels.min() - radiograph.pixels
-        alternative = self.segmenter(inverted, mirrored=radiograph.mirrored)
+        negative = inverted(radiograph.pixels)
+        alternative = self.segmenter(negative, mirrored=radiograph.mirrored)
         if alternative.uncertainty >= POLARITY_UNCERTAINTY_RATIO * output.uncertainty:
             return output
-        analysis.radiograph = dataclasses.replace(radiograph, pixels=inverted.astype(np.float32))
+        analysis.radiograph = dataclasses.replace(radiograph, pixels=negative)
         analysis.flag(QualityFlag.PHOTOMETRIC_MISMATCH)
         return alternative
 

@@ -7,11 +7,14 @@ lying mostly outside the lungs (:class:`ThoraxGate`: gas under the diaphragm, th
 soft tissue), and what is left counts as a pneumothorax only when its total area reaches
 a configured minimum (mm² when the spacing is trustworthy, otherwise a fraction of the
 image). Smaller regions are not reported as present, not segmented and not measured; the
-finding still carries the network's probability.
+finding still carries the network's probability, and when that probability reaches the
+threshold although nothing is reported, the finding's note says which rule decided and
+with which numbers (a reader would otherwise see "0.97, absent" as a contradiction).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +70,22 @@ class MinimumArea:
         return float(mask.mean()) >= self.fraction
 
     def describe(self, spacing: PixelSpacing) -> str:
+        return f"present when the region is >= {self.limit_text(spacing)}"
+
+    def limit_text(self, spacing: PixelSpacing) -> str:
+        """The minimum in the unit the rule uses for this ``spacing`` ("200 mm2")."""
         if spacing.trusted:
-            return f"present when the region is >= {self.mm2:g} mm2"
-        return f"present when the region is >= {self.fraction:.2%} of the image"
+            return f"{self.mm2:g} mm2"
+        return f"{self.fraction:.2%} of the image"
+
+    def area_text(self, mask: np.ndarray, spacing: PixelSpacing) -> str:
+        """The area of ``mask`` in the unit the rule compares for this ``spacing``, rounded
+        down, so an area below the minimum never reads as reaching it."""
+        if spacing.trusted:
+            mm2 = float(mask.sum()) * spacing.pixel_area_mm2  # type: ignore[operator]
+            return f"{math.floor(mm2):d} mm2"
+        hundredths = int(mask.sum()) * 10_000 // mask.size  # exact: no float rounding up
+        return f"{hundredths / 100:.2f}% of the image"
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,14 @@ class Detection:
     present: bool
     probabilities: np.ndarray
     """``(rows, columns)`` pixel probabilities at the model's input size."""
+    candidates: np.ndarray | None = None
+    """The network's mask after its card's post-processing (specks dropped), before the
+    :class:`ThoraxGate`: boolean, source resolution."""
+    inside: np.ndarray | None = None
+    """What the :class:`ThoraxGate` kept of ``candidates`` (all of it without lungs);
+    ``present`` is whether this reaches the :class:`MinimumArea`."""
+    gated: bool = False
+    """Whether the :class:`ThoraxGate` judged the regions (lungs were given and found)."""
 
 
 class PneumothoraxDetector:
@@ -169,13 +193,47 @@ class PneumothoraxDetector:
         """Segment and decide; ``lungs`` (both lungs, source resolution) enables the
         :class:`ThoraxGate`."""
         output = self.segmenter(pixels, mirrored=mirrored)
-        mask = output.masks[SEGMENT]
-        if lungs is not None:
-            mask = self.thorax(mask, lungs)
+        candidates = output.masks[SEGMENT]
+        gated = lungs is not None and bool(lungs.any())
+        inside = self.thorax(candidates, lungs) if lungs is not None else candidates
         probabilities = output.probabilities[self.channel].numpy()
-        present = bool(mask.any()) and self.minimum.reached(mask, spacing)
-        return Detection(mask if present else np.zeros_like(mask),
-                         float(probabilities.max()), present, probabilities)
+        present = bool(inside.any()) and self.minimum.reached(inside, spacing)
+        return Detection(inside if present else np.zeros_like(inside),
+                         float(probabilities.max()), present, probabilities,
+                         candidates=candidates, inside=inside, gated=gated)
+
+    def note(self, found: Detection, spacing: PixelSpacing, *,
+             probability: float | None = None) -> str | None:
+        """Which rule overrode the probability, with its numbers, when the probability
+        reaches :data:`~cxr_core.segmentation.THRESHOLD` but nothing is reported; None
+        otherwise (the probability and the decision then agree).
+
+        Parameters
+        ----------
+        found:
+            What this detector returned.
+        spacing:
+            The image's spacing, which decides the unit of the minimum area.
+        probability:
+            The probability as reported (e.g. rounded), default ``found.probability``.
+        """
+        shown = found.probability if probability is None else probability
+        if found.present or shown < THRESHOLD:
+            return None
+        head = f"{shown:.2f} is the highest pixel probability; the pixels above {THRESHOLD:g}"
+        tail = "not reported"
+        if found.candidates is None or not found.candidates.any():
+            return (f"{head} form only specks smaller than the smallest region kept "
+                    f"({self.segmenter.min_fraction:.2%} of the image): {tail}")
+        inside = found.inside if found.inside is not None else found.candidates
+        if not inside.any():
+            return f"{head} lie mostly outside the lungs (thorax rule): {tail}"
+        where = " within the lungs" if found.gated else ""
+        small = (f"cover {self.minimum.area_text(inside, spacing)}{where}, below the minimum "
+                 f"area ({self.minimum.limit_text(spacing)})")
+        if (found.candidates & ~inside).any():
+            small += "; the others lie mostly outside the lungs"
+        return f"{head} {small}: {tail}"
 
 
 class PneumothoraxStage:
@@ -211,10 +269,12 @@ class PneumothoraxStage:
                               mirrored=radiograph.mirrored,
                               lungs=lung_union({name: segment.mask for name, segment
                                                 in analysis.segments.items()}))
+        probability = round(found.probability, 4)
         analysis.findings.append(Finding(
             name="pneumothorax", code=finding_code("pneumothorax"),
-            probability=round(found.probability, 4), threshold=THRESHOLD,
-            positive=found.present, model_id=self.card.identifier))
+            probability=probability, threshold=THRESHOLD,
+            positive=found.present, model_id=self.card.identifier,
+            note=self.detector.note(found, radiograph.spacing, probability=probability)))
         if not found.present:
             return
         analysis.segments[SEGMENT] = make_segment(SEGMENT, found.mask, radiograph.spacing)

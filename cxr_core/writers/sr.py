@@ -1,7 +1,8 @@
 """Comprehensive SR with TID 1500 (highdicom): image-level TID 1501 groups.
 
 One group holds the anatomy measurements (areas, right/left ratio, cardiothoracic ratio);
-each finding gets its own group with a qualitative Present/Absent and a probability NUM.
+each finding gets its own group with a qualitative Present/Absent, a probability NUM and,
+when a decision rule overrode the probability, a Comment saying which.
 Areas are in mm² only when the spacing is trustworthy; otherwise they are pixel counts
 (UCUM ``{pixels}``) and a comment in the group says why.
 """
@@ -122,8 +123,11 @@ def _measurement(measurement: EngineMeasurement) -> Measurement:
 
 def _finding_group(finding: Finding, source: pydicom.Dataset,
                    algorithm: str) -> MeasurementsAndQualitativeEvaluations:
+    """Present/Absent and the probability; a comment when a rule, not the probability
+    against its threshold, decided (a reader would otherwise see "Probability 0.97 ...
+    Absent" as a contradiction)."""
     concept = finding.code
-    return MeasurementsAndQualitativeEvaluations(
+    group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(
             uid=derived_uid(str(source.SOPInstanceUID), "finding", finding.name),
             identifier=f"Finding: {finding.name}"),
@@ -135,6 +139,9 @@ def _finding_group(finding: Finding, source: pydicom.Dataset,
             QualitativeEvaluation(concept, PRESENT if finding.positive else ABSENT)],
         source_images=_source_images(source),
     )
+    if finding.note:
+        _append_comment(group, finding.note)
+    return group
 
 
 def _append_comment(group: MeasurementsAndQualitativeEvaluations, text: str) -> None:

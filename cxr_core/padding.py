@@ -1,0 +1,128 @@
+"""Uniform borders and corners that are not anatomy: find them, fill them from the edge.
+
+PACS exports, scanners and rotations add frames and corner triangles of one grey value
+(black, or white after a MONOCHROME1 inversion). The networks never saw them in training
+and read a black frame as "no disease" (a 5 % frame turned 15 of 25 pneumonia calls
+negative in the 2026-11-29 probe), whereas the same rotation with its corners filled from
+the image's edge changed almost nothing. So padding is filled from the nearest image
+pixel before any model runs.
+
+Padding is a region of (nearly) the darkest or brightest value that touches the image
+border and is either part of a frame (it holds a whole edge row or column) or a straight-
+edged corner piece (almost convex). Clipped air around a patient is also dark and touches
+the border, but follows the body's outline, so it is neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+WORK_SIDE = 512
+"""Padding is found on a copy of about this many pixels a side (enough for its edges)."""
+MIN_FRACTION = 0.002
+"""A candidate region smaller than this share of the image is left alone."""
+MIN_SOLIDITY = 0.97
+"""Region area / convex hull area of a corner piece: rotation corners are triangles."""
+TOLERANCE = 0.02
+"""How far from the extreme value a padding pixel may be, as a share of the grey range
+(lossy compression blurs a black frame by a few grey levels)."""
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Where an image is padded, on a grid ``step`` times coarser than the image."""
+
+    mask: np.ndarray
+    """Boolean, on the coarse grid."""
+    step: int
+
+    @property
+    def fraction(self) -> float:
+        return float(self.mask.mean())
+
+    def __bool__(self) -> bool:
+        return bool(self.mask.any())
+
+
+def find_padding(pixels: np.ndarray) -> Padding:
+    """The frame and corner regions of ``pixels`` (an empty mask when there are none)."""
+    step = max(1, int(np.ceil(max(pixels.shape) / WORK_SIDE)))
+    small = np.asarray(pixels[::step, ::step], dtype=np.float32)
+    low, high = float(small.min()), float(small.max())
+    found = np.zeros(small.shape, dtype=bool)
+    if high <= low:
+        return Padding(found, step)
+    tolerance = TOLERANCE * (high - low)
+    for extreme in (low, high):
+        candidates = np.abs(small - extreme) <= tolerance
+        found |= _padding_regions(candidates)
+    return Padding(found, step)
+
+
+def _padding_regions(candidates: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(candidates)
+    if count == 0:
+        return np.zeros(candidates.shape, dtype=bool)
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    on_border = np.unique(border[border > 0])
+    sizes = ndimage.sum_labels(candidates, labels, index=on_border)
+    boxes = ndimage.find_objects(labels)
+    kept = np.zeros(count + 1, dtype=bool)
+    for label, size in zip(on_border, sizes, strict=True):
+        if size < MIN_FRACTION * candidates.size:
+            continue
+        box = boxes[label - 1]
+        region = labels[box] == label
+        kept[label] = (_is_frame_piece(region, box, candidates.shape)
+                       or _solidity(region) >= MIN_SOLIDITY)
+    return np.asarray(kept[labels])
+
+
+def _is_frame_piece(region: np.ndarray, box: tuple[slice, slice],
+                    shape: tuple[int, ...]) -> bool:
+    """A whole first/last row or column belongs to the region: no anatomy is that flat."""
+    rows, columns = box
+    full_width = columns.start == 0 and columns.stop == shape[1]
+    full_height = rows.start == 0 and rows.stop == shape[0]
+    return bool((full_width and ((rows.start == 0 and region[0].all())
+                                 or (rows.stop == shape[0] and region[-1].all())))
+                or (full_height and ((columns.start == 0 and region[:, 0].all())
+                                     or (columns.stop == shape[1] and region[:, -1].all()))))
+
+
+def _solidity(region: np.ndarray) -> float:
+    """Area / convex hull area (1 for a convex shape such as a rotation's corner)."""
+    edge = region & ~ndimage.binary_erosion(region)
+    rows, columns = np.nonzero(edge)
+    # the pixel corners, so a one-pixel-wide shape still has an area
+    points = np.concatenate([np.stack([rows + dr, columns + dc], axis=1)
+                             for dr in (0, 1) for dc in (0, 1)])
+    try:
+        hull = ConvexHull(points)
+    except QhullError:  # all on one line
+        return 0.0
+    return float(region.sum() / hull.volume) if hull.volume > 0 else 0.0
+
+
+def fill_padding(pixels: np.ndarray, padding: Padding) -> np.ndarray:
+    """A copy of ``pixels`` whose padding takes the value of the nearest image pixel."""
+    if not padding:
+        return pixels
+    step = padding.step
+    _, nearest = ndimage.distance_transform_edt(padding.mask, return_indices=True)
+    rows = np.arange(pixels.shape[0]) // step
+    columns = np.arange(pixels.shape[1]) // step
+    full = padding.mask[rows[:, None], columns[None, :]]
+    target_rows, target_columns = np.nonzero(full)
+    coarse_rows, coarse_columns = target_rows // step, target_columns // step
+    source_rows = np.minimum(nearest[0][coarse_rows, coarse_columns] * step,
+                             pixels.shape[0] - 1)
+    source_columns = np.minimum(nearest[1][coarse_rows, coarse_columns] * step,
+                                pixels.shape[1] - 1)
+    filled = pixels.copy()
+    filled[target_rows, target_columns] = pixels[source_rows, source_columns]
+    return filled
