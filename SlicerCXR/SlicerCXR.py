@@ -138,8 +138,16 @@ class SlicerCXRWidget(ScriptedLoadableModuleWidget):
     def onAnalyze(self) -> None:
         if not self.logic.ensurePackages(self.ui.deviceComboBox.currentIndex == 1):
             return
+        from cxr_core import RefusedInput
+
         with slicer.util.tryWithErrorDisplay("Analysis failed.", waitCursor=True):
-            nodes = self.logic.analyze(self.ui.inputVolumeSelector.currentNode())
+            try:
+                nodes = self.logic.analyze(self.ui.inputVolumeSelector.currentNode())
+            except RefusedInput as refusal:  # an answer, not an error: say why, plainly
+                self.log(f"Not analysed: {refusal}")
+                slicer.util.warningDisplay(f"SlicerCXR does not analyse this image:\n\n"
+                                           f"{refusal}", windowTitle="Not analysed")
+                return
             self.ui.segmentationSelector.setCurrentNode(nodes.segmentation)
             self.ui.resultsTableView.setMRMLTableNode(nodes.table)
             slicer.util.resetSliceViews()
@@ -300,7 +308,8 @@ class SlicerCXRLogic(ScriptedLoadableModuleLogic):
 
 class SlicerCXRTest(ScriptedLoadableModuleTest):
     """Runs inside Slicer (Reload and Test, or ctest): the logic on the application's
-    scene with a synthetic radiograph, so it needs no patient data."""
+    scene with a synthetic drawing, so it needs no patient data: the engine refuses it
+    (not a chest radiograph) and masks drawn on it are exported and re-exported."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear(0)
@@ -314,22 +323,24 @@ class SlicerCXRTest(ScriptedLoadableModuleTest):
         logic = SlicerCXRLogic()
         if logic.missingPackages():
             self.fail("missing Python packages: " + ", ".join(logic.missingPackages()))
-        from SlicerCXRLib.export import segmentation_masks
         from SlicerCXRLib.mrml import radiograph_shape
-        from SlicerCXRLib.scene_bridge import add_segment
+        from SlicerCXRLib.scene_bridge import add_segment, masks_to_segmentation
+
+        from cxr_core import RefusedInput
 
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "phantom.png"
             _write_phantom(path)
             volume = logic.loadRadiograph(str(path))
-            nodes = logic.analyze(volume)
-            segmentation = nodes.segmentation
-            self.assertGreater(segmentation.GetSegmentation().GetNumberOfSegments(), 0)
-            self.assertGreater(nodes.table.GetNumberOfRows(), 0)
-            masks, _ = segmentation_masks(segmentation, volume)
+            # a drawing is not a chest radiograph: the engine must say so, not answer
+            with self.assertRaises(RefusedInput):
+                logic.analyze(volume)
             rows, columns = radiograph_shape(volume)
             drawn = np.zeros((rows, columns), dtype=bool)
             drawn[rows // 4:3 * rows // 4, columns // 8:columns // 2 - 10] = True
+            segmentation = masks_to_segmentation(slicer.mrmlScene, volume,
+                                                 {"left_lung": drawn[:, ::-1].copy()},
+                                                 name="drawn")
             add_segment(segmentation, "right_lung", drawn, volume)
 
             store = Path(folder) / "store"

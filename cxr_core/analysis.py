@@ -92,6 +92,8 @@ class Analysis:
     quality_flags: list[QualityFlag] = field(default_factory=list)
     models: list[ModelRef] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, float] = field(default_factory=dict)
+    """What the engine's checks measured on the input (the gate's probabilities...)."""
 
     def measurement(self, name: str) -> Measurement | None:
         return next((m for m in self.measurements if m.name == name), None)
@@ -122,5 +124,6 @@ class Analysis:
             "findings": [f.summary() for f in self.findings],
             "quality_flags": [str(flag) for flag in self.quality_flags],
             "models": [model.summary() for model in self.models],
+            **({"checks": self.checks} if self.checks else {}),
             "timings_s": self.timings,
         }

@@ -1,6 +1,6 @@
 """The engine: a Radiograph goes through a list of stages and comes out an Analysis.
 
-    Radiograph -> padding filled -> lungs -> findings -> pneumothorax -> Analysis
+    Radiograph -> padding filled -> gate -> lungs -> findings -> pneumothorax -> Analysis
 
 Each stage (:mod:`cxr_core.stages`) runs one model; the engine loads them once, places
 every network on one device, runs them in order, times them and names the stage in any
@@ -26,17 +26,19 @@ from cxr_core.quality import inverted
 from cxr_core.radiograph import Radiograph
 from cxr_core.stages.base import Stage, StageFactory
 from cxr_core.stages.findings import FindingsStage
+from cxr_core.stages.gate import GateStage
 from cxr_core.stages.lungs import LungStage
 from cxr_core.stages.pneumothorax import PneumothoraxStage
 from cxr_core.timing import timed
 
 STAGES: Mapping[str, StageFactory] = {
+    GateStage.name: GateStage.load,
     LungStage.name: LungStage.load,
     FindingsStage.name: FindingsStage.load,
     PneumothoraxStage.name: PneumothoraxStage.load,
 }
 """Every stage the engine knows, by name."""
-DEFAULT_STAGES = (LungStage.name, FindingsStage.name, PneumothoraxStage.name)
+DEFAULT_STAGES = (GateStage.name, LungStage.name, FindingsStage.name, PneumothoraxStage.name)
 """The stages a plain ``Engine()`` runs, in order."""
 
 
@@ -58,13 +60,17 @@ class Engine:
     device:
         Where every network runs (``"cpu"``, ``"cuda"``...); see :meth:`to`.
     stages:
-        Which stages to run, in order (default :data:`DEFAULT_STAGES`); ``lungs`` must
-        come first, since every other stage reads its masks.
+        Which stages to run, in order (default :data:`DEFAULT_STAGES`): the gate, if
+        run, first; then ``lungs``, which every later stage reads.
+    fill_padding:
+        Fill frames and corners before the stages (default); off only to measure what
+        the filling changes.
     """
 
     def __init__(self, *, models_dir: Path | None = None, device: str | torch.device = "cpu",
-                 stages: Sequence[str] = DEFAULT_STAGES) -> None:
+                 stages: Sequence[str] = DEFAULT_STAGES, fill_padding: bool = True) -> None:
         _check_stage_names(stages)
+        self.fill_padding = fill_padding
         self.models_dir = Path(models_dir) if models_dir else default_models_dir()
         self.device = torch.device(device)
         self.stages: list[Stage] = [STAGES[name](self.models_dir, device=self.device)
@@ -117,7 +123,7 @@ class Engine:
         """
         analysis = Analysis(radiograph=radiograph, models=self.model_refs)
         with timed(analysis.timings, "padding"):
-            padding = find_padding(radiograph.pixels)
+            padding = find_padding(radiograph.pixels) if self.fill_padding else None
             if padding:
                 analysis.radiograph = dataclasses.replace(
                     radiograph, pixels=fill_padding(radiograph.pixels, padding))
@@ -148,7 +154,9 @@ def _check_stage_names(stages: Sequence[str]) -> None:
     unknown = [name for name in stages if name not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; known: {', '.join(STAGES)}")
-    if not stages or stages[0] != LungStage.name:
-        raise ValueError(f"stages: {LungStage.name!r} must come first, got {list(stages)}")
     if len(set(stages)) != len(stages):
         raise ValueError(f"stages: each stage runs once, got {list(stages)}")
+    after_gate = list(stages[1:] if stages and stages[0] == GateStage.name else stages)
+    if not after_gate or after_gate[0] != LungStage.name or GateStage.name in after_gate:
+        raise ValueError(f"stages: the gate (if any) first, then {LungStage.name!r}; got "
+                         f"{list(stages)}")

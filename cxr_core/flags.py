@@ -31,6 +31,9 @@ class QualityFlag(enum.StrEnum):
     ORIENTATION_HEADER_OVERRULED = "orientation_header_overruled"
     """The header declared a mirrored image but the anatomy shows a standard one: sides
     follow the anatomy."""
+    SIDES_UNCERTAIN = "sides_uncertain"
+    """The anatomy leans against the header's sides but not clearly enough to swap them:
+    sides follow the header; check the image's orientation."""
     PADDING_FILLED = "padding_filled"
     """Uniform borders or corners (a PACS frame, a rotation's corners) were filled from
     the image's edge before the models ran."""

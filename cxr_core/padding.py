@@ -39,6 +39,21 @@ class Padding:
     mask: np.ndarray
     """Boolean, on the coarse grid."""
     step: int
+    extremes: tuple[float, ...] = ()
+    """The grey values padding has here (the darkest and/or brightest)."""
+    tolerance: float = 0.0
+
+    def full_mask(self, pixels: np.ndarray) -> np.ndarray:
+        """The padding at the image's own resolution: coarse cells that are padding,
+        less the pixels in them that are not the padding's grey (a frame's edge rarely
+        falls on the coarse grid)."""
+        rows = np.arange(pixels.shape[0]) // self.step
+        columns = np.arange(pixels.shape[1]) // self.step
+        full = self.mask[rows[:, None], columns[None, :]]
+        near = np.zeros_like(full)
+        for extreme in self.extremes:
+            near |= np.abs(pixels - extreme) <= self.tolerance
+        return np.asarray(full & near)
 
     @property
     def fraction(self) -> float:
@@ -57,10 +72,13 @@ def find_padding(pixels: np.ndarray) -> Padding:
     if high <= low:
         return Padding(found, step)
     tolerance = TOLERANCE * (high - low)
+    extremes = []
     for extreme in (low, high):
-        candidates = np.abs(small - extreme) <= tolerance
-        found |= _padding_regions(candidates)
-    return Padding(found, step)
+        regions = _padding_regions(np.abs(small - extreme) <= tolerance)
+        if regions.any():
+            extremes.append(extreme)
+            found |= regions
+    return Padding(found, step, tuple(extremes), tolerance)
 
 
 def _padding_regions(candidates: np.ndarray) -> np.ndarray:
@@ -114,10 +132,7 @@ def fill_padding(pixels: np.ndarray, padding: Padding) -> np.ndarray:
         return pixels
     step = padding.step
     _, nearest = ndimage.distance_transform_edt(padding.mask, return_indices=True)
-    rows = np.arange(pixels.shape[0]) // step
-    columns = np.arange(pixels.shape[1]) // step
-    full = padding.mask[rows[:, None], columns[None, :]]
-    target_rows, target_columns = np.nonzero(full)
+    target_rows, target_columns = np.nonzero(padding.full_mask(pixels))
     coarse_rows, coarse_columns = target_rows // step, target_columns // step
     source_rows = np.minimum(nearest[0][coarse_rows, coarse_columns] * step,
                              pixels.shape[0] - 1)

@@ -130,7 +130,12 @@ class Analyzer:
             radiograph = read_radiograph(instance.path, radiograph_id=instance.sop_uid)
         except RefusedInput as error:
             return Outcome("refused", str(error))
-        analysis = self.engine.analyze(radiograph)
+        try:
+            analysis = self.engine.analyze(radiograph)
+        except RefusedInput as error:
+            # a valid image that is not a frontal chest radiograph (a lateral view in a
+            # chest study, a mislabelled body part): stored, not analysed, no error
+            return Outcome("ignored", str(error))
         return Outcome("processed", results=self._write_results(analysis, study_uid,
                                                                 instance.sop_uid))
 

@@ -1,4 +1,4 @@
-"""``cxr evaluate lung|findings|pneumothorax``: re-measure a model on a split.
+"""``cxr evaluate gate|lung|findings|pneumothorax``: re-measure a model on a split.
 
 Figures, montages and plots go to ``--out``. With ``--write-card`` (test split only) the
 ``--out`` folder also becomes a complete model folder: the model's card with the new
@@ -27,6 +27,12 @@ def add_parser(sub: SubParsers) -> None:
     """``cxr evaluate`` and its tasks."""
     parser = sub.add_parser("evaluate", help="evaluate a model on a split")
     tasks = parser.add_subparsers(dest="task", required=True)
+    gate = tasks.add_parser("gate", help="refusal rates per source (false refusals of "
+                            "frontal chests), orientation detection, with Wilson CIs")
+    gate.add_argument("--model", default="chest_gate", help="model name or folder")
+    gate.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    _add_common(gate, run_gate)
+
     lung = tasks.add_parser("lung", help="Dice / IoU per structure, montage, curves")
     lung.add_argument("--model", default="lung_seg", help="model name or folder")
     lung.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
@@ -48,6 +54,13 @@ def add_parser(sub: SubParsers) -> None:
                      "('' to skip)")
     ptx.add_argument("--bootstrap", type=int, default=2000)
     _add_common(ptx, run_pneumothorax)
+
+    robustness = tasks.add_parser(
+        "robustness", help="before/after table of PACS-style changes (turns, mirroring, "
+        "frames, corners, text, JPEG, rescaling, bit depth, gamma, inversion)")
+    robustness.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    robustness.add_argument("--out", type=Path, required=True)
+    robustness.set_defaults(handler=run_robustness, parser=robustness)
 
 
 def _add_common(parser: argparse.ArgumentParser,
@@ -90,6 +103,35 @@ def write_model_folder(card: ModelCard, source: Path, out: Path,
 
 
 # -------------------------------------------------------------------------- handlers
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    """The chest gate on a split: refusals per source and orientation detection."""
+    source = _check_write_card(args)
+    from cxr_core.stages.gate import ChestGate
+    from cxr_core.training.gate_data import gate_samples
+    from cxr_core.training.gate_evaluate import evaluate_gate
+    from cxr_core.training.report import print_gate_figures
+
+    gate = ChestGate.load(args.model)
+    samples = [s for s in gate_samples(args.data_root) if s.split == args.split]
+    figures = evaluate_gate(gate, samples, args.out)
+    (args.out / "metrics.json").write_text(json.dumps(figures, indent=2) + "\n")
+    if source is not None:
+        write_model_folder(gate.card, source, args.out, figures, "gate")
+    print_gate_figures(figures)
+    print(f"metrics.json in {args.out}")
+    return EXIT_OK
+
+
+def run_robustness(args: argparse.Namespace) -> int:
+    """What PACS-style changes do to the answers, before and after the gate and padding."""
+    from cxr_core.training.robustness import evaluate_robustness
+
+    figures = evaluate_robustness(args.data_root, args.out)
+    (args.out / "robustness.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print((args.out / "robustness.md").read_text())
+    return EXIT_OK
 
 
 def run_lung(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``cxr train lung|findings|pneumothorax``: train a model into a run folder.
+"""``cxr train gate|lung|findings|pneumothorax``: train a model into a run folder.
 
 A run writes a complete model folder (weights, ``model.json``, ``history.json``, curves
 and evaluation figures) to ``runs/<model>-<UTC time>/`` unless ``--out`` names another;
@@ -41,6 +41,8 @@ FINDINGS = TaskDefaults("findings", epochs=25, batch_size=16, learning_rate=3e-3
                         max_minutes=9.0)
 PNEUMOTHORAX = TaskDefaults("pneumothorax", epochs=60, batch_size=8, learning_rate=2e-3,
                             patience=15, max_minutes=14.0)
+GATE = TaskDefaults("chest_gate", epochs=30, batch_size=32, learning_rate=3e-3, patience=8,
+                    max_minutes=30.0)
 CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "patience", "max_minutes", "seed")
 """Flags that are :class:`~cxr_core.training.loop.TrainConfig` fields of the same name."""
 
@@ -126,9 +128,18 @@ def add_parser(sub: SubParsers) -> None:
     parser = sub.add_parser("train", help="train a model into a run folder (never into "
                             "the shipped models)")
     tasks = parser.add_subparsers(dest="task", required=True)
+    _add_gate(tasks)
     _add_lung(tasks)
     _add_findings(tasks)
     _add_pneumothorax(tasks)
+
+
+def _add_gate(tasks: SubParsers) -> None:
+    gate = tasks.add_parser("gate", help="the chest gate: frontal chest / lateral / other, "
+                            "quarter turns, mirroring")
+    gate.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    add_training_flags(gate, GATE)
+    gate.set_defaults(handler=run_gate, parser=gate)
 
 
 def _add_lung(tasks: SubParsers) -> None:
@@ -194,6 +205,19 @@ def _add_pneumothorax(tasks: SubParsers) -> None:
 
 
 # -------------------------------------------------------------------------- handlers
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    """Train the chest gate; print its refusal and orientation figures."""
+    from cxr_core.training.gate import gate_config, train_gate
+    from cxr_core.training.report import print_gate_figures
+
+    out = out_folder(args, GATE)
+    card = train_gate(data_root=args.data_root, out_dir=out, command=args.command_line,
+                      config=gate_config(**config_flags(args)), version=args.version)
+    print_gate_figures(card.evaluation)
+    print(f"saved {card.identifier} to {out} (cxr models promote {out} ships it)")
+    return EXIT_OK
 
 
 def run_lung(args: argparse.Namespace) -> int:

@@ -74,3 +74,22 @@ def print_localisation(localisation: Mapping[str, Any]) -> None:
         if isinstance(figures, dict) and figures.get("n"):
             print(f"heat maps on NIH boxes ({group}): pointing game {figures['pointing_game']:.3f}"
                   f" ({figures['hits']}/{figures['n']}), IoU mean {figures['iou_mean']:.3f}")
+
+
+def print_gate_figures(figures: Mapping[str, Any]) -> None:
+    """Refusal rates per source and orientation detection of the chest gate."""
+    def share(entry: Mapping[str, Any]) -> str:
+        low, high = entry["ci95"] or (float("nan"), float("nan"))
+        return f"{entry['count']:>4}/{entry['n']:<4} {entry['rate']:.3f} ({low:.3f}-{high:.3f})"
+
+    print(f"rules {figures['rules']}")
+    print(f"{'source':<34} {'content':<8} {'refused':<28} seen")
+    for source, entry in figures["per_source"].items():
+        print(f"{source:<34} {entry['content']:<8} {share(entry):<28} "
+              f"{'yes' if entry['trained_on_source'] else 'NO'}")
+    print(f"false refusal, frontal chests   {share(figures['false_refusal_frontal_chests'])}")
+    print(f"refusal, everything else        {share(figures['refusal_not_frontal'])}")
+    print(f"refusal, sources never seen     {share(figures['refusal_unseen_sources'])}")
+    summary = figures["orientation"]["summary"]
+    for name, entry in summary.items():
+        print(f"orientation {name:<24} {share(entry)}")

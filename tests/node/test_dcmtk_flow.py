@@ -46,13 +46,15 @@ def flow(tmp_path_factory: pytest.TempPathFactory):
             "cr_j2k": copy_with_new_uids(CR_J2K_LOSSY, inputs),
         }
         extremity = copy_with_new_uids(EXTREMITY, inputs)
+        # the same lower-leg CR with its body part blanked: only its pixels say what it is
+        unlabelled = copy_with_new_uids(EXTREMITY, inputs, BodyPartExamined="")
         sent = [storescu([chest["cr"], chest["dx"]], node.port),
                 storescu([chest["sc_jpeg"]], node.port, transfer="-xy"),
                 storescu([chest["cr_j2k"]], node.port, transfer="-xw"),
-                storescu([extremity], node.port, transfer="-xv")]
+                storescu([extremity, unlabelled], node.port, transfer="-xv")]
         for result in sent:
             assert result.returncode == 0, result.stderr
-        yield node, destination, chest, extremity
+        yield node, destination, chest, (extremity, unlabelled)
     finally:
         code = node.stop()
         destination.stop()
@@ -103,11 +105,16 @@ def test_results_are_valid_dicom_referencing_the_source(flow) -> None:
 
 
 def test_extremity_is_not_analysed_and_says_why(flow) -> None:
-    node, destination, _, extremity = flow
-    uid = _uid(extremity)
-    states = node.wait_instances({uid}, {"ignored", "refused"})
-    assert "BodyPartExamined EXTREMITY" in states[uid][1]
-    assert _results_for(destination.folder, uid) == {}
+    node, destination, _, (extremity, unlabelled) = flow
+    uids = {_uid(extremity), _uid(unlabelled)}
+    states = node.wait_instances(uids, {"ignored", "refused", "processed", "failed"})
+    assert states[_uid(extremity)][0] == "ignored"
+    assert "BodyPartExamined EXTREMITY" in states[_uid(extremity)][1]
+    # no header says so, the chest gate does: stored, ignored, reason recorded
+    assert states[_uid(unlabelled)][0] == "ignored"
+    assert "not a frontal chest radiograph" in states[_uid(unlabelled)][1]
+    for uid in uids:
+        assert _results_for(destination.folder, uid) == {}
 
 
 def test_unknown_calling_ae_is_rejected_known_one_accepted(flow) -> None:
