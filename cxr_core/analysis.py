@@ -20,6 +20,8 @@ class Segment:
     pixel_count: int
     area_mm2: float | None
     """Only when the spacing is trustworthy (PixelSpacing or calibrated)."""
+    model_id: str | None = None
+    """``name@version`` of the model that drew this mask (SEG algorithm identification)."""
 
 
 @dataclass
@@ -107,6 +109,12 @@ class Analysis:
     def algorithm(self) -> str:
         """The models that made this analysis, ``name@version`` joined by commas."""
         return ", ".join(model.id for model in self.models)
+
+    @property
+    def mask_models(self) -> str:
+        """The models that drew the masks, ``name@version`` joined by commas, in order."""
+        drawn = dict.fromkeys(s.model_id for s in self.segments.values() if s.model_id)
+        return ", ".join(drawn)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (no pixel arrays, no patient identifiers)."""

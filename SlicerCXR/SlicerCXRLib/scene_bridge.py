@@ -203,7 +203,7 @@ def analysis_to_segmentation(scene: slicer.vtkMRMLScene, volume_node: slicer.vtk
     masks = {n: s.mask for n, s in analysis.segments.items()}
     node = masks_to_segmentation(scene, volume_node, masks,
                                  name=f"{volume_node.GetName()} segments")
-    model = analysis.algorithm or None
+    model = analysis.mask_models or None
     sha = ", ".join(m.sha256 for m in analysis.models) or None
     record_model_output(scene, node, volume_node, masks, model=model, model_sha256=sha)
     return node

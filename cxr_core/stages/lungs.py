@@ -77,7 +77,7 @@ class LungStage:
     def run(self, analysis: Analysis) -> None:
         output = self._segment_with_polarity(analysis)
         radiograph = analysis.radiograph
-        segments = {name: make_segment(name, mask, radiograph.spacing)
+        segments = {name: make_segment(name, mask, radiograph.spacing, self.card.identifier)
                     for name, mask in output.masks.items()}
         flags = plausibility_flags(segments, radiograph.shape)
         reason = (implausible_lungs(segments, radiograph.pixels, output.uncertainty,

@@ -277,7 +277,8 @@ class PneumothoraxStage:
             note=self.detector.note(found, radiograph.spacing, probability=probability)))
         if not found.present:
             return
-        analysis.segments[SEGMENT] = make_segment(SEGMENT, found.mask, radiograph.spacing)
+        analysis.segments[SEGMENT] = make_segment(SEGMENT, found.mask, radiograph.spacing,
+                                                  self.card.identifier)
         analysis.measurements += side_measurements(
             found.mask, analysis.segments, radiograph.spacing, mirrored=radiograph.mirrored)
 

@@ -54,7 +54,9 @@ def build_dicom_results(source: pydicom.Dataset, analysis: Analysis,
         raise ValueError("source: DICOM results need the DICOM source image's header")
     masks = {name: segment.mask for name, segment in analysis.segments.items()}
     seg = build_seg(source, masks, spacing=analysis.radiograph.spacing,
-                    algorithm=analysis.algorithm or MANUFACTURER)
+                    algorithm=analysis.algorithm or MANUFACTURER,
+                    segment_algorithms={name: segment.model_id for name, segment
+                                        in analysis.segments.items() if segment.model_id})
     sr = build_sr(source, analysis, seg=seg)
     overlay = build_overlay_sc(source, analysis) if options.overlay else None
     return DicomResults(seg=seg, sr=sr, overlay=overlay)

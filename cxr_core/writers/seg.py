@@ -31,6 +31,7 @@ def build_seg(
     *,
     spacing: PixelSpacing,
     algorithm: str,
+    segment_algorithms: Mapping[str, str] | None = None,
     manual: bool = False,
     entropy: Sequence[str] = (),
     series_number: int = SEG_SERIES_NUMBER,
@@ -48,7 +49,10 @@ def build_seg(
     spacing:
         The source's pixel spacing as the reader took it.
     algorithm:
-        ``name@version`` of the model(s), comma-separated.
+        ``name@version`` of the model(s), comma-separated: hashed into the UIDs, and each
+        segment's algorithm unless ``segment_algorithms`` names its own.
+    segment_algorithms:
+        ``name@version`` of the model that drew each segment, by segment name.
     manual:
         Mark segments SEMIAUTOMATIC (model output corrected by a person), not AUTOMATIC.
     entropy:
@@ -65,7 +69,9 @@ def build_seg(
     names = [n for n in SEGMENT_TYPES if n in masks]
     if not names:
         raise ValueError(f"masks: none of {sorted(masks)} is a known segment")
-    descriptions = [_description(i + 1, name, algorithm, manual) for i, name in enumerate(names)]
+    drawn_by = segment_algorithms or {}
+    descriptions = [_description(i + 1, name, drawn_by.get(name, algorithm), manual)
+                    for i, name in enumerate(names)]
     pixel_array = np.stack([masks[n] for n in names], axis=-1)[None]
     source_uid = str(source.SOPInstanceUID)
     with quiet_person_name_warnings():

@@ -55,7 +55,7 @@ def build_sr(source: pydicom.Dataset, analysis: Analysis, *,
     source = source_for_derivation(source, analysis.radiograph.spacing)
     algorithm = analysis.algorithm or MANUFACTURER
     source_uid = str(source.SOPInstanceUID)
-    groups = [_anatomy_group(analysis, source, algorithm)]
+    groups = [_anatomy_group(analysis, source, analysis.mask_models.split(", ")[0] or algorithm)]
     groups += [_finding_group(f, source, f.model_id or algorithm) for f in analysis.findings]
     device = ObserverContext(
         observer_type=codes.DCM.Device,

@@ -69,14 +69,15 @@ def _devices_of(engine: cxr_core.Engine) -> dict[str, set[str]]:
 def test_device_choice_places_every_stage_network(engine):
     assert devices.available_devices()[0] == "cpu"
     devices.place_engine(engine, "cpu")
-    assert _devices_of(engine) == {s: {"cpu"} for s in ("lungs", "findings", "pneumothorax")}
+    stages = ("gate", "lungs", "findings", "pneumothorax")
+    assert _devices_of(engine) == {s: {"cpu"} for s in stages}
     if "cuda" not in devices.available_devices():
         with pytest.raises(ValueError, match="device: 'cuda' is not available"):
             devices.place_engine(engine, "cuda")
     # the engine moves every stage's network, not only the lungs' (a GPU choice once left
     # pneumothorax on the CPU); "meta" stands in for a GPU this machine may not have
     moved = cxr_core.Engine().to("meta")
-    assert _devices_of(moved) == {s: {"meta"} for s in ("lungs", "findings", "pneumothorax")}
+    assert _devices_of(moved) == {s: {"meta"} for s in stages}
 
 
 def test_retrain_command_needs_an_exported_store(tmp_path):

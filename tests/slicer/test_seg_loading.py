@@ -38,7 +38,7 @@ def test_seg_loads_aligned_with_its_source_volume(logic, scene, rg1_seg):
     # untouched model output: it is also recorded as what edits are measured against
     originals = model_output_masks(segmentation, volume)
     assert set(originals) == set(analysis.segments)
-    model = analysis.models[0].id.partition("@")[0]
+    model = analysis.segments["right_lung"].model_id.partition("@")[0]
     assert segmentation.GetAttribute(scene_bridge.MODEL_ATTRIBUTE).startswith(model)
 
 
