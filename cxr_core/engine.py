@@ -4,9 +4,9 @@
 
 Each stage (:mod:`cxr_core.stages`) runs one model; the engine loads them once, places
 every network on one device, runs them in order, times them and names the stage in any
-error. Before the stages, frames and corners of one grey value (:mod:`cxr_core.padding`)
-are filled from the image's edge: the stages see the filled pixels, outputs show the
-original ones.
+error. Before the stages, frames of one grey value (:mod:`cxr_core.padding`) are cropped
+away and corners filled from the image's edge: the stages see that, the outputs (masks,
+heat maps, pictures) are on the image as received.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cxr_core.analysis import Analysis, ModelRef
 from cxr_core.flags import QualityFlag
 from cxr_core.io import RefusedInput
 from cxr_core.models import ModelCard, default_models_dir
-from cxr_core.padding import fill_padding, find_padding
+from cxr_core.padding import condition, paste
 from cxr_core.quality import inverted
 from cxr_core.radiograph import Radiograph
 from cxr_core.stages.base import Stage, StageFactory
@@ -122,11 +122,12 @@ class Engine:
             When a stage fails; the message names it.
         """
         analysis = Analysis(radiograph=radiograph, models=self.model_refs)
-        with timed(analysis.timings, "padding"):
-            padding = find_padding(radiograph.pixels) if self.fill_padding else None
-            if padding:
-                analysis.radiograph = dataclasses.replace(
-                    radiograph, pixels=fill_padding(radiograph.pixels, padding))
+        box = None
+        if self.fill_padding:
+            with timed(analysis.timings, "padding"):
+                pixels, box = condition(radiograph.pixels)
+            if box is not None:
+                analysis.radiograph = dataclasses.replace(radiograph, pixels=pixels)
                 analysis.flag(QualityFlag.PADDING_FILLED)
         if radiograph.mirrored:
             analysis.flag(QualityFlag.MIRRORED_ORIENTATION)
@@ -142,12 +143,24 @@ class Engine:
                     raise
                 except Exception as error:
                     raise StageError(stage.name, error) from error
-        if padding:  # show what was received, in the polarity the lungs stage chose
-            shown = (inverted(radiograph.pixels)
-                     if QualityFlag.PHOTOMETRIC_MISMATCH in analysis.quality_flags
-                     else radiograph.pixels)
-            analysis.radiograph = dataclasses.replace(analysis.radiograph, pixels=shown)
+        if box is not None:
+            _uncrop(analysis, radiograph, box)
         return analysis
+
+
+def _uncrop(analysis: Analysis, received: Radiograph, box: tuple[slice, slice]) -> None:
+    """Put masks and heat maps back on the received image's grid, and show it as received
+    (in the polarity the lungs stage chose)."""
+    shape = received.shape
+    for segment in analysis.segments.values():
+        segment.mask = paste(segment.mask, box, shape)
+    for finding in analysis.findings:
+        if finding.heatmap is not None:
+            finding.heatmap = paste(finding.heatmap, box, shape)
+    shown = (inverted(received.pixels)
+             if QualityFlag.PHOTOMETRIC_MISMATCH in analysis.quality_flags
+             else received.pixels)
+    analysis.radiograph = dataclasses.replace(analysis.radiograph, pixels=shown)
 
 
 def _check_stage_names(stages: Sequence[str]) -> None:

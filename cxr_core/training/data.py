@@ -22,6 +22,7 @@ from PIL import Image
 from scipy import ndimage
 
 from cxr_core.io import read_radiograph
+from cxr_core.padding import condition
 from cxr_core.preprocess import ToModelInput
 from cxr_core.training.augment import Augment
 
@@ -194,8 +195,11 @@ def load_tensors(samples: Sequence[SegSample], structures: Sequence[str],
     to_input = ToModelInput(size)
     images, targets, known = [], [], []
     for sample in samples:
-        images.append(to_input(read_radiograph(sample.image).pixels)[0])
-        masks = sample_targets(sample, structures)
+        # as the engine does: frame cropped (the masks with it), corners filled
+        pixels, box = condition(read_radiograph(sample.image).pixels)
+        images.append(to_input(pixels)[0])
+        masks = {name: mask[box] if box is not None else mask
+                 for name, mask in sample_targets(sample, structures).items()}
         target = torch.zeros(len(structures), *size)
         for channel, name in enumerate(structures):
             if name in masks:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from cxr_core.io import read_radiograph
 from cxr_core.measure import lung_union
+from cxr_core.padding import condition
 from cxr_core.segmentation import Segmenter
 from cxr_core.stages.findings import LUNG_MASKED, WHOLE_IMAGE, FindingsInput
 from cxr_core.training.augment import Augment
@@ -137,7 +138,7 @@ def load_findings_tensors(samples: Sequence[FindingsSample], size: tuple[int, in
     to_input = FindingsInput(size, LUNG_MASKED, dilation)
     images, masks = [], []
     for sample in tqdm(samples, desc="reading", unit="image", leave=False):
-        pixels = read_radiograph(sample.image).pixels
+        pixels = condition(read_radiograph(sample.image).pixels)[0]  # as the engine does
         images.append(to_input.to_input(pixels)[0])
         lungs = None if segmenter is None else lung_union(segmenter(pixels).masks)
         if lungs is None:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from cxr_core.io import read_radiograph
 from cxr_core.measure import lung_union
+from cxr_core.padding import condition, paste
 from cxr_core.segmentation import Segmenter
 from cxr_core.stages.findings import FindingsClassifier
 from cxr_core.training.findings_data import LABELS, Box, FindingsSample
@@ -106,21 +107,24 @@ def split_figures(targets: npt.NDArray[Any], probabilities: npt.NDArray[Any],
 def predict_samples(classifier: FindingsClassifier, segmenter: Segmenter | None,
                     samples: Sequence[FindingsSample],
                     heatmap_for: Callable[[FindingsSample], bool]) -> list[Prediction]:
-    """Run the classifier as the engine does (source image, lungs from the segmenter);
-    Grad-CAM of :data:`HEATMAP_LABEL` for the samples ``heatmap_for`` picks."""
+    """Run the classifier as the engine does (conditioned image: frame cropped, corners
+    filled; lungs from the segmenter); Grad-CAM of :data:`HEATMAP_LABEL` for the samples
+    ``heatmap_for`` picks, on the received image's grid."""
     label_index = classifier.card.labels.index(HEATMAP_LABEL)
     predictions = []
     for sample in tqdm(samples, desc="predicting", unit="image", leave=False):
         pixels = read_radiograph(sample.image).pixels
+        conditioned, box = condition(pixels)
         lungs = None
         if classifier.lung_masked:
             if segmenter is None:
                 raise ValueError("segmenter: a lung-masked classifier needs the lung model")
-            lungs = lung_union(segmenter(pixels).masks)
-        network_input = classifier.input(pixels, lungs)
+            lungs = lung_union(segmenter(conditioned).masks)
+        network_input = classifier.input(conditioned, lungs)
         probabilities = classifier.probabilities(network_input)[0]
         wanted = heatmap_for(sample)
-        heatmap = classifier.heatmap(network_input, label_index, pixels.shape) if wanted else None
+        heatmap = (paste(classifier.heatmap(network_input, label_index, conditioned.shape),
+                         box, pixels.shape) if wanted else None)
         predictions.append(Prediction(sample, probabilities, heatmap, pixels if wanted else None))
     return predictions
 

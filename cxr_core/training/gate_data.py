@@ -25,7 +25,7 @@ import pydicom
 from PIL import Image
 
 from cxr_core.io import read_radiograph
-from cxr_core.padding import fill_padding, find_padding
+from cxr_core.padding import condition
 from cxr_core.training.data import read_manifest
 from cxr_core.training.gate_synthetic import MAKERS, synthetic_image
 
@@ -150,8 +150,8 @@ def gate_samples(data_root: Path) -> list[GateSample]:
 
 
 def conditioned(pixels: np.ndarray) -> np.ndarray:
-    """Pixels as the engine hands them to its stages (padding filled)."""
-    return fill_padding(pixels, find_padding(pixels))
+    """Pixels as the engine hands them to its stages (frame cropped, corners filled)."""
+    return condition(pixels)[0]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -22,6 +22,7 @@ from cxr_core.models import (
     load_model,
     save_model,
 )
+from cxr_core.padding import condition, paste
 from cxr_core.segmentation import Segmenter
 from cxr_core.terminology import SEGMENT_TYPES
 from cxr_core.training.data import (
@@ -156,7 +157,9 @@ def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: P
     colors = {n: SEGMENT_TYPES[n].rgb for n in LUNG_STRUCTURES}
     for sample in tqdm(samples, desc="evaluating", unit="image"):
         image = read_radiograph(sample.image).pixels
-        predicted = segmenter(image).masks
+        conditioned, box = condition(image)  # as the engine runs it
+        predicted = {name: paste(mask, box, image.shape)
+                     for name, mask in segmenter(conditioned).masks.items()}
         truth = sample_targets(sample, LUNG_STRUCTURES)
         for name, mask in truth.items():
             scores.setdefault(name, []).append(dice_iou(predicted[name], mask))

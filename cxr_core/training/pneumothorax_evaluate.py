@@ -8,6 +8,7 @@ instead of the finding? (:func:`source_check`, :func:`nih_label_check`.)
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from cxr_core.io import read_radiograph
 from cxr_core.measure import lung_union
+from cxr_core.padding import condition, paste
 from cxr_core.radiograph import PixelSpacing
 from cxr_core.segmentation import Segmenter
 from cxr_core.stages.pneumothorax import (
@@ -95,10 +97,25 @@ def evaluate_pneumothorax(
 
 def detect(detector: PneumothoraxDetector, lung: Segmenter | None, pixels: np.ndarray,
            spacing: PixelSpacing) -> tuple[Detection, dict[str, np.ndarray]]:
-    """The detector as the engine runs it: with the lung model's lungs for its thorax
-    gate when a lung model is given. Returns the detection and the lung masks."""
-    lungs = lung(pixels).masks if lung is not None else {}
-    return detector(pixels, spacing, lungs=lung_union(lungs)), lungs
+    """The detector as the engine runs it: on the conditioned image (frame cropped,
+    corners filled), with the lung model's lungs for its thorax gate when a lung model is
+    given. Returns the detection and the lung masks, on ``pixels``' grid (the pixel
+    probabilities too, at that resolution)."""
+    conditioned, box = condition(pixels)
+    lungs = lung(conditioned).masks if lung is not None else {}
+    found = detector(conditioned, spacing, lungs=lung_union(lungs))
+    if box is None:
+        return found, lungs
+    crop = torch.from_numpy(found.probabilities)[None, None]
+    probabilities = torch.nn.functional.interpolate(
+        crop, size=conditioned.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+    shape = pixels.shape
+    return dataclasses.replace(
+        found, mask=paste(found.mask, box, shape),
+        probabilities=paste(probabilities, box, shape),
+        candidates=None if found.candidates is None else paste(found.candidates, box, shape),
+        inside=None if found.inside is None else paste(found.inside, box, shape),
+    ), {name: paste(mask, box, shape) for name, mask in lungs.items()}
 
 
 def _score(detector: PneumothoraxDetector, lung: Segmenter | None,
