@@ -109,8 +109,7 @@ def test_json_masks_and_overlay(written) -> None:
     assert summary["pixel_spacing"]["source"] == "unknown"
     assert [m["id"].split("@")[0] for m in summary["models"]] == [
         "chest_gate", "lung_seg", "findings", "pneumothorax"]
-    assert {s["name"]: s.model_id for s in analysis.segments.values()}["right_lung"].startswith(
-        "lung_seg@")
+    assert analysis.segments["right_lung"].model_id.startswith("lung_seg@")
     assert "PatientName" not in outputs.files["json"].read_text()
     mask = np.asarray(Image.open(outputs.files["mask:right_lung"]))
     assert mask.shape == analysis.radiograph.shape
