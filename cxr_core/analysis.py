@@ -10,6 +10,7 @@ from pydicom.sr.coding import Code
 
 from cxr_core.flags import QualityFlag
 from cxr_core.radiograph import Radiograph
+from cxr_core.zones import LungZone
 
 
 @dataclass
@@ -59,6 +60,9 @@ class Finding:
     note: str | None = None
     """What decided when a rule, not the probability against the threshold, made the
     call (e.g. "below the minimum area, not reported"); shown wherever the finding is."""
+    zones: list[LungZone] = field(default_factory=list)
+    """The lung zones a positive finding's heat map lies in, most first
+    (:mod:`cxr_core.zones`); empty without a map or lungs."""
 
     def summary(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -66,6 +70,8 @@ class Finding:
             "code": [self.code.value, self.code.scheme_designator, self.code.meaning],
             "probability": self.probability, "threshold": self.threshold,
             "positive": self.positive}
+        if self.positive:
+            summary["zones"] = [zone.summary() for zone in self.zones]
         if self.note:
             summary["note"] = self.note
         return summary

@@ -23,6 +23,13 @@ LEFT = Code("7771000", "SCT", "Left")
 RIGHT = Code("24028007", "SCT", "Right")
 SIDES: dict[str, Code] = {"right": RIGHT, "left": LEFT}
 """Patient sides by the name the engine uses in segment and measurement names."""
+LUNG_ZONES: dict[str, Code] = {
+    "upper": Code("281392002", "SCT", "Upper zone of lung"),
+    "middle": Code("281393007", "SCT", "Middle zone of lung"),
+    "lower": Code("281394001", "SCT", "Lower zone of lung"),
+}
+"""The SR finding site of a finding in a lung zone (:mod:`cxr_core.zones`), by level; the
+side is a laterality modifier from :data:`SIDES`."""
 
 # ------------------------------------------------------------------------- findings
 FINDING_CODES: dict[str, Code] = {

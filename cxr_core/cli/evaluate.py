@@ -169,7 +169,7 @@ def run_findings(args: argparse.Namespace) -> int:
     from cxr_core.training.report import print_findings_figures, print_localisation
 
     classifier = FindingsClassifier.load(args.model)
-    segmenter = Segmenter.load(args.lung_model) if classifier.lung_masked else None
+    segmenter = Segmenter.load(args.lung_model)  # lung-masked input, and the lung zones
     samples = nih_findings_samples(args.data_root)
     figures = evaluate_findings(classifier, segmenter,
                                 [s for s in samples if s.split == args.split],

@@ -25,6 +25,7 @@ from cxr_core.models.card import CLASSIFIER_INPUTS
 from cxr_core.models.networks import network_device
 from cxr_core.preprocess import ToModelInput
 from cxr_core.terminology import finding_code
+from cxr_core.zones import finding_zones
 
 FINDINGS_MODEL = "findings"
 WHOLE_IMAGE = "whole_image"
@@ -183,5 +184,16 @@ class FindingsStage:
                 # No lungs to mask with: the whole image is a better guess than a black one.
                 analysis.flag(QualityFlag.FINDINGS_WITHOUT_LUNG_MASK)
                 lungs = np.ones(analysis.radiograph.shape, dtype=bool)
-        analysis.findings.extend(self.classifier(
-            analysis.radiograph.pixels, lungs, mirrored=analysis.radiograph.mirrored))
+        findings = self.classifier(
+            analysis.radiograph.pixels, lungs, mirrored=analysis.radiograph.mirrored)
+        add_zones(findings, analysis)
+        analysis.findings.extend(findings)
+
+
+def add_zones(findings: Sequence[Finding], analysis: Analysis) -> None:
+    """Fill each positive finding's lung zones from its heat map and the analysis' lung
+    segments (:mod:`cxr_core.zones`); a finding without a map or lungs gets none."""
+    lungs = {name: segment.mask for name, segment in analysis.segments.items()}
+    for finding in findings:
+        if finding.positive and finding.heatmap is not None:
+            finding.zones = finding_zones(finding.heatmap, lungs)

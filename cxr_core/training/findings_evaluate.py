@@ -3,7 +3,8 @@
 AUC, sensitivity and specificity at the card's thresholds with bootstrap 95 % intervals
 (overall, AP, PA, and how far a score saying only "PA" gets), calibration (ECE and a
 reliability diagram), ROC curves, confusion matrices, and Grad-CAM heat maps against the
-NIH boxes (pointing game, IoU).
+NIH boxes: pointing game and IoU, and the lung-zone hit rate (:mod:`cxr_core.zones`), each
+rate with a Wilson 95 % interval.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cxr_core.training.metrics import (
     roc_auc,
     roc_curve,
     sensitivity_specificity,
+    wilson,
 )
 from cxr_core.training.plots import (
     plot_calibration,
@@ -41,6 +43,7 @@ from cxr_core.training.plots import (
     save_montage,
 )
 from cxr_core.writers.overlay import heatmap_rgb
+from cxr_core.zones import SIDE_SEGMENTS, reported_zones, zone_key, zone_masks, zone_shares
 
 VIEWS = ("AP", "PA")
 HEATMAP_IOU_LEVEL = 0.5
@@ -57,6 +60,8 @@ class Prediction:
     heatmap: npt.NDArray[np.float32] | None
     """Grad-CAM of :data:`HEATMAP_LABEL` (boxed and montage images only)."""
     pixels: npt.NDArray[np.float32] | None
+    lungs: dict[str, npt.NDArray[np.bool_]] | None = None
+    """The lung masks on the heat map's grid (heat-mapped images, with a lung model)."""
 
 
 # --------------------------------------------------------------------------- figures
@@ -109,23 +114,28 @@ def predict_samples(classifier: FindingsClassifier, segmenter: Segmenter | None,
                     heatmap_for: Callable[[FindingsSample], bool]) -> list[Prediction]:
     """Run the classifier as the engine does (conditioned image: frame cropped, corners
     filled; lungs from the segmenter); Grad-CAM of :data:`HEATMAP_LABEL` for the samples
-    ``heatmap_for`` picks, on the received image's grid."""
+    ``heatmap_for`` picks, on the received image's grid, with their lung masks when there
+    is a segmenter."""
+    if classifier.lung_masked and segmenter is None:
+        raise ValueError("segmenter: a lung-masked classifier needs the lung model")
     label_index = classifier.card.labels.index(HEATMAP_LABEL)
     predictions = []
     for sample in tqdm(samples, desc="predicting", unit="image", leave=False):
         pixels = read_radiograph(sample.image).pixels
         conditioned, box = condition(pixels)
-        lungs = None
-        if classifier.lung_masked:
-            if segmenter is None:
-                raise ValueError("segmenter: a lung-masked classifier needs the lung model")
-            lungs = lung_union(segmenter(conditioned).masks)
+        wanted = heatmap_for(sample)
+        masks = (segmenter(conditioned).masks if segmenter is not None
+                 and (classifier.lung_masked or wanted) else None)
+        lungs = lung_union(masks) if classifier.lung_masked and masks is not None else None
         network_input = classifier.input(conditioned, lungs)
         probabilities = classifier.probabilities(network_input)[0]
-        wanted = heatmap_for(sample)
         heatmap = (paste(classifier.heatmap(network_input, label_index, conditioned.shape),
                          box, pixels.shape) if wanted else None)
-        predictions.append(Prediction(sample, probabilities, heatmap, pixels if wanted else None))
+        located = ({name: paste(masks[name], box, pixels.shape)
+                    for name in SIDE_SEGMENTS.values() if name in masks}
+                   if wanted and masks is not None else None)
+        predictions.append(Prediction(sample, probabilities, heatmap,
+                                      pixels if wanted else None, located))
     return predictions
 
 
@@ -147,8 +157,9 @@ def box_mask(shape: tuple[int, ...], boxes: Sequence[Box]) -> npt.NDArray[np.boo
 
 
 def localisation_figures(predictions: Sequence[Prediction]) -> dict[str, Any]:
-    """Pointing game (heat-map peak inside an NIH box) and IoU of the map thresholded at
-    :data:`HEATMAP_IOU_LEVEL` with the union of the boxes."""
+    """Pointing game (heat-map peak inside an NIH box, with a Wilson 95 % interval), IoU
+    of the map thresholded at :data:`HEATMAP_IOU_LEVEL` with the union of the boxes, and
+    the lung-zone hit rates (:func:`zone_figures`)."""
     hits, ious = [], []
     for prediction in predictions:
         if prediction.heatmap is None:
@@ -160,9 +171,86 @@ def localisation_figures(predictions: Sequence[Prediction]) -> dict[str, Any]:
     if not hits:
         return {"n": 0}
     return {"n": len(hits), "pointing_game": round(float(np.mean(hits)), 4),
-            "hits": int(sum(hits)), "iou_mean": round(float(np.mean(ious)), 4),
+            "hits": int(sum(hits)), "pointing_game_ci95": wilson(int(sum(hits)), len(hits)),
+            "iou_mean": round(float(np.mean(ious)), 4),
             "iou_median": round(float(np.median(ious)), 4),
-            "iou_level": HEATMAP_IOU_LEVEL}
+            "iou_level": HEATMAP_IOU_LEVEL, "zones": zone_figures(predictions)}
+
+
+ZONE_CRITERIA = ("top_zone_centre", "top_zone_overlap", "any_zone_centre", "any_zone_overlap")
+"""Zone hit criteria: the top zone / any reported zone holds an NIH box's centre / overlaps
+an NIH box."""
+
+
+def box_centres(boxes: Sequence[Box], shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``(row, column)`` of each box's centre, clipped to the image."""
+    return [(min(max(int(y + h / 2), 0), shape[0] - 1), min(max(int(x + w / 2), 0),
+                                                              shape[1] - 1))
+            for _, x, y, w, h in boxes]
+
+
+def zone_hits(heatmap: npt.NDArray[Any], lungs: dict[str, npt.NDArray[np.bool_]],
+              boxes: Sequence[Box]) -> dict[str, float]:
+    """Whether the zones a finding with this heat map names meet the NIH ``boxes`` (each
+    of :data:`ZONE_CRITERIA`, 0/1; a map that names no zone misses), and what naming
+    zones at random would score: the share of the six zones that hold a box centre
+    (``chance_centre``) or overlap a box (``chance_overlap``)."""
+    zones = zone_masks(lungs)
+    inside = box_mask(heatmap.shape, boxes)
+    centres = box_centres(boxes, heatmap.shape)
+    centre = {k: any(bool(m[c]) for c in centres) for k, m in zones.items()}
+    overlap = {k: bool((m & inside).any()) for k, m in zones.items()}
+    named = [zone_key(z.side, z.level) for z in reported_zones(zone_shares(heatmap, lungs))]
+    top = named[:1]
+    hits = {"top_zone_centre": any(centre[k] for k in top),
+            "top_zone_overlap": any(overlap[k] for k in top),
+            "any_zone_centre": any(centre[k] for k in named),
+            "any_zone_overlap": any(overlap[k] for k in named)}
+    count = max(len(zones), 1)
+    return {**{k: float(v) for k, v in hits.items()}, "zones_named": float(len(named)),
+            "chance_centre": sum(centre.values()) / count,
+            "chance_overlap": sum(overlap.values()) / count}
+
+
+def zone_figures(predictions: Sequence[Prediction]) -> dict[str, Any]:
+    """Zone hit rates on the heat-mapped predictions that have lung masks: hits, rate and
+    Wilson 95 % interval per criterion (:data:`ZONE_CRITERIA`), the mean number of zones
+    named, and the rates naming zones at random would reach."""
+    rows = [zone_hits(p.heatmap, p.lungs, p.sample.boxes) for p in predictions
+            if p.heatmap is not None and p.lungs is not None]
+    if not rows:
+        return {"n": 0, "note": "no lung masks (evaluated without a lung model)"}
+    n = len(rows)
+    figures: dict[str, Any] = {"n": n}
+    for criterion in ZONE_CRITERIA:
+        hits = int(sum(row[criterion] for row in rows))
+        figures[criterion] = {"hits": hits, "rate": round(hits / n, 4),
+                              "ci95": wilson(hits, n)}
+    for extra in ("zones_named", "chance_centre", "chance_overlap"):
+        figures[f"{extra}_mean"] = round(float(np.mean([row[extra] for row in rows])), 4)
+    return figures
+
+
+def evaluate_localisation(classifier: FindingsClassifier, segmenter: Segmenter | None,
+                          samples: Sequence[FindingsSample]) -> dict[str, Any]:
+    """Grad-CAM of :data:`HEATMAP_LABEL` and its lung zones against the NIH boxes of
+    ``samples`` (the boxed ones), per split, val+test and all: pointing game, IoU and zone
+    hit rates (zones need ``segmenter``)."""
+    located = predict_samples(classifier, segmenter, [s for s in samples if s.boxes],
+                              lambda s: True)
+    return localisation_groups(located)
+
+
+def localisation_groups(located: Sequence[Prediction]) -> dict[str, Any]:
+    """:func:`localisation_figures` per split, on val+test and on all ``located``."""
+    splits = sorted({p.sample.split for p in located})
+    return {
+        "heatmap_label": HEATMAP_LABEL,
+        **{s: localisation_figures([p for p in located if p.sample.split == s])
+           for s in splits},
+        "val+test": localisation_figures([p for p in located if p.sample.split != "train"]),
+        "all": localisation_figures(located),
+    }
 
 
 # -------------------------------------------------------------------------- evaluate
@@ -185,19 +273,12 @@ def evaluate_findings(classifier: FindingsClassifier, segmenter: Segmenter | Non
     located = [p for p in predictions if p.heatmap is not None] + predict_samples(
         classifier, segmenter, [s for s in boxed if s.key not in evaluated], lambda s: True)
     _heatmap_montage(located[:8], out_dir / "heatmaps.png")
-    splits = sorted({p.sample.split for p in located})
     return {
         "split": split, "figures": split_figures(targets, probabilities, views, thresholds),
         "ece": {la: round(expected_calibration_error(targets[:, i], probabilities[:, i]), 4)
                 for i, la in enumerate(LABELS)},
         "thresholds": dict(zip(LABELS, thresholds, strict=True)),
-        "localisation": {
-            "heatmap_label": HEATMAP_LABEL,
-            **{s: localisation_figures([p for p in located if p.sample.split == s])
-               for s in splits},
-            "val+test": localisation_figures([p for p in located if p.sample.split != "train"]),
-            "all": localisation_figures(located),
-        },
+        "localisation": localisation_groups(located),
     }
 
 

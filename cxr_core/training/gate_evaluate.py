@@ -12,7 +12,6 @@ On the test split (and on the sources never trained on):
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,23 +21,13 @@ from tqdm import tqdm
 
 from cxr_core.stages.gate import ChestGate, GateReading
 from cxr_core.training.gate_data import FRONTAL, ROTATIONS, UNSEEN_SOURCES, GateSample, conditioned
+from cxr_core.training.metrics import wilson
 
 
 def orientation_variant(key: str) -> tuple[int, bool]:
     """A fixed orientation (quarter turns, mirrored) for a sample's validation copy."""
     value = int(hashlib.sha256(f"orient:{key}".encode()).hexdigest()[:4], 16) % 8
     return value % 4, value >= 4
-
-
-def wilson(hits: int, n: int) -> list[float] | None:
-    """Wilson score 95 % interval of ``hits / n``."""
-    if n == 0:
-        return None
-    z = 1.959964
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
 def rate(hits: int, n: int) -> dict[str, Any]:

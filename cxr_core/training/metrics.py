@@ -88,6 +88,17 @@ def sensitivity_specificity(labels: ArrayLike, probabilities: ArrayLike,
     return float(sensitivity), float(specificity)
 
 
+def wilson(hits: int, n: int) -> list[float] | None:
+    """Wilson score 95 % interval of ``hits / n``; None for no samples."""
+    if n == 0:
+        return None
+    z = 1.959964
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
 def rate(hits: npt.NDArray[np.bool_]) -> dict[str, Any]:
     """Share of ``True`` with its count; ``value`` is None for no samples."""
     return {"n": int(hits.size), "value": round(float(hits.mean()), 4) if hits.size else None}

@@ -69,11 +69,20 @@ def print_findings_figures(figures: Mapping[str, Any]) -> None:
 
 
 def print_localisation(localisation: Mapping[str, Any]) -> None:
-    """Pointing game and IoU of the heat maps per group of boxed images."""
+    """Pointing game, IoU and lung-zone hit rates of the heat maps per group of boxed
+    images."""
     for group, figures in localisation.items():
         if isinstance(figures, dict) and figures.get("n"):
             print(f"heat maps on NIH boxes ({group}): pointing game {figures['pointing_game']:.3f}"
                   f" ({figures['hits']}/{figures['n']}), IoU mean {figures['iou_mean']:.3f}")
+            zones = figures.get("zones", {})
+            for criterion in ("top_zone_centre", "top_zone_overlap", "any_zone_centre",
+                              "any_zone_overlap"):
+                if criterion in zones:
+                    entry = zones[criterion]
+                    low, high = entry["ci95"]
+                    print(f"  zone hit, {criterion:<17} {entry['hits']}/{zones['n']} "
+                          f"{entry['rate']:.3f} ({low:.3f}-{high:.3f})")
 
 
 def print_gate_figures(figures: Mapping[str, Any]) -> None:

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from cxr_core.analysis import Analysis, Finding
 from cxr_core.measure import lung_union
 from cxr_core.terminology import SEGMENT_TYPES
+from cxr_core.zones import zone_key, zone_masks
 
 # matplotlib's "jet" (its _jet_data): breakpoints and values per channel
 _JET = (
@@ -42,6 +43,8 @@ lesion so it stands out."""
 WIDE_RATIO = 1.6
 """Images wider than this times their height get the legend below, not beside."""
 _WHITE, _GRAY, _AMBER, _RED = (255, 255, 255), (200, 200, 200), (255, 200, 120), (255, 96, 96)
+ZONE_RGB = _WHITE
+"""Outline of the lung zones positive findings lie in: no segment is drawn in white."""
 
 
 def jet_rgb(values: np.ndarray) -> np.ndarray:
@@ -170,7 +173,22 @@ def overlay_parts(analysis: Analysis, max_side: int = 1024) -> OverlayParts:
     if heat.weight is not None:
         weight = heat.weight[..., None]
         base = (1 - weight) * base + weight * np.array(HEAT_RGB, dtype=np.float32)
-    return OverlayParts(overlay_rgb(base, masks, colors, alpha=alphas), _legend(analysis, heat))
+    image = overlay_rgb(base, masks, colors, alpha=alphas)
+    zones = finding_zone_masks(analysis, masks)
+    if zones:  # outlines only, on top of everything
+        image = overlay_rgb(image, zones, dict.fromkeys(zones, ZONE_RGB), alpha=0.0)
+    return OverlayParts(image, _legend(analysis, heat, bool(zones)))
+
+
+def finding_zone_masks(analysis: Analysis, masks: dict[str, np.ndarray]
+                       ) -> dict[str, np.ndarray]:
+    """The zone masks (:func:`cxr_core.zones.zone_masks` of ``masks``) that a positive
+    finding names, by zone key."""
+    named = {zone_key(z.side, z.level) for f in analysis.findings if f.positive
+             for z in f.zones}
+    if not named:
+        return {}
+    return {key: mask for key, mask in zone_masks(masks).items() if key in named}
 
 
 def render_overlay(analysis: Analysis, max_side: int = 1024) -> np.ndarray:
@@ -211,12 +229,17 @@ def _heat(analysis: Analysis, step: int, masks: dict[str, np.ndarray]) -> _Heat:
     return _Heat(weight, names)
 
 
-def _legend(analysis: Analysis, heat: _Heat) -> list[LegendLine]:
-    """Segments in their colours; the heat tint and what it is; findings with any note
-    that says which rule decided; the cardiothoracic ratio; flags in red; the caveat."""
+def _legend(analysis: Analysis, heat: _Heat, zones: bool = False) -> list[LegendLine]:
+    """Segments in their colours; the zone outline and the heat tint and what they are;
+    findings with their zones and any note that says which rule decided; the
+    cardiothoracic ratio; flags in red; the caveat."""
     drawn = [SEGMENT_TYPES[n] for n, s in analysis.segments.items()
              if n in SEGMENT_TYPES and s.pixel_count]
     lines = [LegendLine(kind.label, kind.rgb, swatch=kind.rgb) for kind in drawn]
+    if zones:
+        lines.append(LegendLine(
+            "Zone outline: the lung zones (thirds of each lung's height) holding most of "
+            "a positive finding's heat map; not a lesion outline", _WHITE, swatch=ZONE_RGB))
     if heat.weight is not None:
         lines.append(LegendLine(
             f"Heat ({', '.join(heat.findings)}): where the classifier looked most, within "
@@ -237,7 +260,10 @@ def _finding_lines(finding: Finding) -> list[LegendLine]:
     decision = "positive" if finding.positive else "negative"
     if finding.note:
         decision = "reported" if finding.positive else "not reported"
-    lines = [LegendLine(f"{finding.name}: {finding.probability:.2f} ({decision})", _WHITE)]
+    text = f"{finding.name}: {finding.probability:.2f} ({decision})"
+    if finding.positive and finding.zones:
+        text += " - " + ", ".join(f"{zone.name} {zone.share:.0%}" for zone in finding.zones)
+    lines = [LegendLine(text, _WHITE)]
     if finding.note:
         lines.append(LegendLine(finding.note, _AMBER, indent=True))
     return lines

@@ -1,8 +1,9 @@
 """Comprehensive SR with TID 1500 (highdicom): image-level TID 1501 groups.
 
 One group holds the anatomy measurements (areas, right/left ratio, cardiothoracic ratio);
-each finding gets its own group with a qualitative Present/Absent, a probability NUM and,
-when a decision rule overrode the probability, a Comment saying which.
+each finding gets its own group with a qualitative Present/Absent, a probability NUM,
+for a positive finding the lung zones its heat map lies in (Finding Site with laterality)
+and, when a decision rule overrode the probability, a Comment saying which.
 Areas are in mm² only when the spacing is trustworthy; otherwise they are pixel counts
 (UCUM ``{pixels}``) and a comment in the group says why.
 """
@@ -35,9 +36,11 @@ from cxr_core.analysis import Measurement as EngineMeasurement
 from cxr_core.terminology import (
     ABSENT,
     COMMENT,
+    LUNG_ZONES,
     PLAIN_CHEST_XRAY,
     PRESENT,
     PROBABILITY,
+    SIDES,
     UNITS,
 )
 from cxr_core.writers.derivation import (
@@ -137,11 +140,21 @@ def _finding_group(finding: Finding, source: pydicom.Dataset,
                                   unit=UNITS["1"])],
         qualitative_evaluations=[
             QualitativeEvaluation(concept, PRESENT if finding.positive else ABSENT)],
+        finding_sites=_zone_sites(finding),
         source_images=_source_images(source),
     )
     if finding.note:
         _append_comment(group, finding.note)
     return group
+
+
+def _zone_sites(finding: Finding) -> list[FindingSite] | None:
+    """Finding Site per lung zone of a positive finding, most first: the zone's SNOMED
+    code with the patient side as its laterality (:data:`~cxr_core.terminology.LUNG_ZONES`)."""
+    if not finding.positive or not finding.zones:
+        return None
+    return [FindingSite(LUNG_ZONES[zone.level], laterality=SIDES[zone.side])
+            for zone in finding.zones]
 
 
 def _append_comment(group: MeasurementsAndQualitativeEvaluations, text: str) -> None:
