@@ -9,16 +9,28 @@ with_test=false
 [[ "${1:-}" == "--test" ]] && with_test=true
 
 if $with_test; then
+  # the DICOM peers and the readers the SEG is checked with (tests/test_seg_readers.py):
+  # each tool's package is installed only when the tool is missing
+  declare -A package_of=(
+    [storescu]=dcmtk [dsrdump]=dcmtk [dciodvfy]=dicom3tools [Orthanc]=orthanc
+    [gdcminfo]=libgdcm-tools [DicomSRValidator]=pixelmed-apps
+    [javac]=default-jdk-headless  # PixelMed runs as a single-file Java program
+    [node]=nodejs [npm]=npm
+  )
   missing=()
-  for tool in storescu dciodvfy dsrdump Orthanc; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  for tool in "${!package_of[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
   done
   if ((${#missing[@]})); then
-    echo "installing DICOM peers (missing: ${missing[*]})"
+    packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+    echo "installing test peers: $packages"
     if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dcmtk dicom3tools orthanc >/dev/null
+    # shellcheck disable=SC2086  # one word per package
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $packages >/dev/null
   fi
+  # OHIF's SEG loader and dcmjs, at the versions in tests/js/package-lock.json
+  npm ci --prefix tests/js --ignore-scripts --no-audit --no-fund --loglevel=error
 fi
 
 python3 -m venv .venv

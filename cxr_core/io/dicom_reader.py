@@ -19,6 +19,7 @@ from pydicom.uid import UID
 
 from cxr_core.io.errors import RefusedInput
 from cxr_core.io.limits import check_size
+from cxr_core.io.lossy import complete_lossy_compression
 from cxr_core.radiograph import CHEST_BODY_PARTS, PixelSpacing, Radiograph, SpacingSource
 
 ACCEPTED_SOP_CLASSES = frozenset({
@@ -338,4 +339,5 @@ def _header_without_pixels(dataset: pydicom.Dataset) -> pydicom.Dataset:
     for element in dataset:
         if element.tag.group != 0x7FE0:
             header.add(element)
+    complete_lossy_compression(header, dataset)
     return header

@@ -1,7 +1,7 @@
 """Read a SlicerCXR DICOM-SEG (BINARY, projection radiograph) back into named masks.
 
-Plain pydicom rather than ``highdicom.seg.segread`` (which wants SliceThickness in the
-Pixel Measures of a SEG without Frame of Reference) or dcmqi (which cannot read a SEG
+Plain pydicom rather than ``highdicom.seg.segread`` (which wants SliceThickness in any
+Pixel Measures item, as older SlicerCXR SEGs carried) or dcmqi (which cannot read a SEG
 without plane orientation): the frames are mapped to segments through
 ``SegmentIdentificationSequence`` and segments to our names through their codes.
 """

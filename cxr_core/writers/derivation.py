@@ -4,11 +4,13 @@ PACS (or the node's exactly-once logic) recognises a repeat instead of storing a
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 from pydicom import Dataset
 from pydicom.uid import UID, generate_uid
 
@@ -23,6 +25,36 @@ def derived_uid(*parts: str | Sequence[str]) -> UID:
     """A UID that is a hash of ``parts`` (source UIDs, object kind, model versions...)."""
     flat = [p for part in parts for p in ([part] if isinstance(part, str) else part)]
     return generate_uid(prefix=UID_PREFIX, entropy_srcs=flat)
+
+
+def source_digest(header: Dataset, pixels: np.ndarray | None = None) -> str:
+    """A sha256 (hex) of what a derived object is derived from: the source's header and,
+    when given, its decoded pixels.
+
+    Derived UIDs hash it beside the source's SOP Instance UID, so two sources that share
+    that UID but differ in content or header get different results, and the same source
+    read twice gets the same ones.
+
+    Parameters
+    ----------
+    header:
+        The source's dataset; pixel data, file meta and private elements are left out
+        (they change with how the file was sent or stored, not with what it says).
+    pixels:
+        The source's decoded pixels (``Radiograph.pixels``).
+    """
+    digest = hashlib.sha256()
+    for element in header.iterall():
+        if element.tag.group == 0x7FE0 or element.tag.is_private or element.VR == "SQ":
+            continue  # a sequence's items are visited one by one
+        value = element.value
+        text = value.hex() if isinstance(value, bytes) else str(value)
+        digest.update(f"{int(element.tag):08X}={text}\n".encode("utf-8", "replace"))
+    if pixels is not None:
+        array = np.ascontiguousarray(pixels)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 # Type 2 attributes (may be empty, must be present) that derived objects copy from their

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pydicom
 
 from cxr_core.analysis import Analysis
+from cxr_core.writers.derivation import source_digest
 from cxr_core.writers.identity import MANUFACTURER
 from cxr_core.writers.overlay_sc import build_overlay_sc
 from cxr_core.writers.seg import build_seg
@@ -53,10 +54,14 @@ def build_dicom_results(source: pydicom.Dataset, analysis: Analysis,
     if source is None:
         raise ValueError("source: DICOM results need the DICOM source image's header")
     masks = {name: segment.mask for name, segment in analysis.segments.items()}
+    # the UIDs hash the source's content, not only its SOP Instance UID: two different
+    # images that share one (a re-labelled copy) must not yield one SEG/SR UID
+    digest = source_digest(source, analysis.radiograph.pixels)
     seg = build_seg(source, masks, spacing=analysis.radiograph.spacing,
                     algorithm=analysis.algorithm or MANUFACTURER,
                     segment_algorithms={name: segment.model_id for name, segment
-                                        in analysis.segments.items() if segment.model_id})
-    sr = build_sr(source, analysis, seg=seg)
-    overlay = build_overlay_sc(source, analysis) if options.overlay else None
+                                        in analysis.segments.items() if segment.model_id},
+                    digest=digest)
+    sr = build_sr(source, analysis, seg=seg, entropy=(digest,))
+    overlay = build_overlay_sc(source, analysis, digest=digest) if options.overlay else None
     return DicomResults(seg=seg, sr=sr, overlay=overlay)

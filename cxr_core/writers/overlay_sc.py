@@ -9,19 +9,23 @@ from cxr_core.analysis import Analysis
 from cxr_core.writers.derivation import (
     derived_uid,
     quiet_person_name_warnings,
+    source_digest,
     source_for_derivation,
 )
 from cxr_core.writers.identity import MANUFACTURER, OVERLAY_SERIES_NUMBER
 from cxr_core.writers.overlay import render_overlay
 
 
-def build_overlay_sc(source: pydicom.Dataset, analysis: Analysis) -> pydicom.Dataset:
+def build_overlay_sc(source: pydicom.Dataset, analysis: Analysis, *,
+                     digest: str | None = None) -> pydicom.Dataset:
     """An RGB Secondary Capture of the masks over the radiograph, in the ``source``'s
     study.
 
-    Its UIDs are hashes of the source SOP Instance UID and the models (like SEG/SR), so a
-    repeated analysis yields the same instance instead of a copy.
+    Its UIDs are hashes of the source SOP Instance UID, ``digest`` (the source's
+    :func:`~cxr_core.writers.derivation.source_digest`; by default computed here) and the
+    models (like SEG/SR), so a repeated analysis yields the same instance instead of a copy.
     """
+    digest = digest or source_digest(source, analysis.radiograph.pixels)
     source = source_for_derivation(source, analysis.radiograph.spacing)
     models = [model.id for model in analysis.models]
     source_uid = str(source.SOPInstanceUID)
@@ -33,9 +37,9 @@ def build_overlay_sc(source: pydicom.Dataset, analysis: Analysis) -> pydicom.Dat
             photometric_interpretation="RGB",
             bits_allocated=8,
             coordinate_system="PATIENT",
-            series_instance_uid=derived_uid(source_uid, "overlay-series", models),
+            series_instance_uid=derived_uid(source_uid, digest, "overlay-series", models),
             series_number=OVERLAY_SERIES_NUMBER,
-            sop_instance_uid=derived_uid(source_uid, "overlay", models),
+            sop_instance_uid=derived_uid(source_uid, digest, "overlay", models),
             instance_number=1,
             manufacturer=MANUFACTURER,
             # highdicom insists on a value; the source's (possibly empty) one is set below

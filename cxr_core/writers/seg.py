@@ -1,9 +1,18 @@
 """DICOM-SEG (BINARY, highdicom) of named masks, for CR/DX/SC sources.
 
-Projection radiographs have no Frame of Reference, so highdicom builds a single-frame
-derivation without plane positions; we add what it leaves out for these IODs: the
-laterality modifier on Lung (highdicom issue 458) and PatientOrientation (Type 2C, which
-dciodvfy asks for).
+Projection radiographs have no Frame of Reference, and then PS3.3 (A.51.5, Table A.51-2)
+wants each segmentation pixel tied to a source pixel through the Derivation Image
+functional group only: Pixel Measures, Plane Position (Patient) and Plane Orientation
+(Patient) "may be present otherwise if the Frame of Reference is defined in the
+patient-relative Reference Coordinate System", so without one they are left out (the
+spacing is the source's, which every frame references). highdicom writes a Pixel Measures
+item when the source has a Pixel Spacing; it is removed here.
+
+We also add what highdicom leaves out for these IODs: the laterality modifier on Lung
+(highdicom issue 458), PatientOrientation (Type 2C, which dciodvfy asks for) and the
+source's Body Part Examined; and make every UID a hash of the source (its SOP Instance
+UID and a digest of its header and pixels), the models and the segment, so the same
+input gives the same object and different inputs never share one.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from cxr_core.terminology import ARTIFICIAL_INTELLIGENCE, SEGMENT_TYPES
 from cxr_core.writers.derivation import (
     derived_uid,
     quiet_person_name_warnings,
+    source_digest,
     source_for_derivation,
 )
 from cxr_core.writers.identity import MANUFACTURER, SEG_SERIES_NUMBER, software_version
@@ -35,6 +45,7 @@ def build_seg(
     manual: bool = False,
     entropy: Sequence[str] = (),
     series_number: int = SEG_SERIES_NUMBER,
+    digest: str | None = None,
 ) -> hd.seg.Segmentation:
     """Build one SEG of ``masks`` for the ``source`` image.
 
@@ -59,6 +70,9 @@ def build_seg(
         Extra strings hashed into the UIDs (e.g. an export time for corrected masks).
     series_number:
         The SEG's series number.
+    digest:
+        :func:`~cxr_core.writers.derivation.source_digest` of the source (header and
+        pixels); hashed into every UID. Without it, a digest of the header alone.
 
     Raises
     ------
@@ -70,19 +84,20 @@ def build_seg(
     if not names:
         raise ValueError(f"masks: none of {sorted(masks)} is a known segment")
     drawn_by = segment_algorithms or {}
-    descriptions = [_description(i + 1, name, drawn_by.get(name, algorithm), manual)
-                    for i, name in enumerate(names)]
+    # what every UID of this object derives from: the source, its content, the models
+    basis = (str(source.SOPInstanceUID), digest or source_digest(source), algorithm, *entropy)
+    descriptions = [_description(i + 1, name, drawn_by.get(name) or _one_model(algorithm),
+                                 manual, basis) for i, name in enumerate(names)]
     pixel_array = np.stack([masks[n] for n in names], axis=-1)[None]
-    source_uid = str(source.SOPInstanceUID)
     with quiet_person_name_warnings():
         seg = hd.seg.Segmentation(
             source_images=[source],
             pixel_array=pixel_array.astype(np.uint8),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
-            series_instance_uid=derived_uid(source_uid, "seg-series", algorithm, *entropy),
+            series_instance_uid=derived_uid(basis, "seg-series"),
             series_number=series_number,
-            sop_instance_uid=derived_uid(source_uid, "seg", algorithm, *entropy),
+            sop_instance_uid=derived_uid(basis, "seg"),
             instance_number=1,
             manufacturer=MANUFACTURER,
             manufacturer_model_name="SlicerCXR lung segmentation",
@@ -93,11 +108,48 @@ def build_seg(
             omit_empty_frames=False,
         )
     _add_laterality_modifiers(seg, names)
+    _drop_plane_geometry(seg)
+    _set_dimension_organization_uid(seg, derived_uid(basis, "dimension-organization"))
     seg.PatientOrientation = source.PatientOrientation
+    if source.get("BodyPartExamined"):
+        seg.BodyPartExamined = source.BodyPartExamined
     return seg
 
 
-def _description(number: int, name: str, algorithm: str, manual: bool) -> hd.seg.SegmentDescription:
+def _one_model(algorithm: str) -> str:
+    """``algorithm`` when it names one model; for a list, ``SlicerCXR@<the list>``, which
+    credits the software without pinning the segment on a model that may not have drawn it."""
+    if "," not in algorithm:
+        return algorithm
+    return f"{MANUFACTURER}@{algorithm.replace(' ', '')}"
+
+
+def _drop_plane_geometry(seg: pydicom.Dataset) -> None:
+    """Without a Frame of Reference, Pixel Measures and the plane macros shall not be
+    present (PS3.3 Table A.51-2); highdicom adds Pixel Measures when the source has a
+    Pixel Spacing."""
+    if "FrameOfReferenceUID" in seg:
+        return
+    groups = [*seg.SharedFunctionalGroupsSequence, *seg.PerFrameFunctionalGroupsSequence]
+    for group in groups:
+        for keyword in ("PixelMeasuresSequence", "PlanePositionSequence",
+                        "PlaneOrientationSequence"):
+            if keyword in group:
+                delattr(group, keyword)
+
+
+def _set_dimension_organization_uid(seg: pydicom.Dataset, uid: str) -> None:
+    """highdicom draws a random Dimension Organization UID; ours is derived like the rest."""
+    for item in seg.DimensionOrganizationSequence:
+        item.DimensionOrganizationUID = uid
+    for item in seg.DimensionIndexSequence:
+        item.DimensionOrganizationUID = uid
+
+
+def _description(number: int, name: str, algorithm: str, manual: bool,
+                 basis: Sequence[str]) -> hd.seg.SegmentDescription:
+    """Segment ``number``: its codes, the one model (``name@version``) that drew it, and a
+    Tracking UID of this segment in this analysis of this source."""
     segment = SEGMENT_TYPES[name]
     model_name, _, version = algorithm.partition("@")
     return hd.seg.SegmentDescription(
@@ -109,8 +161,8 @@ def _description(number: int, name: str, algorithm: str, manual: bool) -> hd.seg
                         else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=model_name[:64], family=ARTIFICIAL_INTELLIGENCE,
-            version=version or software_version()),
-        tracking_uid=derived_uid(algorithm, name, "tracking"),
+            version=(version or software_version())[:64]),
+        tracking_uid=derived_uid(basis, "tracking", name, algorithm),
         tracking_id=name,
         display_color=hd.color.CIELabColor.from_rgb(*segment.rgb),
     )
