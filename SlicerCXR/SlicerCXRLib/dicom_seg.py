@@ -18,8 +18,9 @@ import pydicom
 import slicer
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-CONFIDENCE = 0.95
-"""Above QuantitativeReporting's DICOMSegmentationPlugin (0.9), which cannot load these."""
+CONFIDENCE = 0.99
+"""Above QuantitativeReporting's DICOMSegmentationPlugin (0.95 for any SEG), which cannot
+load these."""
 
 DicomFileLookup = Callable[[str], str]
 
