@@ -1,4 +1,4 @@
-"""What the findings stage adds per image, against the 200 ms budget and the lung stage.
+"""What the findings stage adds per image, against the 100 ms budget and the lung stage.
 
 Times (median after warm-up) the lung segmentation, the findings probabilities, one
 Grad-CAM heat map, and the whole stage as the engine runs it, on a DICOM CR (2k) and an
@@ -22,7 +22,7 @@ from cxr_core.measure import lung_union
 from cxr_core.stages.findings import FindingsStage
 from cxr_core.stages.lungs import LungStage
 
-BUDGET_S = 0.200
+BUDGET_S = 0.100  # issue 12: the findings stage stays within 100 ms on 2 cores
 INPUTS = (SHARED / "dicom_samples" / "RG1_UNCR.dcm",
           SHARED / "nih_cxr14_normal_pneumonia" / "images" / "nih_00000193_019.png")
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 PERCENTILES = (0.5, 99.5)
+PERCENTILE: Final = "percentile"
+EQUALIZE: Final = "equalize"
+METHODS = (PERCENTILE, EQUALIZE)
 
 
 class ToModelInput:
-    """Scale a radiograph to 0..1 by robust percentiles and resize it to the model's grid.
+    """Scale a radiograph to 0..1 and resize it to the model's grid.
 
     Parameters
     ----------
@@ -19,14 +24,25 @@ class ToModelInput:
         (masks are resized back the same way, so no geometry is lost).
     percentiles:
         The low and high percentiles mapped to 0 and 1 (a card's ``normalization``).
+    method:
+        ``percentile`` (linear between the percentiles) or ``equalize``: after the
+        percentile scaling and the resize, each value becomes its rank among the image's
+        values (mid-rank for ties, 0..1). A rank does not change under any increasing
+        intensity map, so a 15-bit CR, an 8-bit PNG of it and a re-windowed or
+        gamma-changed JPEG of it reach the network alike (the source's encoding is not a
+        feature the network can learn).
     """
 
     def __init__(self, size: tuple[int, int],
-                 percentiles: tuple[float, float] = PERCENTILES) -> None:
+                 percentiles: tuple[float, float] = PERCENTILES,
+                 method: str = PERCENTILE) -> None:
         if not 0 <= percentiles[0] < percentiles[1] <= 100:
             raise ValueError(f"percentiles: expected 0 <= low < high <= 100, got {percentiles}")
+        if method not in METHODS:
+            raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
         self.size = size
         self.percentiles = percentiles
+        self.method = method
 
     def __call__(self, pixels: np.ndarray) -> torch.Tensor:
         """Return a ``(1, 1, rows, columns)`` float32 tensor."""
@@ -35,8 +51,23 @@ class ToModelInput:
         scale = float(high - low) or 1.0
         tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None, None]
         tensor = ((tensor - float(low)) / scale).clamp_(0.0, 1.0)
-        return F.interpolate(tensor, size=self.size, mode="bilinear", antialias=True,
-                             align_corners=False)
+        tensor = F.interpolate(tensor, size=self.size, mode="bilinear", antialias=True,
+                               align_corners=False)
+        return equalize(tensor) if self.method == EQUALIZE else tensor
+
+
+def equalize(images: torch.Tensor) -> torch.Tensor:
+    """Each ``(N, C, h, w)`` image's values replaced by their mid-rank in that image, 0..1.
+
+    Values are rounded to 1/4096 first, so near-equal values (a black border after a
+    resize) tie instead of being ordered by noise.
+    """
+    flat = (images.reshape(images.shape[0] * images.shape[1], -1) * 4096).round().contiguous()
+    ordered = flat.sort(dim=1).values
+    first = torch.searchsorted(ordered, flat, right=False)
+    past = torch.searchsorted(ordered, flat, right=True)
+    mid_rank = (first + past - 1).float() / (2.0 * max(flat.shape[1] - 1, 1))
+    return mid_rank.reshape(images.shape)
 
 
 def resize_probabilities(probabilities: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

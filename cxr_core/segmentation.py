@@ -42,7 +42,8 @@ class Segmenter:
     def __init__(self, network: torch.nn.Module, card: ModelCard) -> None:
         self.network = network.eval()
         self.card = card
-        self.to_input = ToModelInput(card.input_size, card.network.normalization.percentiles)
+        self.to_input = ToModelInput(card.input_size, card.network.normalization.percentiles,
+                                     card.network.normalization.method)
         rule = card.runtime.postprocess or PostProcess()
         self.postprocess: str = rule.method
         self.min_fraction = rule.min_component_fraction

@@ -36,6 +36,21 @@ FINDING_CODES: dict[str, Code] = {
     "abnormal": Code("263654008", "SCT", "Abnormal"),
     "pneumonia": Code("233604007", "SCT", "Pneumonia"),
     "pneumothorax": PNEUMOTHORAX,
+    # The NIH ChestX-ray14 labels. Where DICOM's own code tables (pydicom's codedict)
+    # have the concept, their code is used (cardiomegaly, edema, effusion, mass, nodule).
+    "atelectasis": Code("46621007", "SCT", "Atelectasis"),
+    "cardiomegaly": Code("287272002", "SCT", "Cardiomegaly"),
+    "consolidation": Code("95436008", "SCT", "Lung consolidation"),
+    "edema": Code("19242006", "SCT", "Pulmonary edema"),
+    "effusion": Code("60046008", "SCT", "Pleural effusion"),
+    "emphysema": Code("87433001", "SCT", "Pulmonary emphysema"),
+    "fibrosis": Code("51615001", "SCT", "Fibrosis of lung"),
+    "hernia": Code("84089009", "SCT", "Hiatal hernia"),
+    "infiltration": Code("409609008", "SCT", "Radiologic infiltrate of lung"),
+    "mass": Code("4147007", "SCT", "Mass"),
+    "nodule": Code("27925004", "SCT", "Nodule"),
+    # No SNOMED code for pleural thickening could be verified here; a private code says so.
+    "pleural_thickening": Code("PLTHICK", "99SLCXR", "Pleural thickening"),
 }
 """Image-level findings by label name (a classifier's card labels must be listed here)."""
 
@@ -48,6 +63,9 @@ CARDIOTHORACIC_RATIO = Code("CTR", PRIVATE_SCHEME, "Cardiothoracic ratio")
 LUNG_AREA_RATIO = Code("RLAR", PRIVATE_SCHEME, "Right to left lung area ratio")
 PNEUMOTHORAX_HEMITHORAX_PERCENT = Code("PTXHEMI", PRIVATE_SCHEME,
                                        "Pneumothorax percentage of hemithorax")
+# Collins' formula (AJR 1995) has no SNOMED, LOINC or DCM code either.
+PNEUMOTHORAX_COLLINS_PERCENT = Code("PTXCOLL", PRIVATE_SCHEME,
+                                    "Pneumothorax size by Collins formula")
 
 # ------------------------------------------------------------------------- units
 UNITS: dict[str, Code] = {

@@ -156,13 +156,20 @@ def _add_lung(tasks: SubParsers) -> None:
 
 
 def _add_findings(tasks: SubParsers) -> None:
-    findings = tasks.add_parser("findings", help="abnormal / pneumonia classifier: trains "
-                                "whole-image and lung-masked inputs, ships the better")
+    findings = tasks.add_parser("findings", help="multi-label findings classifier (abnormal "
+                                "+ NIH labels the data supports), on every shared source")
     findings.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     findings.add_argument("--nih-table", type=Path, default=None,
                           help="extra training rows: NIH Data_Entry-style CSV (with --nih-images)")
     findings.add_argument("--nih-images", type=Path, default=None)
-    findings.add_argument("--inputs", nargs="+", default=["whole_image", "lung_masked"],
+    findings.add_argument("--chexpert-csv", type=Path, default=None,
+                          help="extra training rows: CheXpert train.csv (frontal images)")
+    findings.add_argument("--chexpert-root", type=Path, default=None,
+                          help="the CheXpert folder its CSV paths start from")
+    findings.add_argument("--datalist", type=Path, default=None,
+                          help="extra rows: a MONAI datalist JSON ('training' list; "
+                          "labels as a list in the card's label order or a name->0/1 map)")
+    findings.add_argument("--inputs", nargs="+", default=["lung_masked"],
                           choices=("whole_image", "lung_masked"))
     findings.add_argument("--lung-model", default="lung_seg", help="lungs for masking")
     findings.add_argument("--lung-mask-dilation", type=float, default=None,
@@ -242,22 +249,32 @@ def run_findings(args: argparse.Namespace) -> int:
     """Train the findings classifier (one network per input mode); print its figures."""
     if (args.nih_table is None) != (args.nih_images is None):
         args.parser.error("--nih-table and --nih-images go together")
+    if (args.chexpert_csv is None) != (args.chexpert_root is None):
+        args.parser.error("--chexpert-csv and --chexpert-root go together")
     from cxr_core.training.findings import classifier_config, train_findings
     from cxr_core.training.findings_data import nih_table_samples
+    from cxr_core.training.findings_layouts import chexpert_samples, datalist_samples
     from cxr_core.training.report import print_findings_figures
 
     extra = nih_table_samples(args.nih_table, args.nih_images) if args.nih_table else []
+    if args.chexpert_csv:
+        extra += chexpert_samples(args.chexpert_csv, args.chexpert_root)
+    if args.datalist:
+        extra += datalist_samples(args.datalist)
+    sources = [str(p) for p in (args.nih_table, args.chexpert_csv, args.datalist) if p]
     out = out_folder(args, FINDINGS)
     card = train_findings(data_root=args.data_root, out_dir=out, command=args.command_line,
                           modes=args.inputs, size=args.size,
                           config=classifier_config(**config_flags(args)),
                           lung_model=args.lung_model, dilation=args.lung_mask_dilation,
-                          extra=extra, extra_source=str(args.nih_table) if extra else None,
+                          extra=extra, extra_source=", ".join(sources) if extra else None,
                           version=args.version)
     for mode, figures in card.evaluation["input_modes"].items():
-        print(f"{mode:<12} val mean AUC {figures['val_mean_auc']:.4f}  test AUC "
-              f"{figures['test_auc']}  by view {figures['test_auc_by_view']}")
+        print(f"{mode:<12} val mean AUC {figures['val_mean_auc']:.4f} "
+              f"({figures['epochs_run']} epochs)")
     print_findings_figures(card.evaluation["test"])
+    for limit in card.description.limitations:
+        print(f"- {limit}")
     print(f"shipped input mode {card.evaluation['input']}; saved {card.identifier} to {out} "
           f"(evaluation in {out / 'evaluation'}; cxr models promote {out} ships it)")
     return EXIT_OK

@@ -45,9 +45,10 @@ class CardError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class Normalization:
-    """Intensity scaling before the network: ``low``..``high`` percentiles to 0..1."""
+    """Intensity scaling before the network: ``low``..``high`` percentiles to 0..1, then
+    (``equalize``) each value's rank in the image (:class:`cxr_core.preprocess.ToModelInput`)."""
 
-    method: Literal["percentile"] = "percentile"
+    method: Literal["percentile", "equalize"] = "percentile"
     low: float = 0.5
     high: float = 99.5
 
@@ -317,7 +318,8 @@ def _parse_network(data: dict[str, Any]) -> NetworkSpec:
         normalization=Normalization(
             method=cast(Any, _choice(_optional(normalization, "method", str,
                                                "network.normalization.", "percentile"),
-                                     ("percentile",), "network.normalization.method")),
+                                     ("percentile", "equalize"),
+                                     "network.normalization.method")),
             low=float(_optional(normalization, "low", NUMBER, "network.normalization.", 0.5)),
             high=float(_optional(normalization, "high", NUMBER, "network.normalization.",
                                  99.5))),

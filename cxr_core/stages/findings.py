@@ -23,7 +23,7 @@ from cxr_core.measure import lung_union
 from cxr_core.models import ClassifierRules, ModelCard, load_model
 from cxr_core.models.card import CLASSIFIER_INPUTS
 from cxr_core.models.networks import network_device
-from cxr_core.preprocess import ToModelInput
+from cxr_core.preprocess import PERCENTILE, PERCENTILES, ToModelInput
 from cxr_core.terminology import finding_code
 from cxr_core.zones import finding_zones
 
@@ -50,13 +50,13 @@ class FindingsInput:
 
     def __init__(self, size: tuple[int, int], mode: str = WHOLE_IMAGE,
                  dilation: float = DEFAULT_DILATION,
-                 percentiles: tuple[float, float] | None = None) -> None:
+                 percentiles: tuple[float, float] = PERCENTILES,
+                 normalization: str = PERCENTILE) -> None:
         if mode not in INPUT_MODES:
             raise ValueError(f"mode: expected one of {INPUT_MODES}, got {mode!r}")
         if not 0 <= dilation < 0.5:
             raise ValueError(f"dilation: expected a fraction in [0, 0.5), got {dilation}")
-        self.to_input = (ToModelInput(size) if percentiles is None
-                         else ToModelInput(size, percentiles))
+        self.to_input = ToModelInput(size, percentiles, normalization)
         self.mode = mode
         self.radius = round(dilation * max(size))
 
@@ -93,8 +93,9 @@ class FindingsClassifier:
         self.network = network.eval()
         self.card = card
         rules = card.runtime.classifier or ClassifierRules()
+        normalization = card.network.normalization
         self.input = FindingsInput(card.input_size, rules.input, rules.lung_mask_dilation,
-                                   card.network.normalization.percentiles)
+                                   normalization.percentiles, normalization.method)
         calibration = [rules.calibration.get(label) for label in card.labels]
         self.scale = torch.tensor([c.scale if c else 1.0 for c in calibration])
         self.bias = torch.tensor([c.bias if c else 0.0 for c in calibration])

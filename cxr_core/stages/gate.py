@@ -69,7 +69,8 @@ class ChestGate:
         self.network = network.eval()
         self.card = card
         self.rules = card.runtime.gate or DEFAULT_RULES
-        self.to_input = ToModelInput(card.input_size, card.network.normalization.percentiles)
+        self.to_input = ToModelInput(card.input_size, card.network.normalization.percentiles,
+                                     card.network.normalization.method)
 
     @classmethod
     def load(cls, name_or_dir: str | Path = GATE_MODEL, *,

@@ -3,11 +3,16 @@ models learn laterality from position, so a flip would teach them the wrong side
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from cxr_core.preprocess import equalize
 
 
 class RandomAffineIntensity:
@@ -210,3 +215,87 @@ def _grow(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     if pixels <= 0:
         return mask
     return F.max_pool2d(mask.float(), 2 * pixels + 1, stride=1, padding=pixels) > 0.5
+
+
+class SourceStyle:
+    """Make one hospital's encoding look like another's: per image, a random loss of
+    resolution (down- then up-sampling), blur, noise and JPEG re-encoding, then (when the
+    model's normalisation is ``equalize``) the rank normalisation the engine applies, so
+    the network sees what it will see from a degraded source.
+
+    Parameters
+    ----------
+    probability:
+        Share of images restyled; the others pass unchanged.
+    downscale:
+        Range of the resolution kept (1 = none lost; 0.25 = a 224 grid from 56 px).
+    blur:
+        Largest Gaussian sigma, in network-grid pixels.
+    noise:
+        Largest Gaussian noise standard deviation (on 0..1).
+    jpeg_quality:
+        Range of JPEG qualities; each restyled image is re-encoded at one of them.
+    equalize:
+        Re-apply :func:`cxr_core.preprocess.equalize` afterwards.
+    """
+
+    def __init__(self, *, probability: float = 0.8, downscale: tuple[float, float] = (0.25, 1.0),
+                 blur: float = 1.5, noise: float = 0.03,
+                 jpeg_quality: tuple[int, int] = (30, 95), equalize: bool = True) -> None:
+        if not 0 <= probability <= 1:
+            raise ValueError(f"probability: expected 0..1, got {probability}")
+        if not 0 < downscale[0] <= downscale[1] <= 1:
+            raise ValueError(f"downscale: expected 0 < low <= high <= 1, got {downscale}")
+        if not 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100:
+            raise ValueError(f"jpeg_quality: expected 1 <= low <= high <= 100, got {jpeg_quality}")
+        self.probability, self.downscale, self.blur = probability, downscale, blur
+        self.noise, self.jpeg_quality, self.equalize = noise, jpeg_quality, equalize
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = torch.rand(images.shape[0], generator=generator) < self.probability
+        out = images.clone()
+        for index in torch.nonzero(chosen).flatten().tolist():
+            out[index] = self._restyle(images[index], generator)
+        if self.equalize:
+            out = equalize(out)  # the engine's own normalisation, after the damage
+        return out, targets
+
+    def _restyle(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One ``(1, h, w)`` image, restyled."""
+        def draw(low: float, high: float) -> float:
+            return low + (high - low) * float(torch.rand(1, generator=generator))
+
+        size = image.shape[-2:]
+        keep = draw(*self.downscale)
+        small = [max(8, round(side * keep)) for side in size]
+        image = F.interpolate(image[None], size=small, mode="bilinear", antialias=True,
+                              align_corners=False)
+        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)[0]
+        sigma = draw(0.0, self.blur)
+        if sigma > 0.3:
+            image = _gaussian_blur(image, sigma)
+        image = image + torch.randn(image.shape, generator=generator) * draw(0.0, self.noise)
+        quality = round(draw(*self.jpeg_quality))
+        return _jpeg(image.clamp(0, 1), quality)
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a ``(1, h, w)`` image (replicated edges)."""
+    radius = max(1, math.ceil(2.5 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(image[None], (radius, radius, radius, radius), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1))[0]
+
+
+def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """Round-trip a ``(1, h, w)`` 0..1 image through 8-bit baseline JPEG at ``quality``."""
+    pixels = (image[0].numpy() * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    decoded = np.asarray(Image.open(buffer), dtype=np.float32) / 255.0
+    return torch.from_numpy(decoded)[None]

@@ -1,13 +1,23 @@
-"""``cxr train findings``: the abnormal / pneumonia classifier.
+"""``cxr train findings``: the multi-label findings classifier.
 
-Training reads the NIH normal/pneumonia set (labels from the NIH table, in its manifest)
-and, optionally, an NIH-style ``Data_Entry`` CSV with its image folder. It trains one
-small MONAI DenseNet per input mode (whole image, lung-masked with our lung segmenter),
-calibrates each on the val split (Platt scaling per label), picks the operating threshold
-per label on val (sensitivity >= 0.90), reports test figures with bootstrap 95 % intervals
-(overall, AP, PA) and ships the mode with the better val AUC. That network is then
-evaluated as the engine runs it (:mod:`cxr_core.training.findings_evaluate`) into
-``<out>/evaluation``.
+Training reads every shared source with labels for both classes: the NIH sets (normal /
+pneumonia, 14-label, 64 px; all 14 NIH labels plus ``abnormal``), the pediatric Kermany
+set (abnormal / pneumonia) and, optionally, the layouts users bring (NIH ``Data_Entry``
+CSV, CheXpert CSV, MONAI datalist). So that neither the image source nor the view can
+stand in for the label:
+
+* inputs are rank-normalised (``equalize``): bit depth, window and gamma do not reach
+  the network;
+* batches are drawn so that within each source and view, abnormal and normal images weigh
+  the same;
+* every image is re-styled at random (resolution, blur, noise, JPEG) before it is seen.
+
+Calibration (Platt per label) and thresholds are fitted on the NIH val split; a label
+ships only when the val and test splits hold enough positives and its val AUC clears
+:data:`SHIP_RULE` (decided before training); the others are dropped from the network and
+the card says why. The shipped network is evaluated as the engine runs it
+(:mod:`cxr_core.training.findings_evaluate`) and across sources
+(:mod:`cxr_core.training.findings_sources`) into ``<out>/evaluation``.
 """
 
 from __future__ import annotations
@@ -30,23 +40,34 @@ from cxr_core.models import (
     build_network,
     save_model,
 )
+from cxr_core.models.card import Normalization
+from cxr_core.preprocess import EQUALIZE
 from cxr_core.segmentation import Segmenter
 from cxr_core.stages.findings import INPUT_MODES, LUNG_MASKED, FindingsClassifier
-from cxr_core.training.augment import RandomAffineIntensity
+from cxr_core.training.augment import Chain, RandomAffineIntensity, SourceStyle
 from cxr_core.training.calibration import TARGET_SENSITIVITY, fit_platt, platt
 from cxr_core.training.calibration import threshold_for_sensitivity as threshold_at
 from cxr_core.training.findings_data import (
+    KERMANY,
     LABELS,
     NIH_DATASET,
+    NIH_MULTILABEL,
     FindingsSample,
     FindingsTensors,
+    kermany_samples,
     load_findings_tensors,
     nih_findings_samples,
+    nih_multilabel_samples,
 )
-from cxr_core.training.findings_evaluate import VIEWS, evaluate_findings, split_figures
+from cxr_core.training.findings_evaluate import (
+    evaluate_findings,
+    operating_figures,
+    split_figures,
+)
+from cxr_core.training.findings_sources import evaluate_sources, transfer_limits
 from cxr_core.training.loop import AucValidation, History, TrainConfig, predict_logits, train
 from cxr_core.training.losses import masked_bce
-from cxr_core.training.metrics import expected_calibration_error, mean_auc
+from cxr_core.training.metrics import expected_calibration_error, roc_auc
 from cxr_core.training.plots import plot_curves
 from cxr_core.training.provenance import (
     base_card,
@@ -58,6 +79,18 @@ from cxr_core.training.provenance import (
 )
 
 MODEL_NAME = "findings"
+REFERENCE_SOURCE = "nih"
+"""Calibration, thresholds and the test figures are on full-resolution NIH images: the
+adult source with both classes."""
+SELECTION_SOURCES = ("nih", "kermany")
+"""Val images that choose the epoch: mixing sources rewards scores that do not follow
+the source."""
+SHIP_RULE = {"min_val_positives": 5, "min_test_positives": 5, "min_val_auc": 0.6}
+"""A label ships when the NIH val and test splits each hold this many positives and its
+val AUC reaches this (fixed before training)."""
+TRIAGE_LABELS = ("abnormal",)
+"""Labels whose threshold keeps val sensitivity >= 0.9 (a triage rule); the others use
+the val threshold with the best Youden index (sensitivity + specificity - 1)."""
 NETWORK: dict[str, Any] = {
     "spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS),
     "init_features": 16, "growth_rate": 12, "block_config": [4, 8, 8],
@@ -65,16 +98,22 @@ NETWORK: dict[str, Any] = {
 DEFAULT_RUNTIME = RuntimeSettings(classifier=ClassifierRules())
 DETAILS = {
     "labels_from": "NIH Data_Entry 'Finding Labels' (NLP-mined, noisy): abnormal = "
-    "anything but 'No Finding'; pneumonia = 'Pneumonia' among the labels. In this set "
-    "every abnormal image carries Pneumonia, so the two labels are identical here; the "
-    "head is multi-label so other findings/data can separate them later.",
+    "anything but 'No Finding', one label per NIH finding; Kermany: clinically graded "
+    "pneumonia (abnormal = pneumonia there, other labels unknown)",
     "pretraining": "not tried (CPU budget); trained from random initialisation",
-    "data_not_used": "hannover_covid_cxr (243 COVID-19 CR images, all abnormal, one "
-    "hospital): every image positive from one source would let the network learn the "
-    "source instead of the finding; nih_cxr14_tiny64 is 64 px (too small).",
-    "calibration_method": "Platt scaling per label on the val split",
-    "threshold_rule": f"highest threshold with val sensitivity >= {TARGET_SENSITIVITY} "
+    "data_not_used": "hannover_covid_cxr and covid_cxr_v7lungs (every image abnormal, "
+    "one source each): a source that is always positive teaches the source; they are "
+    "unseen-source checks instead. covid_cxr_gb_lr_lungs overlaps V7. nih_cxr14_tiny64: "
+    "64 px is below the engine's 128-px minimum (the engine refuses such images).",
+    "against_shortcuts": "rank normalisation (equalize); batches balanced for abnormal "
+    "within each source x view; SourceStyle re-styling (resolution 25-100 %, blur, "
+    "noise, JPEG q30-95) on 80 % of images; lung-masked input (no burned-in markers, "
+    "borders or collimation reach the network)",
+    "calibration_method": f"Platt scaling per label on the {REFERENCE_SOURCE} val split",
+    "threshold_rule": f"{', '.join(TRIAGE_LABELS)}: highest threshold with val "
+    f"sensitivity >= {TARGET_SENSITIVITY}; other labels: best val Youden index "
     "(calibrated probabilities)",
+    "ship_rule": SHIP_RULE,
     "heatmap_method": "Grad-CAM (monai)",
 }
 
@@ -89,74 +128,145 @@ def classifier_config(**changes: Any) -> TrainConfig:
         predict_batch_size=32).but(**changes)
 
 
+def shared_findings_samples(data_root: Path) -> list[FindingsSample]:
+    """Every shared image the classifier learns from: the two full-resolution NIH sets
+    and Kermany, with their fixed splits."""
+    return (nih_findings_samples(data_root) + nih_multilabel_samples(data_root)
+            + kermany_samples(data_root))
+
+
+def balanced_weights(samples: Sequence[FindingsSample]) -> torch.Tensor:
+    """Drawing weights under which, within each (source, view) group, abnormal and normal
+    images weigh the same; a group keeps its share of the data. Samples without an
+    ``abnormal`` label get their group's mean weight."""
+    weights = torch.ones(len(samples))
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, sample in enumerate(samples):
+        groups.setdefault((sample.source, sample.view), []).append(index)
+    for members in groups.values():
+        classes = [[i for i in members if samples[i].labels.get("abnormal") == value]
+                   for value in (0.0, 1.0)]
+        if all(classes):
+            for chosen in classes:
+                weights[chosen] = len(members) / (2 * len(chosen))
+    return weights
+
+
 @dataclass
-class TrainedVariant:
-    """One input mode's network, calibrated on val, with its test figures."""
+class LabelFit:
+    """One label's calibration, threshold and val figures (NIH val split)."""
 
-    mode: str
-    network: torch.nn.Module
-    history: History
+    label: str
+    scale: float
+    bias: float
+    threshold: float
     val_auc: float
-    thresholds: dict[str, float]
-    calibration: dict[str, Any]
-    test: dict[str, Any]
+    val_positives: int
+    test_positives: int
+    ece: dict[str, float]
+    test_auc: float | None = None
+    test_auc_ci95: list[float] | None = None
+    """On the NIH test split, for every label (shipped or not: the ranking does not
+    depend on calibration)."""
+
+    def ships(self) -> str | None:
+        """None when the label ships, else why not."""
+        least_val, least_test = SHIP_RULE["min_val_positives"], SHIP_RULE["min_test_positives"]
+        if self.val_positives < least_val:
+            return f"{self.val_positives} positives in the NIH val split (< {least_val})"
+        if self.test_positives < least_test:
+            return f"{self.test_positives} positives in the NIH test split (< {least_test})"
+        if not self.val_auc >= SHIP_RULE["min_val_auc"]:
+            return f"val AUC {self.val_auc:.3f} (< {SHIP_RULE['min_val_auc']})"
+        return None
 
 
-def calibrate_and_test(mode: str, network: torch.nn.Module, history: History,
-                       val: FindingsTensors, test: FindingsTensors,
-                       test_views: Sequence[str],
-                       predict_batch_size: int = 32) -> TrainedVariant:
-    """Calibration and thresholds from val; figures on test (same preprocessing)."""
+def youden_threshold(truth: np.ndarray, probabilities: np.ndarray) -> float:
+    """The threshold (one of the scores) with the best sensitivity + specificity - 1."""
+    best, best_j = 0.5, -1.0
+    positives, negatives = max(int(truth.sum()), 1), max(int((~truth).sum()), 1)
+    for threshold in np.unique(probabilities):
+        called = probabilities >= threshold
+        j = (called & truth).sum() / positives + (~called & ~truth).sum() / negatives - 1
+        if j > best_j:
+            best, best_j = float(threshold), float(j)
+    return best
+
+
+def fit_labels(val_logits: np.ndarray, val: FindingsTensors, test: FindingsTensors,
+               test_logits: np.ndarray) -> list[LabelFit]:
+    """Platt scaling, threshold and ship decision per label on the reference val split."""
+    fits = []
     ece = expected_calibration_error
-    val_logits = predict_logits(network, val.with_mode(mode).inputs(), predict_batch_size).numpy()
-    test_logits = predict_logits(network, test.with_mode(mode).inputs(),
-                                 predict_batch_size).numpy()
-    val_truth, test_truth = val.targets.numpy(), test.targets.numpy()
-    thresholds, calibration = {}, {}
-    probabilities = np.zeros_like(test_logits)
     for c, label in enumerate(LABELS):
-        scale, bias = fit_platt(val_logits[:, c], val_truth[:, c])
+        truth = val.targets[:, c].numpy() > 0.5
+        scale, bias = fit_platt(val_logits[:, c], truth) if truth.any() else (1.0, 0.0)
         after = platt(val_logits[:, c], scale, bias)
-        thresholds[label] = round(threshold_at(val_truth[:, c], after), 4)
-        probabilities[:, c] = platt(test_logits[:, c], scale, bias)
-        calibration[label] = {
-            "scale": round(scale, 5), "bias": round(bias, 5),
-            "val_ece_before": round(ece(val_truth[:, c], platt(val_logits[:, c])), 4),
-            "val_ece_after": round(ece(val_truth[:, c], after), 4),
-            "test_ece_before": round(ece(test_truth[:, c], platt(test_logits[:, c])), 4),
-            "test_ece_after": round(ece(test_truth[:, c], probabilities[:, c]), 4),
-        }
-    figures = split_figures(test_truth, probabilities, test_views,
-                            [thresholds[la] for la in LABELS])
-    val_auc = mean_auc(torch.from_numpy(val_logits), val.targets, val.known)
-    return TrainedVariant(mode, network, history, val_auc, thresholds, calibration, figures)
+        if not truth.any():
+            threshold = 0.5
+        elif label in TRIAGE_LABELS:
+            threshold = threshold_at(truth, after)
+        else:
+            threshold = youden_threshold(truth, after)
+        test_truth = test.targets[:, c].numpy()
+        test_auc: dict[str, Any] = {}
+        if 0 < test_truth.sum() < test_truth.size:
+            figures = operating_figures(test_truth > 0.5, test_logits[:, c], 0.0)
+            test_auc = {"test_auc": figures["auc"], "test_auc_ci95": figures["auc_ci95"]}
+        fits.append(LabelFit(
+            label=label, scale=round(scale, 5), bias=round(bias, 5),
+            threshold=round(threshold, 4), val_auc=round(roc_auc(truth, after), 4),
+            val_positives=int(truth.sum()), test_positives=int(test_truth.sum()),
+            ece={"val_before": round(ece(truth, platt(val_logits[:, c])), 4),
+                 "val_after": round(ece(truth, after), 4),
+                 "test_before": round(ece(test_truth, platt(test_logits[:, c])), 4),
+                 "test_after": round(ece(test_truth, platt(test_logits[:, c], scale, bias)),
+                                     4)}, **test_auc))
+    return fits
+
+
+def keep_outputs(network: torch.nn.Module, labels: Sequence[str]) -> torch.nn.Module:
+    """A copy of the trained DenseNet whose output layer has only ``labels`` (in
+    :data:`LABELS` order): labels that do not ship are not computed at all."""
+    rows = [LABELS.index(label) for label in labels]
+    kept = build_network("DenseNet", NETWORK | {"out_channels": len(rows)})
+    state = network.state_dict()
+    state["class_layers.out.weight"] = state["class_layers.out.weight"][rows]
+    state["class_layers.out.bias"] = state["class_layers.out.bias"][rows]
+    kept.load_state_dict(state)
+    return kept.eval()
 
 
 def train_findings(
     *, data_root: Path, out_dir: Path, command: str, config: TrainConfig,
-    modes: Sequence[str] = INPUT_MODES, size: int = 224, lung_model: str | Path = "lung_seg",
-    dilation: float | None = None, extra: Sequence[FindingsSample] = (),
-    extra_source: str | None = None, version: str | None = None,
+    modes: Sequence[str] = (LUNG_MASKED,), size: int = 224,
+    lung_model: str | Path = "lung_seg", dilation: float | None = None,
+    extra: Sequence[FindingsSample] = (), extra_source: str | None = None,
+    version: str | None = None,
 ) -> ModelCard:
-    """Train one network per input mode, ship the one with the better val AUC.
-
-    The shipped network is then evaluated as the engine runs it (source images, lungs
-    from the segmenter) into ``<out_dir>/evaluation``; its heat-map figures go into the
-    card. Calibration, thresholds and the input mode are fitted here; the lung-mask
-    ``dilation`` and heat-map layer come from the base card unless given.
-    """
+    """Train one network per input mode on every source, keep the mode with the better
+    val AUC, ship the labels the data supports; evaluate as the engine runs it and
+    across sources into ``<out_dir>/evaluation``."""
     for mode in modes:
         if mode not in INPUT_MODES:
             raise ValueError(f"modes: unknown {mode!r}; known: {INPUT_MODES}")
     base = base_card(MODEL_NAME)
     base_rules = (base.runtime.classifier if base else None) or ClassifierRules()
     dilation = base_rules.lung_mask_dilation if dilation is None else dilation
-    samples = nih_findings_samples(data_root) + list(extra)
-    by_split = {s: [x for x in samples if x.split == s] for s in ("train", "val", "test")}
+    samples = shared_findings_samples(data_root) + list(extra)
+    train_samples = [s for s in samples if s.split == "train"]
+    val_samples = [s for s in samples if s.split == "val" and s.source in SELECTION_SOURCES]
+    test_samples = [s for s in samples if s.split == "test" and s.source == REFERENCE_SOURCE]
     grid = (size, size)
-    segmenter = Segmenter.load(lung_model) if LUNG_MASKED in modes else None
-    tensors = {split: load_findings_tensors(items, grid, segmenter, dilation)
-               for split, items in by_split.items()}
+    segmenter = Segmenter.load(lung_model)  # lung masks as input, lung zones in evaluation
+    masking = segmenter if LUNG_MASKED in modes else None
+    tensors = {name: load_findings_tensors(items, grid, masking, dilation, EQUALIZE)
+               for name, items in (("train", train_samples), ("val", val_samples),
+                                   ("test", test_samples))}
+    reference_val = tensors["val"].select(
+        [i for i, s in enumerate(val_samples) if s.source == REFERENCE_SOURCE])
+    config = config.but(sample_weights=balanced_weights(train_samples),
+                        augment=Chain(RandomAffineIntensity(), SourceStyle()))
     started = time.monotonic()
     variants = []
     for mode in modes:
@@ -165,67 +275,99 @@ def train_findings(
         network, history = train(network, tensors["train"].with_mode(mode),
                                  tensors["val"].with_mode(mode),
                                  config.but(label=f"training {mode}"))
-        variants.append(calibrate_and_test(mode, network, history, tensors["val"],
-                                           tensors["test"], [s.view for s in by_split["test"]],
-                                           config.predict_batch_size))
-    chosen = max(variants, key=lambda v: v.val_auc)
+        variants.append((mode, network, history, float(history_best(history))))
+    mode, network, history, _ = max(variants, key=lambda v: v[3])
+    val_logits = predict_logits(network, reference_val.with_mode(mode).inputs(),
+                                config.predict_batch_size).numpy()
+    test_logits = predict_logits(network, tensors["test"].with_mode(mode).inputs(),
+                                 config.predict_batch_size).numpy()
+    fits = fit_labels(val_logits, reference_val, tensors["test"], test_logits)
+    shipped = [f for f in fits if f.ships() is None]
+    if not shipped:
+        raise ValueError("data: no label has enough val/test positives and val AUC to ship")
+    labels = [f.label for f in shipped]
+    network = keep_outputs(network, labels)
+    probabilities = np.stack([platt(test_logits[:, LABELS.index(f.label)], f.scale, f.bias)
+                              for f in shipped], axis=1)
+    test_figures = split_figures(tensors["test"].targets.numpy()[:, [LABELS.index(la)
+                                                                      for la in labels]],
+                                 probabilities, [s.view for s in test_samples],
+                                 [f.threshold for f in shipped], labels)
     rules = ClassifierRules(
-        input="lung_masked" if chosen.mode == LUNG_MASKED else "whole_image",
+        input="lung_masked" if mode == LUNG_MASKED else "whole_image",
         lung_mask_dilation=dilation,
-        calibration={la: Platt(scale=chosen.calibration[la]["scale"],
-                               bias=chosen.calibration[la]["bias"]) for la in LABELS},
-        thresholds=chosen.thresholds, heatmap_layer=base_rules.heatmap_layer)
-    datasets = [dataset_source(data_root, NIH_DATASET)]
-    if extra:
-        datasets.append(f"NIH table: {extra_source or 'extra rows'} ({len(extra)} images)")
+        calibration={f.label: Platt(scale=f.scale, bias=f.bias) for f in shipped},
+        thresholds={f.label: f.threshold for f in shipped}, heatmap_layer=base_rules.heatmap_layer)
     card = ModelCard(
         name=MODEL_NAME, version=next_version(base, version), task="classification",
-        network=NetworkSpec(architecture="DenseNet", kwargs=NETWORK, input_size=grid),
-        labels=list(LABELS),
+        network=NetworkSpec(architecture="DenseNet",
+                            kwargs=NETWORK | {"out_channels": len(labels)}, input_size=grid,
+                            normalization=Normalization(method=EQUALIZE)),
+        labels=labels,
         provenance=make_provenance(
-            command=command, datasets=datasets,
-            counts={k: len(v) for k, v in by_split.items()},
-            selection="epoch with the best mean val AUC; input mode with the best val AUC",
+            command=command, datasets=_datasets(data_root, extra, extra_source),
+            counts=_counts(train_samples, val_samples, test_samples),
+            selection="epoch with the best mean val AUC (NIH + Kermany val); input mode "
+            "with the best val AUC; labels by the ship rule",
             seed=config.seed, minutes=(time.monotonic() - started) / 60,
-            epochs_run=len(chosen.history),
+            epochs_run=len(history),
             details=DETAILS | {
-                "lung_model": segmenter.card.identifier if segmenter else None,
+                "lung_model": segmenter.card.identifier,
                 "torch_threads": torch.get_num_threads(), "batch_size": config.batch_size,
                 "learning_rate": config.learning_rate, "epochs_max": config.epochs,
-                "patience": config.patience}),
+                "patience": config.patience, "input_modes": list(modes)}),
         description=carried_description(base, MODEL_NAME, "classification"),
         runtime=runtime_settings(fitted=RuntimeSettings(classifier=rules), base=base,
                                  default=DEFAULT_RUNTIME),
-        evaluation=_evaluation(chosen, variants),
+        evaluation={"split": "test", "source": REFERENCE_SOURCE, "input": mode,
+                    "test": test_figures,
+                    "labels": {f.label: {"val_auc": f.val_auc, "val_positives": f.val_positives,
+                                         "test_positives": f.test_positives,
+                                         "threshold": f.threshold, "ece": f.ece,
+                                         "test_auc": f.test_auc,
+                                         "test_auc_ci95": f.test_auc_ci95,
+                                         "shipped": f.ships() is None,
+                                         **({"why_not": f.ships()} if f.ships() else {})}
+                               for f in fits},
+                    "input_modes": {m: {"val_mean_auc": round(float(history_best(h)), 4),
+                                        "epochs_run": len(h)} for m, _, h, _ in variants}},
     )
-    save_model(chosen.network, card, out_dir, history=chosen.history)
-    plot_curves(chosen.history, ["mean AUC"], out_dir / "training_curves.png", metric="auc")
-    evaluation = evaluate_findings(
-        FindingsClassifier(chosen.network, card),
-        segmenter if chosen.mode == LUNG_MASKED else None, by_split["test"],
-        [s for s in samples if s.boxes], out_dir / "evaluation")
+    save_model(network, card, out_dir, history=history)
+    plot_curves(history, ["mean AUC"], out_dir / "training_curves.png", metric="auc")
+    classifier = FindingsClassifier(network, card)
+    evaluation = evaluate_findings(classifier, segmenter, test_samples,
+                                   [s for s in samples if s.boxes], out_dir / "evaluation")
     card.evaluation["localisation"] = evaluation["localisation"]
     card.evaluation["engine_path_test_auc"] = {
-        label: evaluation["figures"][label]["all"]["auc"] for label in LABELS}
+        label: evaluation["figures"][label]["all"]["auc"] for label in labels}
+    card.evaluation["sources"] = evaluate_sources(classifier, segmenter, data_root,
+                                                  out_dir / "evaluation")
+    card.description.limitations = transfer_limits(card)
     card.evaluation["evaluated_by"] = "cxr train findings (test split, after training)"
-    save_model(chosen.network, card, out_dir, history=chosen.history)
+    save_model(network, card, out_dir, history=history)
     return card
 
 
-def _evaluation(chosen: TrainedVariant, variants: Sequence[TrainedVariant]) -> dict[str, Any]:
-    """The card's figures from training: the shipped mode's calibration and test figures,
-    and every mode's val and test AUC (why this mode was shipped)."""
-    return {
-        "split": "test", "input": chosen.mode, "calibration": chosen.calibration,
-        "test": chosen.test,
-        "input_modes": {v.mode: {"val_mean_auc": round(v.val_auc, 4),
-                                 "epochs_run": len(v.history),
-                                 "test_auc": {la: v.test[la]["all"]["auc"] for la in LABELS},
-                                 "test_auc_ci95": {la: v.test[la]["all"]["auc_ci95"]
-                                                   for la in LABELS},
-                                 "test_auc_by_view": {la: {vw: v.test[la][vw]["auc"]
-                                                           for vw in VIEWS if vw in v.test[la]}
-                                                      for la in LABELS}}
-                        for v in variants},
-    }
+def history_best(history: History) -> float:
+    """The best val score of a run."""
+    return max((record["val_score"] for record in history), default=float("nan"))
 
+
+def _datasets(data_root: Path, extra: Sequence[FindingsSample],
+              extra_source: str | None) -> list[str]:
+    names = (NIH_DATASET, NIH_MULTILABEL, KERMANY)
+    datasets = [dataset_source(data_root, name) for name in names]
+    if extra:
+        datasets.append(f"{extra_source or 'extra rows'} ({len(extra)} images)")
+    return datasets
+
+
+def _counts(*splits: Sequence[FindingsSample]) -> dict[str, Any]:
+    counts: dict[str, Any] = {}
+    for name, items in zip(("train", "val", "test"), splits, strict=True):
+        counts[name] = len(items)
+        by_source: dict[str, int] = {}
+        for sample in items:
+            by_source[sample.source] = by_source.get(sample.source, 0) + 1
+        counts[f"{name}_by_source"] = by_source
+    return counts

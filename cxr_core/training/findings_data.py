@@ -1,7 +1,9 @@
-"""Images with finding labels (abnormal, pneumonia) and their tensors for training.
+"""Images with finding labels and their tensors for training.
 
-Labels come from the NIH table: the shared NIH normal/pneumonia set (labels in its
-manifest), or any NIH ``Data_Entry``-style CSV with its image folder.
+Labels: ``abnormal`` and the 14 NIH ChestX-ray14 findings. Sources: the shared NIH sets
+(normal/pneumonia, 14-label), the pediatric Kermany set (abnormal/pneumonia only),
+the COVID-19 sets (abnormal only; checks, never training), and the layouts users bring
+(:mod:`cxr_core.training.findings_layouts`).
 """
 
 from __future__ import annotations
@@ -18,14 +20,31 @@ from tqdm import tqdm
 from cxr_core.io import read_radiograph
 from cxr_core.measure import lung_union
 from cxr_core.padding import condition
+from cxr_core.preprocess import PERCENTILE
 from cxr_core.segmentation import Segmenter
 from cxr_core.stages.findings import LUNG_MASKED, WHOLE_IMAGE, FindingsInput
 from cxr_core.training.augment import Augment
 from cxr_core.training.data import read_manifest
 
-LABELS = ("abnormal", "pneumonia")
+NIH_FINDINGS: dict[str, str] = {
+    "Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly",
+    "Consolidation": "consolidation", "Edema": "edema", "Effusion": "effusion",
+    "Emphysema": "emphysema", "Fibrosis": "fibrosis", "Hernia": "hernia",
+    "Infiltration": "infiltration", "Mass": "mass", "Nodule": "nodule",
+    "Pleural_Thickening": "pleural_thickening", "Pneumonia": "pneumonia",
+    "Pneumothorax": "pneumothorax",
+}
+"""NIH ChestX-ray14 finding names -> our label names (CheXpert's overlap the same way)."""
+LABELS = ("abnormal", *sorted(NIH_FINDINGS.values()))
+"""Every label the classifier is trained on; a card ships the ones the data supports."""
 NIH_DATASET = "nih_cxr14_normal_pneumonia"
+NIH_MULTILABEL = "nih_cxr14_multilabel"
+KERMANY = "kermany_pediatric_224"
 NO_FINDING = "No Finding"
+ABNORMAL_ONLY_SOURCES = {"hannover_covid_cxr": "hannover", "covid_cxr_v7lungs": "v7"}
+"""Shared sets whose every image is abnormal (COVID-19): never trained on (a source that
+is always positive teaches the source, not the finding); used as unseen-source checks.
+``covid_cxr_gb_lr_lungs`` is left out: most of its images are also in the V7 set."""
 
 Box = tuple[str, float, float, float, float]
 """``(finding, x, y, width, height)`` in image pixels."""
@@ -42,24 +61,29 @@ class FindingsSample:
     view: str = ""
     boxes: list[Box] = field(default_factory=list)
     key: str = ""
+    source: str = "nih"
+    """Which hospital / encoding pipeline the image comes from (cross-source checks)."""
 
     def __post_init__(self) -> None:
         self.key = self.key or self.image.stem
 
 
 def nih_labels(finding_labels: str) -> dict[str, float]:
-    """NIH ``Finding Labels`` (pipe-separated) -> abnormal / pneumonia targets.
+    """NIH ``Finding Labels`` (pipe-separated) -> 0/1 for ``abnormal`` and every NIH label.
 
     Raises
     ------
     ValueError
-        For an empty label string.
+        For an empty label string or a finding NIH does not have.
     """
     findings = {f.strip() for f in finding_labels.split("|") if f.strip()}
     if not findings:
         raise ValueError("finding_labels: empty; expected 'No Finding' or NIH findings")
-    normal = findings == {NO_FINDING}
-    return {"abnormal": float(not normal), "pneumonia": float("Pneumonia" in findings)}
+    unknown = findings - set(NIH_FINDINGS) - {NO_FINDING}
+    if unknown:
+        raise ValueError(f"finding_labels: not NIH findings: {', '.join(sorted(unknown))}")
+    labels = {label: float(name in findings) for name, label in NIH_FINDINGS.items()}
+    return {"abnormal": float(findings != {NO_FINDING})} | labels
 
 
 def parse_boxes(text: str) -> list[Box]:
@@ -79,6 +103,42 @@ def nih_findings_samples(data_root: Path) -> list[FindingsSample]:
                            split=row["split"], view=row["view"],
                            boxes=parse_boxes(row["nih_bbox_resized_xywh"]))
             for row in read_manifest(root)]
+
+
+def nih_multilabel_samples(data_root: Path) -> list[FindingsSample]:
+    """The shared 14-label NIH set (one image per patient, mostly PA)."""
+    root = data_root / NIH_MULTILABEL
+    return [FindingsSample(image=root / row["image"], labels=nih_labels(row["finding_labels"]),
+                           split=row["split"], view=row["view_position"],
+                           boxes=parse_boxes(row["nih_boxes"]))
+            for row in read_manifest(root)]
+
+
+def kermany_samples(data_root: Path) -> list[FindingsSample]:
+    """The shared pediatric set (another hospital, both classes): ``abnormal`` and
+    ``pneumonia`` are known (the same here), the other labels are not."""
+    root = data_root / KERMANY
+    samples = []
+    for row in read_manifest(root):
+        sick = float(row["label_normal_abnormal"] == "abnormal")
+        samples.append(FindingsSample(image=root / row["image"],
+                                      labels={"abnormal": sick, "pneumonia": sick},
+                                      split=row["split"], source="kermany"))
+    return samples
+
+
+def abnormal_only_samples(data_root: Path) -> list[FindingsSample]:
+    """The COVID-19 sets (every image abnormal) with their frontal images only."""
+    samples = []
+    for folder, source in ABNORMAL_ONLY_SOURCES.items():
+        for row in read_manifest(data_root / folder):
+            if row.get("usable_for_lung_seg", "True") == "False":
+                continue  # CT slices and laterals: the gate refuses them
+            samples.append(FindingsSample(image=data_root / folder / row["image"],
+                                          labels={"abnormal": 1.0}, split=row["split"],
+                                          view=(row.get("view", "").upper().split() or [""])[0],
+                                          source=source))
+    return samples
 
 
 def nih_table_samples(table: Path, image_dir: Path, split: str = "train") -> list[FindingsSample]:
@@ -113,6 +173,12 @@ class FindingsTensors:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def select(self, rows: Sequence[int]) -> FindingsTensors:
+        """The samples ``rows`` only."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        return dataclasses.replace(self, images=self.images[index], masks=self.masks[index],
+                                   targets=self.targets[index], known=self.known[index])
+
     def with_mode(self, mode: str) -> FindingsTensors:
         """The same tensors read as ``mode`` (``whole_image`` or ``lung_masked``)."""
         return dataclasses.replace(self, mode=mode)
@@ -133,9 +199,11 @@ class FindingsTensors:
 
 
 def load_findings_tensors(samples: Sequence[FindingsSample], size: tuple[int, int],
-                          segmenter: Segmenter | None, dilation: float) -> FindingsTensors:
-    """Read every image once; lung masks come from ``segmenter`` (None: no masking)."""
-    to_input = FindingsInput(size, LUNG_MASKED, dilation)
+                          segmenter: Segmenter | None, dilation: float,
+                          normalization: str = PERCENTILE) -> FindingsTensors:
+    """Read every image once; lung masks come from ``segmenter`` (None: no masking);
+    ``normalization`` as the card will say (:class:`cxr_core.preprocess.ToModelInput`)."""
+    to_input = FindingsInput(size, LUNG_MASKED, dilation, normalization=normalization)
     images, masks = [], []
     for sample in tqdm(samples, desc="reading", unit="image", leave=False):
         pixels = condition(read_radiograph(sample.image).pixels)[0]  # as the engine does

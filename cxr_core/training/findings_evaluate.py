@@ -87,12 +87,14 @@ def operating_figures(labels: npt.NDArray[Any], probabilities: npt.NDArray[Any],
 
 
 def split_figures(targets: npt.NDArray[Any], probabilities: npt.NDArray[Any],
-                  views: Sequence[str], thresholds: Sequence[float]) -> dict[str, Any]:
-    """Per label: figures over all images and within each view (AP, PA), and how far a
-    score that only says "PA" gets (the view confound this set is known for)."""
+                  views: Sequence[str], thresholds: Sequence[float],
+                  labels: Sequence[str] = LABELS) -> dict[str, Any]:
+    """Per label (columns of ``targets`` and ``probabilities``, named by ``labels``):
+    figures over all images and within each view (AP, PA), and how far a score that only
+    says "PA" gets (the view confound this set is known for)."""
     view_array = np.asarray(views)
     figures: dict[str, Any] = {}
-    for index, label in enumerate(LABELS):
+    for index, label in enumerate(labels):
         truth, scores = targets[:, index] > 0.5, probabilities[:, index]
         per_label: dict[str, Any] = {"all": operating_figures(truth, scores, thresholds[index])}
         for view in VIEWS:
@@ -262,48 +264,51 @@ def evaluate_findings(classifier: FindingsClassifier, segmenter: Segmenter | Non
     """Figures on ``samples`` plus pointing game / IoU on ``boxed``; writes
     predictions.csv, roc.png, confusion.png, calibration.png and heatmaps.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    labels = classifier.card.labels
     predictions = predict_samples(classifier, segmenter, samples, lambda s: bool(s.boxes))
-    targets = np.array([[p.sample.labels.get(la, 0.0) for la in LABELS] for p in predictions])
+    targets = np.array([[p.sample.labels.get(la, 0.0) for la in labels] for p in predictions])
     probabilities = np.stack([p.probabilities for p in predictions])
     thresholds = classifier.thresholds
     views = [p.sample.view for p in predictions]
-    _write_predictions(predictions, thresholds, out_dir / "predictions.csv")
-    _write_figures(targets, probabilities, views, thresholds, out_dir)
+    _write_predictions(predictions, labels, thresholds, out_dir / "predictions.csv")
+    _write_figures(targets, probabilities, views, labels, thresholds, out_dir)
     evaluated = {p.sample.key for p in predictions}
     located = [p for p in predictions if p.heatmap is not None] + predict_samples(
         classifier, segmenter, [s for s in boxed if s.key not in evaluated], lambda s: True)
-    _heatmap_montage(located[:8], out_dir / "heatmaps.png")
+    _heatmap_montage(located[:8], labels, out_dir / "heatmaps.png")
     return {
-        "split": split, "figures": split_figures(targets, probabilities, views, thresholds),
+        "split": split,
+        "figures": split_figures(targets, probabilities, views, thresholds, labels),
         "ece": {la: round(expected_calibration_error(targets[:, i], probabilities[:, i]), 4)
-                for i, la in enumerate(LABELS)},
-        "thresholds": dict(zip(LABELS, thresholds, strict=True)),
+                for i, la in enumerate(labels)},
+        "thresholds": dict(zip(labels, thresholds, strict=True)),
         "localisation": localisation_groups(located),
     }
 
 
-def _write_predictions(predictions: Sequence[Prediction], thresholds: Sequence[float],
-                       path: Path) -> None:
+def _write_predictions(predictions: Sequence[Prediction], labels: Sequence[str],
+                       thresholds: Sequence[float], path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image", "split", "view"] + [f"label_{la}" for la in LABELS]
-                        + [f"probability_{la}" for la in LABELS]
-                        + [f"positive_{la}" for la in LABELS])
+        writer.writerow(["image", "split", "view", "source"] + [f"label_{la}" for la in labels]
+                        + [f"probability_{la}" for la in labels]
+                        + [f"positive_{la}" for la in labels])
         for p in predictions:
             writer.writerow(
-                [p.sample.image.name, p.sample.split, p.sample.view]
-                + [int(p.sample.labels.get(la, -1)) for la in LABELS]
+                [p.sample.image.name, p.sample.split, p.sample.view, p.sample.source]
+                + [int(p.sample.labels.get(la, -1)) for la in labels]
                 + [f"{v:.4f}" for v in p.probabilities]
                 + [int(v >= t) for v, t in zip(p.probabilities, thresholds, strict=True)])
 
 
 def _write_figures(targets: npt.NDArray[Any], probabilities: npt.NDArray[Any],
-                   views: Sequence[str], thresholds: Sequence[float], out_dir: Path) -> None:
+                   views: Sequence[str], labels: Sequence[str], thresholds: Sequence[float],
+                   out_dir: Path) -> None:
     view_array = np.asarray(views)
     curves: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]] = {}
     matrices: dict[str, npt.NDArray[np.int_]] = {}
     reliability: dict[str, list[tuple[float, float, int]]] = {}
-    for i, label in enumerate(LABELS):
+    for i, label in enumerate(labels):
         truth = targets[:, i] > 0.5
         for group in ("all", *VIEWS):
             inside = np.ones_like(truth) if group == "all" else view_array == group
@@ -319,7 +324,8 @@ def _write_figures(targets: npt.NDArray[Any], probabilities: npt.NDArray[Any],
     plot_calibration(reliability, out_dir / "calibration.png")
 
 
-def _heatmap_montage(predictions: Sequence[Prediction], path: Path) -> None:
+def _heatmap_montage(predictions: Sequence[Prediction], classifier_labels: Sequence[str],
+                     path: Path) -> None:
     """Image and Grad-CAM overlay with the NIH boxes outlined in green."""
     rows: list[list[npt.NDArray[Any]]] = []
     labels: list[str] = []
@@ -330,7 +336,7 @@ def _heatmap_montage(predictions: Sequence[Prediction], path: Path) -> None:
         rgb = heatmap_rgb(p.pixels, p.heatmap)
         rgb[boxes & ~ndimage.binary_erosion(boxes, iterations=2)] = (0, 255, 0)
         rows.append([p.pixels, rgb])
-        probability = p.probabilities[LABELS.index(HEATMAP_LABEL)]
+        probability = p.probabilities[list(classifier_labels).index(HEATMAP_LABEL)]
         labels.append(f"{p.sample.key} ({p.sample.split}) p={probability:.2f}")
     if rows:
         save_montage(rows, ["image", f"Grad-CAM {HEATMAP_LABEL} + NIH box"], path, labels)
