@@ -48,6 +48,10 @@ _PUBLIC: dict[str, str] = {
     "IMAGE_SUFFIXES": "cxr_core.io.image_reader",
     "ACCEPTED_SOP_CLASSES": "cxr_core.io.dicom_reader",
     "RefusedInput": "cxr_core.io.errors",
+    "check_dicom_decode_limits": "cxr_core.io.limits",
+    "check_inflated_size": "cxr_core.io.limits",
+    "MAX_DECODED_BYTES": "cxr_core.io.limits",
+    "MAX_INFLATED_BYTES": "cxr_core.io.limits",
     "read_seg": "cxr_core.io.seg_reader",
     "SegContent": "cxr_core.io.seg_reader",
     # the engine and its models
@@ -81,7 +85,8 @@ __all__ = [
     "LATERAL_VIEWS", "Analysis", "Segment", "Measurement", "Finding", "ModelRef",
     "QualityFlag", "SEGMENT_TYPES", "SegmentType", "FINDING_CODES", "segment_type_for_codes",
     "read_radiograph", "expand_inputs", "IMAGE_SUFFIXES", "ACCEPTED_SOP_CLASSES",
-    "RefusedInput", "read_seg", "SegContent", "Engine", "StageError", "DEFAULT_STAGES",
+    "RefusedInput", "check_dicom_decode_limits", "check_inflated_size", "MAX_DECODED_BYTES",
+    "MAX_INFLATED_BYTES", "read_seg", "SegContent", "Engine", "StageError", "DEFAULT_STAGES",
     "ModelCard", "default_models_dir", "build_dicom_results", "DicomOptions", "DicomResults",
     "build_seg", "write_outputs", "WrittenOutputs", "safe_folder_name", "is_own_output",
     "MANUFACTURER", "LabelStore", "LabelEntry", "image_key", "utc_now", "train_lung",
@@ -113,6 +118,12 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from cxr_core.io.dicom_reader import ACCEPTED_SOP_CLASSES
     from cxr_core.io.errors import RefusedInput
     from cxr_core.io.image_reader import IMAGE_SUFFIXES
+    from cxr_core.io.limits import (
+        MAX_DECODED_BYTES,
+        MAX_INFLATED_BYTES,
+        check_dicom_decode_limits,
+        check_inflated_size,
+    )
     from cxr_core.io.reader import expand_inputs, read_radiograph
     from cxr_core.io.seg_reader import SegContent, read_seg
     from cxr_core.models.card import ModelCard

@@ -94,6 +94,27 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What one input or one peer may cost the node (``[limits]``).
+
+    ``max_decoded_mb`` bounds an image's declared decoded pixel data (Rows x Columns x
+    samples x bits x frames; compressed frames must declare the same size in their own
+    SOF/SIZ); ``max_inflated_mb`` bounds a deflated dataset once inflated. Before an
+    association is accepted, every PDU must arrive within ``pdu_timeout_s`` of its first
+    byte, an A-ASSOCIATE-RQ may hold at most ``max_associate_request_kb``, a TLS handshake
+    must finish within ``tls_handshake_timeout_s`` and one peer address may hold at most
+    ``max_connections_per_address`` connections.
+    """
+
+    max_decoded_mb: float = 256.0
+    max_inflated_mb: float = 256.0
+    pdu_timeout_s: float = 10.0
+    tls_handshake_timeout_s: float = 10.0
+    max_connections_per_address: int = 4
+    max_associate_request_kb: float = 64.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything ``cxr-node serve`` needs; see ``resources/node.example.toml``."""
 
@@ -115,6 +136,7 @@ class NodeConfig:
     models_dir: Path | None = None
     log_level: str = "INFO"
     tls: TlsConfig | None = None
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def database(self) -> Path:
@@ -244,6 +266,14 @@ _FILTER_KEYS: dict[str, Any] = {
     "views": lambda k, v: _strings(k, v, upper=True),
     "other_instances": _choice(OTHER_INSTANCE_POLICIES),
 }
+_LIMIT_KEYS: dict[str, Any] = {
+    "max_decoded_mb": _positive,
+    "max_inflated_mb": _positive,
+    "pdu_timeout_s": _positive,
+    "tls_handshake_timeout_s": _positive,
+    "max_connections_per_address": lambda k, v: _count(k, v, high=1024),
+    "max_associate_request_kb": _positive,
+}
 _TLS_KEYS: dict[str, Any] = {
     "certificate": _path,
     "private_key": _path,
@@ -291,7 +321,7 @@ def _destination(index: int, value: Any) -> Destination:
 def config_from_mapping(data: Mapping[str, Any], *, base: NodeConfig | None = None
                         ) -> NodeConfig:
     """Build a :class:`NodeConfig` from parsed TOML (unknown keys are errors)."""
-    known = [*_SECTIONS, "retry", "filters", "tls", "destinations"]
+    known = [*_SECTIONS, "retry", "filters", "limits", "tls", "destinations"]
     _check_known("(top level)", data, known)
     config = base or NodeConfig()
     values: dict[str, Any] = {}
@@ -307,6 +337,9 @@ def config_from_mapping(data: Mapping[str, Any], *, base: NodeConfig | None = No
     if "filters" in data:
         values["filters"] = replace(config.filters, **_parse_keys(
             "[filters]", _table("[filters]", data["filters"]), _FILTER_KEYS))
+    if "limits" in data:
+        values["limits"] = replace(config.limits, **_parse_keys(
+            "[limits]", _table("[limits]", data["limits"]), _LIMIT_KEYS))
     if "tls" in data:
         values["tls"] = _tls(_table("[tls]", data["tls"]))
     if "destinations" in data:

@@ -7,7 +7,10 @@ Event handler contracts (pynetdicom runs them on the association's thread):
   allowed, or when the storage folder is nearly full (transient: the peer retries later).
 * ``EVT_C_STORE`` -> :meth:`StorageSCP.on_store`: returns ``0x0000`` only after the
   instance is fsync'ed into the spool and registered in the store; otherwise a failure
-  status with an ErrorComment that names the problem (never patient data).
+  status with an ErrorComment that names the problem (never patient data). ``0xC000``
+  also answers an input that would cost more memory to decode than ``[limits]`` allows
+  (declared pixel size, codestream size differing from Rows/Columns, inflated size),
+  checked before anything is decoded.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import ThreadedAssociationServer
 
+from cxr_core import RefusedInput, check_dicom_decode_limits, check_inflated_size
 from dicom_node.config import NodeConfig
 from dicom_node.metrics import Metrics
 from dicom_node.spool import Spool, UnsafeUID, checked_uid
@@ -181,8 +185,11 @@ class StorageSCP:
             self.metrics.instances_rejected.labels(reason="disk_full").inc()
             return _failure(OUT_OF_RESOURCES, "storage nearly full")
         try:
+            self._check_inflated_size(event)
             study_uid, sop_uid, sop_class = self._identify(event)
-        except UnsafeUID as error:
+            check_dicom_decode_limits(
+                event.dataset, max_bytes=int(self.config.limits.max_decoded_mb * 2**20))
+        except (UnsafeUID, RefusedInput) as error:
             return self._refuse(str(error))
         except Exception as error:  # a dataset that cannot be decoded at all
             return self._refuse(f"undecodable dataset ({type(error).__name__})")
@@ -201,6 +208,15 @@ class StorageSCP:
         if new:
             self.on_received()
         return SUCCESS
+
+    def _check_inflated_size(self, event: evt.Event) -> None:
+        """Before pydicom inflates a deflated dataset (whole, in memory): its size."""
+        if event.context.transfer_syntax != DeflatedExplicitVRLittleEndian:
+            return
+        request = event.request
+        assert isinstance(request, C_STORE) and request.DataSet is not None
+        check_inflated_size(request.DataSet.getvalue(),
+                            max_bytes=int(self.config.limits.max_inflated_mb * 2**20))
 
     def _identify(self, event: evt.Event) -> tuple[str, str, str]:
         request = event.request

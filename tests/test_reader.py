@@ -101,7 +101,7 @@ def test_fake_monochrome1_is_suspected() -> None:
 
 
 def test_extremity_is_refused_with_reason() -> None:
-    with pytest.raises(RefusedInput, match="EXTREMITY"):
+    with pytest.raises(RefusedInput, match="body part not chest"):
         read_radiograph(DICOM_SAMPLES / "RG3_J2KR.dcm")
 
 

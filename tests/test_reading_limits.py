@@ -128,3 +128,15 @@ def test_cli_refuses_with_one_line_and_exit_2(tmp_path: Path, name: str, size: i
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"refused {name}: ") and reason in lines[0]
     assert not (tmp_path / "out" / path.stem).exists()
+
+
+def test_memory_bombs_are_refused_before_decoding(tmp_path: Path) -> None:
+    """Red team F1: codestreams whose SOF/SIZ size differs from Rows/Columns and a deflated
+    dataset inflating past the budget are refused from their headers, in bounded memory."""
+    from tests.node.node_bombs import deflate_bomb, j2k_siz_lie, jpeg_sof_lie
+
+    expected = {jpeg_sof_lie: "codestream is 60000x60000", j2k_siz_lie: "codestream is 12000",
+                deflate_bomb: "deflated dataset too large"}
+    for build, reason in expected.items():
+        with pytest.raises(RefusedInput, match=reason):
+            read_radiograph(build(tmp_path))

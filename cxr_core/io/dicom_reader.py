@@ -18,7 +18,11 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
 from cxr_core.io.errors import RefusedInput
-from cxr_core.io.limits import check_size
+from cxr_core.io.limits import (
+    check_dicom_decode_limits,
+    check_inflated_size,
+    check_size,
+)
 from cxr_core.io.lossy import complete_lossy_compression
 from cxr_core.radiograph import CHEST_BODY_PARTS, PixelSpacing, Radiograph, SpacingSource
 
@@ -54,7 +58,7 @@ def read_dicom_radiograph(path: Path, *, radiograph_id: str | None = None) -> Ra
     except RefusedInput:
         raise
     except Exception as error:  # pydicom parses lazily: a bad element can fail anywhere
-        raise RefusedInput(f"malformed DICOM ({type(error).__name__}: {error})") from error
+        raise RefusedInput(f"malformed DICOM ({type(error).__name__})") from error
 
 
 def _read(path: Path, radiograph_id: str | None) -> Radiograph:
@@ -78,16 +82,41 @@ def _read_dataset(path: Path) -> tuple[pydicom.Dataset, bool]:
     """The dataset, and whether it was read as a legacy file (no preamble, no File Meta)."""
     legacy = False
     dataset: pydicom.Dataset
+    _check_deflated_size(path)
     try:
         dataset = pydicom.dcmread(path)
     except pydicom.errors.InvalidDicomError as error:
         dataset, legacy = _read_legacy(path, f"not a DICOM file ({error})"), True
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as error:
-        raise RefusedInput(f"unreadable DICOM ({type(error).__name__}: {error})") from error
+        raise RefusedInput(f"unreadable DICOM ({type(error).__name__})") from error
     if "PixelData" not in dataset:
         name = _sop_class_name(dataset)
         raise RefusedInput(f"not an image: {name} has no pixel data")
     return dataset, legacy
+
+
+def _check_deflated_size(path: Path) -> None:
+    """A deflated dataset is inflated whole by pydicom: check what it inflates to first."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(2**16)
+            start = _dataset_offset(head)
+            syntax = pydicom.uid.DeflatedExplicitVRLittleEndian.encode()
+            if start is None or syntax not in head[132:start]:
+                return
+            handle.seek(start)
+            deflated = handle.read()
+    except OSError:
+        return  # dcmread reports it
+    check_inflated_size(deflated)
+
+
+def _dataset_offset(data: bytes) -> int | None:
+    """Where the dataset starts in a Part 10 file whose File Meta has its group length
+    ((0002,0000) UL, explicit VR, first); None otherwise."""
+    if data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    return 132 + 12 + int.from_bytes(data[140:144], "little")
 
 
 def is_legacy_dicom(path: Path) -> bool:
@@ -157,7 +186,7 @@ def _legacy_image_problem(dataset: pydicom.Dataset) -> str | None:
         return "no SOPClassUID or SOPInstanceUID"
     sop_class = UID(str(dataset.SOPClassUID))
     if sop_class not in ACCEPTED_SOP_CLASSES:
-        return f"SOP class {sop_class.name} is not CR, DX or SC"
+        return f"SOP class {safe_uid_name(sop_class)} is not CR, DX or SC"
     missing = [k for k in ("Rows", "Columns", "BitsAllocated", "PixelData") if k not in dataset]
     if missing:
         return f"{', '.join(missing)} missing"
@@ -199,19 +228,28 @@ def _sop_class_name(dataset: pydicom.Dataset) -> str:
     sop_class = dataset.get("SOPClassUID")
     if sop_class is None:
         return "a dataset without SOPClassUID"
-    return UID(str(sop_class)).name
+    return safe_uid_name(UID(str(sop_class)))
+
+
+def safe_uid_name(uid: UID) -> str:
+    """The dictionary name of ``uid``, else the UID itself when it is digits and dots, else
+    ``an unknown UID``: a reason never quotes free text found in a UI element."""
+    if uid.name != uid:
+        return uid.name
+    return str(uid) if uid.is_valid else "an unknown UID"
 
 
 def _check_is_chest_image(dataset: pydicom.Dataset) -> None:
     sop_class = UID(str(dataset.get("SOPClassUID", "")))
     if sop_class not in ACCEPTED_SOP_CLASSES:
-        raise RefusedInput(f"not a radiograph: SOP class {sop_class.name} is not CR, DX or SC")
+        raise RefusedInput(f"not a radiograph: SOP class {safe_uid_name(sop_class)} is not CR, DX "
+                           "or SC")
     modality = str(dataset.get("Modality", "") or "").upper()
     if modality not in ACCEPTED_MODALITIES:
-        raise RefusedInput(f"not a radiograph: Modality is {modality}")
+        raise RefusedInput("not a radiograph: Modality not CR, DX or OT")
     body_part = str(dataset.get("BodyPartExamined", "") or "").upper().strip()
     if body_part and body_part not in CHEST_BODY_PARTS:
-        raise RefusedInput(f"not a chest radiograph: BodyPartExamined is {body_part}")
+        raise RefusedInput("not a chest radiograph: body part not chest")
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)
     if samples != 1:
         raise RefusedInput(f"not a grayscale radiograph: SamplesPerPixel is {samples}")
@@ -221,7 +259,7 @@ def _check_is_chest_image(dataset: pydicom.Dataset) -> None:
     check_size(int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0))
     photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
     if photometric not in {"MONOCHROME1", "MONOCHROME2"}:
-        raise RefusedInput(f"PhotometricInterpretation {photometric or 'missing'} is not grayscale")
+        raise RefusedInput("PhotometricInterpretation is not MONOCHROME1 or MONOCHROME2")
 
 
 # Transfer syntaxes whose codestreams end with the FFD9 marker (EOI / EOC): JPEG baseline,
@@ -242,12 +280,13 @@ def _check_codestream_complete(dataset: pydicom.Dataset) -> None:
 
 def _presentation_pixels(dataset: pydicom.Dataset) -> np.ndarray:
     """Decode, apply Modality then VOI LUT, and make MONOCHROME2 float32."""
+    check_dicom_decode_limits(dataset)
     _check_codestream_complete(dataset)
     try:
         stored = dataset.pixel_array
     except Exception as error:  # decoders raise many types; all mean the same to us
         raise RefusedInput(
-            f"pixel data could not be decoded ({type(error).__name__}: {error})"
+            f"pixel data could not be decoded ({type(error).__name__})"
         ) from error
     if stored.ndim != 2:
         raise RefusedInput(f"pixel data has shape {stored.shape}; expected one 2D frame")
@@ -255,7 +294,7 @@ def _presentation_pixels(dataset: pydicom.Dataset) -> np.ndarray:
         values = apply_modality_lut(stored, dataset)
         values = _apply_voi(np.asarray(values, dtype=np.float32), dataset)
     except Exception as error:
-        raise RefusedInput(f"invalid Modality/VOI LUT ({type(error).__name__}: {error})") from error
+        raise RefusedInput(f"invalid Modality/VOI LUT ({type(error).__name__})") from error
     pixels = np.asarray(values, dtype=np.float32)
     if not np.isfinite(pixels).all():
         raise RefusedInput("pixel data contains non-finite values after LUTs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from pynetdicom import _config
 
 
 @pytest.fixture
@@ -14,3 +15,9 @@ def processes() -> Iterator[list]:
     yield started
     for item in reversed(started):
         item.stop()
+
+
+@pytest.fixture
+def chunked_sending(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom then streams a file's dataset bytes instead of re-encoding them."""
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)

@@ -17,6 +17,8 @@ from typing import Any
 
 import pydicom
 from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.dsutils import split_dataset
 
 from dicom_node.store import Store
 from tests.conftest import (
@@ -88,6 +90,28 @@ def echoscu(port: int, calling_ae: str = PACS_AE, called_ae: str = NODE_AE
             ) -> subprocess.CompletedProcess:
     return subprocess.run([require_tool("echoscu"), "-aet", calling_ae, "-aec", called_ae,
                            "127.0.0.1", str(port)], capture_output=True, text=True, timeout=30)
+
+
+def send_raw(path: Path, port: int, *, calling_ae: str = PACS_AE,
+             called_ae: str = NODE_AE) -> tuple[int | None, str]:
+    """C-STORE the file's bytes exactly as they are (with ``STORE_SEND_CHUNKED_DATASET``
+    on, see the ``chunked_sending`` fixture): ``(status, ErrorComment)``, or ``(None,
+    reason)`` when our own SCU refuses to send it."""
+    meta = split_dataset(path)[0]
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(str(meta.MediaStorageSOPClassUID), [str(meta.TransferSyntaxUID)])
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+    assert assoc.is_established, "the node stopped accepting associations"
+    try:
+        status = assoc.send_c_store(path)
+    except Exception as error:  # our own SCU refusing to send it
+        assoc.abort()
+        return None, f"not sent: {type(error).__name__}"
+    code = int(status.Status) if status and "Status" in status else None
+    comment = str(status.get("ErrorComment", "")) if status else ""
+    if assoc.is_established:
+        assoc.release()
+    return code, comment
 
 
 def received_sop_uids(folder: Path) -> collections.Counter:

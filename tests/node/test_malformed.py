@@ -7,49 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
-import pytest
-from pynetdicom import AE, AllStoragePresentationContexts, _config
 from pynetdicom.dsutils import split_dataset
 
 from tests.node.node_helpers import (
     DEST_AE,
     DX_NIH,
-    NODE_AE,
-    PACS_AE,
     NodeProcess,
     Storescp,
     copy_with_new_uids,
     echoscu,
+    send_raw,
     storescu,
 )
 from tests.node.node_malformed import PATIENT_MARKER, build_malformed
-
-
-def _send_raw(path: Path, port: int) -> tuple[int | None, str]:
-    """C-STORE the file's bytes exactly as they are (no decoding on our side)."""
-    meta = split_dataset(path)[0]
-    ae = AE(ae_title=PACS_AE)
-    sop_class = str(meta.MediaStorageSOPClassUID)
-    ae.add_requested_context(sop_class, [str(meta.TransferSyntaxUID)])
-    assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AE)
-    assert assoc.is_established, "the node stopped accepting associations"
-    try:
-        status = assoc.send_c_store(path)
-    except Exception as error:  # our own SCU refusing to send it
-        assoc.abort()
-        return None, f"not sent: {type(error).__name__}"
-    code = int(status.Status) if status and "Status" in status else None
-    comment = str(status.get("ErrorComment", "")) if status else ""
-    if assoc.is_established:
-        assoc.release()
-    return code, comment
-
-
-@pytest.fixture
-def chunked_sending(monkeypatch: pytest.MonkeyPatch) -> None:
-    # pynetdicom then streams the file's dataset bytes instead of re-encoding them
-    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
-    assert AllStoragePresentationContexts  # the node offers every storage class
 
 
 def test_malformed_inputs_are_refused_with_reasons(tmp_path: Path, processes: list,
@@ -64,7 +34,7 @@ def test_malformed_inputs_are_refused_with_reasons(tmp_path: Path, processes: li
     at_store: dict[str, str] = {}
     stored: dict[str, str] = {}
     for name, path in cases.items():
-        code, comment = _send_raw(path, node.port)
+        code, comment = send_raw(path, node.port)
         if code == 0x0000:
             stored[name] = str(split_dataset(path)[0].MediaStorageSOPInstanceUID)
         else:
@@ -74,7 +44,7 @@ def test_malformed_inputs_are_refused_with_reasons(tmp_path: Path, processes: li
     blocked = copy_with_new_uids(DX_NIH, tmp_path / "blocked")
     study = str(pydicom.dcmread(blocked, stop_before_pixels=True).StudyInstanceUID)
     (node.storage / "spool" / study).write_text("in the way")
-    code, comment = _send_raw(blocked, node.port)
+    code, comment = send_raw(blocked, node.port)
     assert code == 0xA700 and "could not store" in comment
     assert not list((node.storage / "incoming").iterdir())  # no half-written leftovers
     # the node still serves: echo, and a valid image is analysed
