@@ -125,7 +125,7 @@ class Node:
             for study_id in self.store.queue_quiet_studies(self.config.quiet_period_s):
                 self.jobs.submit(study_id)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 8.0) -> None:
         """Graceful: no new associations, finish the instance in hand, keep the rest."""
         log.info("stopping")
         self.scp.stop()

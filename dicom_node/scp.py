@@ -2,6 +2,9 @@
 
 Event handler contracts (pynetdicom runs them on the association's thread):
 
+* Before any handler: :mod:`dicom_node.guard` bounds what an unauthenticated connection
+  may cost (timeouts, per-address cap, PDU sizes, TLS off the accept thread), and
+  pynetdicom rejects a called AE title other than the node's.
 * ``EVT_REQUESTED`` -> :meth:`StorageSCP.on_requested`: rejects the association (an
   A-ASSOCIATE-RJ, before any data) when the calling AE title or peer address is not
   allowed, or when the storage folder is nearly full (transient: the peer retries later).
@@ -19,6 +22,7 @@ import ipaddress
 import logging
 import sqlite3
 import ssl
+import threading
 from collections.abc import Callable
 
 from pydicom import Dataset
@@ -38,10 +42,10 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.transport import ThreadedAssociationServer
 
 from cxr_core import RefusedInput, check_dicom_decode_limits, check_inflated_size
 from dicom_node.config import NodeConfig
+from dicom_node.guard import GuardedServer, PeerLimits
 from dicom_node.metrics import Metrics
 from dicom_node.spool import Spool, UnsafeUID, checked_uid
 from dicom_node.store import Store
@@ -96,7 +100,7 @@ class StorageSCP:
         self.metrics = metrics
         self.on_received = on_received
         self._networks = [ipaddress.ip_network(n, strict=False) for n in config.allowed_ips]
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GuardedServer | None = None
 
     def build_ae(self) -> AE:
         ae = AE(ae_title=self.config.ae_title)
@@ -109,18 +113,31 @@ class StorageSCP:
                 if context.abstract_syntax and context.abstract_syntax not in offered:
                     ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         ae.maximum_associations = 16
-        # CR images are large; do not drop a slow but live peer
+        ae.require_called_aet = True  # A-ASSOCIATE-RJ "called AE title not recognised"
+        # CR images are large; do not drop a slow but live peer once associated
         ae.dimse_timeout = ae.network_timeout = 120
+        # ARTIM: a connection that sends no A-ASSOCIATE-RQ is closed after this
+        ae.acse_timeout = self.config.limits.pdu_timeout_s
         return ae
 
     def start(self) -> None:
         """Listen in background threads; returns at once."""
         ae = self.build_ae()
         handlers = [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_C_STORE, self.on_store)]
-        self._server = ae.start_server(
-            (self.config.bind_address, self.config.port), block=False,
+        limits = self.config.limits
+        server = ae.make_server(
+            (self.config.bind_address, self.config.port),
             evt_handlers=handlers,  # type: ignore[arg-type]  # pynetdicom types EVT_* oddly
-            ssl_context=self._ssl_context())
+            server_class=GuardedServer, on_refused=self._connection_refused,
+            limits=PeerLimits(
+                pdu_timeout_s=limits.pdu_timeout_s,
+                tls_handshake_timeout_s=limits.tls_handshake_timeout_s,
+                max_connections_per_address=limits.max_connections_per_address,
+                max_associate_request_bytes=int(limits.max_associate_request_kb * 1024),
+                tls=self._ssl_context()))
+        assert isinstance(server, GuardedServer)
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
         log.info("listening", extra={"fields": {
             "ae_title": self.config.ae_title, "port": self.config.port,
             "tls": self.config.tls is not None}})
@@ -129,6 +146,9 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+    def _connection_refused(self, reason: str) -> None:
+        self.metrics.associations_rejected.labels(reason=reason).inc()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         tls = self.config.tls

@@ -114,6 +114,15 @@ def send_raw(path: Path, port: int, *, calling_ae: str = PACS_AE,
     return code, comment
 
 
+def make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed key and certificate (valid one day) named ``name``."""
+    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
+    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1",
+                    "-subj", f"/CN={name}"], check=True, capture_output=True, timeout=60)
+    return key, cert
+
+
 def received_sop_uids(folder: Path) -> collections.Counter:
     """SOP Instance UID -> how many files storescp wrote for it (+uf: never overwrites)."""
     return collections.Counter(

@@ -12,6 +12,7 @@ from tests.node.node_helpers import (
     copy_with_new_uids,
     echoscu,
     free_port,
+    make_certificate,
     received_sop_uids,
     require_tool,
     storescu,
@@ -48,19 +49,11 @@ def test_nearly_full_disk_refuses_associations_transiently(tmp_path: Path,
     assert code == 503 and json.loads(body)["status"] == "unhealthy"
 
 
-def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
-    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
-    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "1",
-                    "-subj", f"/CN={name}"], check=True, capture_output=True, timeout=60)
-    return key, cert
-
-
 def test_tls_in_and_out(tmp_path: Path, processes: list) -> None:
     """storescu over TLS -> node -> storescp over TLS; plain TCP is not accepted."""
-    node_key, node_cert = _certificate(tmp_path, "node")
-    client_key, client_cert = _certificate(tmp_path, "client")
-    dest_key, dest_cert = _certificate(tmp_path, "dest")
+    node_key, node_cert = make_certificate(tmp_path, "node")
+    client_key, client_cert = make_certificate(tmp_path, "client")
+    dest_key, dest_cert = make_certificate(tmp_path, "dest")
     trusted = tmp_path / "trusted.pem"  # the node trusts the PACS and the destination
     trusted.write_text(client_cert.read_text() + dest_cert.read_text())
     dest_port = free_port()
