@@ -130,7 +130,10 @@ def finding_code(label: str) -> Code:
 
 # ----------------------------------------------------------------- SR vocabulary
 PLAIN_CHEST_XRAY = Code("399208008", "SCT", "Plain chest X-ray")
-"""The procedure reported (TID 1500 ``procedure_reported``)."""
+"""The procedure performed (the SR's Performed Procedure Code Sequence)."""
+IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
+"""The procedure reported (TID 1500 row 4, whose values come from CID 100 "Quantitative
+Diagnostic Imaging Procedures"; Plain chest X-ray is not in it, Imaging procedure is)."""
 PRESENT = Code("52101004", "SCT", "Present")
 ABSENT = Code("272519000", "SCT", "Absent")
 COMMENT = Code("121106", "DCM", "Comment")

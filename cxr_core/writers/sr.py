@@ -1,47 +1,84 @@
-"""Comprehensive SR with TID 1500 (highdicom): image-level TID 1501 groups.
+"""Comprehensive SR with TID 1500 (highdicom), following IHE AI Results (AIR) conventions.
 
-One group holds the anatomy measurements (areas, right/left ratio, cardiothoracic ratio);
-each finding gets its own group with a qualitative Present/Absent, a probability NUM,
-for a positive finding the lung zones its heat map lies in (Finding Site with laterality)
-and, when a decision rule overrode the probability, a Comment saying which.
-Areas are in mm² only when the spacing is trustworthy; otherwise they are pixel counts
-(UCUM ``{pixels}``) and a comment in the group says why.
+The content tree (``docs/conformance.md``, section "TID 1500 SR"):
+
+- Observation Context: one Device observer (TID 1004) per model that took part, with a
+  Device Observer UID derived from its ``name@version`` only, so it is the same in every
+  report that model version made.
+- Procedure reported: SCT 363679005 "Imaging procedure", from CID 100 (the code PS3.16
+  gives TID 1500 row 4); the specific procedure, Plain chest X-ray, is the SR's Performed
+  Procedure Code.
+- Image Library (TID 1600): the source image.
+- One planar ROI group (TID 1410) per measured structure, referencing its SEG frame
+  (Referenced Segmentation Frame + Source image for segmentation): Finding Category and
+  Finding from the segment's codes, the Finding Site with its laterality at group level
+  (readers such as dcmqi interpret it only there), and its areas (and, for a pneumothorax,
+  the percentage of that hemithorax and Collins' estimate). A pneumothorax is the Finding,
+  the Lung on its side its Finding Site: one group per side.
+- One image-level group (TID 1501) for the ratios between structures, with a Comment on
+  the pixel spacing (areas are pixel counts when it is not trustworthy, UCUM ``{pixels}``).
+- One image-level group (TID 1501) per finding: Finding, the probability NUM (UCUM
+  ``1``), the Present/Absent qualitative evaluation, for a positive finding the lung zones
+  its heat map lies in (Finding Site with laterality) and, when a decision rule overrode
+  the probability, a Comment saying which.
+
+Each group names the model that made it (TID 4019 Algorithm Identification), whose
+observer is in the Observation Context. Without a SEG the structure groups are TID 1501
+image-level groups with the same content.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import highdicom as hd
 import pydicom
 from highdicom.sr import (
     AlgorithmIdentification,
+    CodeContentItem,
     ComprehensiveSR,
+    ContainerContentItem,
+    ContentSequence,
     DeviceObserverIdentifyingAttributes,
     FindingSite,
+    ImageContentItem,
     Measurement,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
+    NumContentItem,
     ObservationContext,
     ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
     QualitativeEvaluation,
+    ReferencedSegmentationFrame,
+    RelationshipTypeValues,
     SourceImageForMeasurementGroup,
+    SourceImageForSegmentation,
     TextContentItem,
     TrackingIdentifier,
 )
+from highdicom.sr.templates import _get_coded_modality as coded_modality  # TID 1602 row 1
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
-from cxr_core.analysis import Analysis, Finding
+from cxr_core.analysis import Analysis, Finding, ModelRef
 from cxr_core.analysis import Measurement as EngineMeasurement
 from cxr_core.terminology import (
     ABSENT,
+    ANATOMICAL_STRUCTURE,
     COMMENT,
+    IMAGING_PROCEDURE,
+    LUNG,
     LUNG_ZONES,
     PLAIN_CHEST_XRAY,
     PRESENT,
     PROBABILITY,
+    SEGMENT_TYPES,
     SIDES,
     UNITS,
+    SegmentType,
 )
 from cxr_core.writers.derivation import (
     derived_uid,
@@ -50,27 +87,54 @@ from cxr_core.writers.derivation import (
 )
 from cxr_core.writers.identity import MANUFACTURER, SR_SERIES_NUMBER, software_version
 
+SOURCE = Code("260753009", "SCT", "Source")
+"""TID 1601's concept name for an image in the library (as highdicom writes it)."""
+PROJECTION_MODALITIES = {"CR": Code("CR", "DCM", "Computed Radiography"),
+                         "DX": Code("DX", "DCM", "Digital Radiography")}
+GroupType = MeasurementsAndQualitativeEvaluations | PlanarROIMeasurementsAndQualitativeEvaluations
+
+
+@dataclass
+class _Structure:
+    """The measurements of one structure: a segment, on one side for a finding segment."""
+
+    segment: str
+    laterality: Code | None
+    measurements: list[EngineMeasurement] = field(default_factory=list)
+
 
 def build_sr(source: pydicom.Dataset, analysis: Analysis, *,
              seg: pydicom.Dataset | None = None, entropy: Sequence[str] = ()) -> ComprehensiveSR:
-    """Build the TID 1500 report of ``analysis`` for its DICOM ``source`` image (and its
-    SEG as evidence)."""
+    """Build the TID 1500 report of ``analysis`` for its DICOM ``source`` image.
+
+    Parameters
+    ----------
+    source:
+        The analysed image's DICOM header.
+    analysis:
+        What the engine found in it.
+    seg:
+        The SEG of ``analysis``' masks: each structure's group references its frame, and
+        the SEG is in the evidence. Without it the groups reference the source image only.
+    entropy:
+        Extra strings hashed into the SR's UIDs (e.g. a digest of the source's content).
+    """
     source = source_for_derivation(source, analysis.radiograph.spacing)
     algorithm = analysis.algorithm or MANUFACTURER
     source_uid = str(source.SOPInstanceUID)
-    groups = [_anatomy_group(analysis, source, analysis.mask_models.split(", ")[0] or algorithm)]
-    groups += [_finding_group(f, source, f.model_id or algorithm) for f in analysis.findings]
-    device = ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=derived_uid("SlicerCXR device", software_version()), name=MANUFACTURER,
-            manufacturer_name=MANUFACTURER, model_name=algorithm[:64]),
-    )
+    basis = (source_uid, algorithm, *entropy)  # what the group tracking UIDs derive from
+    groups: list[GroupType] = [
+        _structure_group(structure, analysis, source, seg, basis)
+        for structure in _structures(analysis)]
+    groups.append(_relations_group(analysis, source, basis))
+    groups += [_finding_group(f, source, f.model_id or algorithm, basis)
+               for f in analysis.findings]
     report = MeasurementReport(
-        observation_context=ObservationContext(observer_device_context=device),
-        procedure_reported=PLAIN_CHEST_XRAY,
+        observation_context=_observation_context(analysis.models),
+        procedure_reported=IMAGING_PROCEDURE,
         imaging_measurements=groups,
     )
+    _insert_image_library(report, source)
     evidence = [source] + ([seg] if seg is not None else [])
     with quiet_person_name_warnings():
         return ComprehensiveSR(
@@ -87,8 +151,30 @@ def build_sr(source: pydicom.Dataset, analysis: Analysis, *,
         )
 
 
-def _source_images(source: pydicom.Dataset) -> list[SourceImageForMeasurementGroup]:
-    return [SourceImageForMeasurementGroup.from_source_image(source)]
+def device_observer_uid(model_id: str) -> str:
+    """The Device Observer UID of a model version (``name@version``): the same in every
+    report it contributes to, different for every other model or version."""
+    return str(derived_uid("SlicerCXR device observer", model_id))
+
+
+def _observation_context(models: Sequence[ModelRef]) -> ObservationContext:
+    """One Device observer (TID 1002/1004) per model, in the order the engine ran them;
+    SlicerCXR itself when no model is recorded."""
+    model_ids = [model.id for model in models] or [f"{MANUFACTURER}@{software_version()}"]
+    devices = [_device(model_id) for model_id in model_ids]
+    context = ObservationContext(observer_device_context=devices[0])
+    for device in devices[1:]:
+        context.extend(device)
+    return context
+
+
+def _device(model_id: str) -> ObserverContext:
+    name = model_id.partition("@")[0]
+    return ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=device_observer_uid(model_id), name=name[:64],
+            manufacturer_name=MANUFACTURER, model_name=model_id[:64]))
 
 
 def _algorithm_id(algorithm: str) -> AlgorithmIdentification:
@@ -96,14 +182,190 @@ def _algorithm_id(algorithm: str) -> AlgorithmIdentification:
     return AlgorithmIdentification(name=name[:64], version=version or software_version())
 
 
-def _anatomy_group(analysis: Analysis, source: pydicom.Dataset,
-                   algorithm: str) -> MeasurementsAndQualitativeEvaluations:
-    measurements = [_measurement(m) for m in analysis.measurements if m.unit in UNITS]
+def _source_images(source: pydicom.Dataset) -> list[SourceImageForMeasurementGroup]:
+    return [SourceImageForMeasurementGroup.from_source_image(source)]
+
+
+# ------------------------------------------------------------------- image library
+def _insert_image_library(report: MeasurementReport, source: pydicom.Dataset) -> None:
+    """TID 1600 Image Library with the source image, at its place in TID 1500 (row 5,
+    before Imaging Measurements). highdicom's own builder insists on Imager Pixel Spacing
+    and Patient Orientation for a CR/DX, which TID 1603 does not require."""
+    entry = ImageContentItem(
+        name=SOURCE, referenced_sop_class_uid=str(source.SOPClassUID),
+        referenced_sop_instance_uid=str(source.SOPInstanceUID),
+        relationship_type=RelationshipTypeValues.CONTAINS)
+    entry.ContentSequence = ContentSequence(_library_descriptors(source))
+    group = ContainerContentItem(name=codes.DCM.ImageLibraryGroup,
+                                 relationship_type=RelationshipTypeValues.CONTAINS)
+    group.ContentSequence = ContentSequence([entry])
+    library = ContainerContentItem(name=codes.DCM.ImageLibrary,
+                                   relationship_type=RelationshipTypeValues.CONTAINS)
+    library.ContentSequence = ContentSequence([group])
+    items = report[0].ContentSequence
+    measurements = next(i for i, item in enumerate(items)
+                        if item.ConceptNameCodeSequence[0].CodeValue == "126010")
+    items.insert(measurements, library)
+
+
+def _library_descriptors(source: pydicom.Dataset) -> list[hd.sr.ContentItem]:
+    """TID 1602 (modality, size) and what TID 1603 describes of a projection image that
+    the source states: its Patient Orientation and Imager Pixel Spacing."""
+    context = RelationshipTypeValues.HAS_ACQ_CONTEXT
+    pixels = Code("{pixels}", "UCUM", "Pixels")
+    items: list[hd.sr.ContentItem] = [
+        CodeContentItem(name=codes.DCM.Modality, value=_modality(source),
+                        relationship_type=context),
+        NumContentItem(name=codes.DCM.PixelDataRows, value=int(source.Rows), unit=pixels,
+                       relationship_type=context),
+        NumContentItem(name=codes.DCM.PixelDataColumns, value=int(source.Columns),
+                       unit=pixels, relationship_type=context)]
+    orientation = list(source.get("PatientOrientation") or [])
+    if len(orientation) == 2 and all(orientation):
+        items += [TextContentItem(name=codes.DCM.PatientOrientationRow, value=orientation[0],
+                                  relationship_type=context),
+                  TextContentItem(name=codes.DCM.PatientOrientationColumn,
+                                  value=orientation[1], relationship_type=context)]
+    spacing = list(source.get("ImagerPixelSpacing") or [])
+    if len(spacing) == 2 and all(float(v) > 0 for v in spacing):
+        items += [NumContentItem(name=codes.DCM.HorizontalPixelSpacing, value=float(spacing[1]),
+                                 unit=codes.UCUM.Millimeter, relationship_type=context),
+                  NumContentItem(name=codes.DCM.VerticalPixelSpacing, value=float(spacing[0]),
+                                 unit=codes.UCUM.Millimeter, relationship_type=context)]
+    return items
+
+
+def _modality(source: pydicom.Dataset) -> Code:
+    """The source's acquisition modality (CID 29) when it states CR or DX (a Secondary
+    Capture's SOP class would say only "OT", which CID 29 does not hold)."""
+    return PROJECTION_MODALITIES.get(str(source.get("Modality", "")),
+                                     coded_modality(source.SOPClassUID))
+
+
+# ---------------------------------------------------------------------- structures
+def _structures(analysis: Analysis) -> list[_Structure]:
+    """Each segment's measurements, in SEG order; a segment that is a finding (not an
+    anatomical structure) split by the side each measurement names."""
+    structures: list[_Structure] = []
+    for name, kind in SEGMENT_TYPES.items():
+        if name not in analysis.segments:
+            continue
+        for measurement in analysis.measurements:
+            if not _measures(measurement, kind):
+                continue
+            side = kind.modifier if kind.modifier is not None else measurement.laterality
+            found = next((s for s in structures if s.segment == name and s.laterality == side),
+                         None)
+            if found is None:
+                found = _Structure(name, side)
+                structures.append(found)
+            found.measurements.append(measurement)
+    return structures
+
+
+def _measures(measurement: EngineMeasurement, kind: SegmentType) -> bool:
+    """Whether ``measurement`` is of the structure ``kind`` (on its side, if it has one)."""
+    if measurement.site is None or measurement.unit not in UNITS:
+        return False
+    if measurement.site != kind.property_type:
+        return False
+    return kind.modifier is None or (measurement.laterality is not None
+                                     and measurement.laterality == kind.modifier)
+
+
+def _finding_and_site(kind: SegmentType, laterality: Code | None) -> tuple[Code, FindingSite]:
+    """An anatomical structure is its own site; a finding segment (a pneumothorax) lies at
+    the Lung on its side (the engine assigns each of its regions to the nearer lung)."""
+    site = kind.property_type if kind.category == ANATOMICAL_STRUCTURE else LUNG
+    return kind.property_type, FindingSite(site, laterality=laterality)
+
+
+def _structure_group(structure: _Structure, analysis: Analysis, source: pydicom.Dataset,
+                     seg: pydicom.Dataset | None, basis: Sequence[str]) -> GroupType:
+    kind = SEGMENT_TYPES[structure.segment]
+    finding, site = _finding_and_site(kind, structure.laterality)
+    side = f" ({structure.laterality.meaning.lower()})" if (
+        structure.laterality is not None and kind.modifier is None) else ""
+    segment = analysis.segments[structure.segment]
+    common: dict[str, Any] = {  # what both group templates share
+        "tracking_identifier": TrackingIdentifier(
+            uid=_tracking_uid(structure, seg, basis), identifier=f"{kind.label}{side}"),
+        "algorithm_id": _algorithm_id(segment.model_id or analysis.algorithm or MANUFACTURER),
+        "finding_category": kind.category,
+        "finding_type": finding,
+        "finding_sites": [site],
+        "measurements": [_measurement(m) for m in structure.measurements],
+    }
+    if seg is None:
+        return MeasurementsAndQualitativeEvaluations(source_images=_source_images(source),
+                                                     **common)
+    group = PlanarROIMeasurementsAndQualitativeEvaluations(
+        referenced_segment=_segment_frame(seg, source, kind.label), **common)
+    _drop_segment_number(group)
+    return group
+
+
+def _tracking_uid(structure: _Structure, seg: pydicom.Dataset | None,
+                  basis: Sequence[str]) -> str:
+    """The SEG segment's Tracking UID when the structure is the whole segment, so SR and
+    SEG name it alike; else (no SEG, one side of a finding segment) one of its own."""
+    kind = SEGMENT_TYPES[structure.segment]
+    whole = kind.modifier is not None or structure.laterality is None
+    item = _segment_item(seg, kind.label) if seg is not None and whole else None
+    if item is not None and "TrackingUID" in item:
+        return str(item.TrackingUID)
+    side = structure.laterality.value if structure.laterality is not None else ""
+    return str(derived_uid(basis, "structure", structure.segment, side))
+
+
+def _segment_item(seg: pydicom.Dataset, label: str) -> pydicom.Dataset | None:
+    return next((item for item in seg.SegmentSequence if item.SegmentLabel == label), None)
+
+
+def _segment_frame(seg: pydicom.Dataset, source: pydicom.Dataset,
+                   label: str) -> ReferencedSegmentationFrame:
+    """The SEG frame holding segment ``label`` (one source image: one frame a segment)."""
+    item = _segment_item(seg, label)
+    if item is None:
+        raise ValueError(f"seg: no segment labelled {label!r}")
+    number = int(item.SegmentNumber)
+    frame = next(index for index, group in enumerate(seg.PerFrameFunctionalGroupsSequence, 1)
+                 if int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == number)
+    return ReferencedSegmentationFrame(
+        sop_class_uid=str(seg.SOPClassUID), sop_instance_uid=str(seg.SOPInstanceUID),
+        frame_number=frame, segment_number=number,
+        source_image=SourceImageForSegmentation.from_source_image(source))
+
+
+def _drop_segment_number(group: PlanarROIMeasurementsAndQualitativeEvaluations) -> None:
+    """PS3.3 Table 10-3: Referenced Segment Number is required only when Referenced Frame
+    Number is not present (dciodvfy: "Shall not be present when ReferencedFrameNumber is
+    present"); the frame identifies the segment (its Segment Identification)."""
+    for item in group[0].ContentSequence:
+        if item.ValueType != "IMAGE":
+            continue
+        for reference in item.ReferencedSOPSequence:
+            if "ReferencedFrameNumber" in reference and "ReferencedSegmentNumber" in reference:
+                del reference.ReferencedSegmentNumber
+
+
+def _measurement(measurement: EngineMeasurement) -> Measurement:
+    return Measurement(name=measurement.concept, value=measurement.value,
+                       unit=UNITS[measurement.unit])
+
+
+def _relations_group(analysis: Analysis, source: pydicom.Dataset,
+                     basis: Sequence[str]) -> MeasurementsAndQualitativeEvaluations:
+    """Measurements between structures (no site of their own: ratios), and the note on
+    what the area units mean for this image."""
+    measurements = [_measurement(m) for m in analysis.measurements
+                    if m.site is None and m.unit in UNITS]
     group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(
-            uid=derived_uid(str(source.SOPInstanceUID), "anatomy"),
+            uid=derived_uid(basis, "anatomy"),
             identifier="Lungs and heart"),
-        algorithm_id=_algorithm_id(algorithm),
+        algorithm_id=_algorithm_id(analysis.mask_models.split(", ")[0] or analysis.algorithm
+                                   or MANUFACTURER),
         measurements=measurements or None,
         source_images=_source_images(source),
     )
@@ -117,22 +379,16 @@ def _anatomy_group(analysis: Analysis, source: pydicom.Dataset,
     return group
 
 
-def _measurement(measurement: EngineMeasurement) -> Measurement:
-    site = (FindingSite(measurement.site, laterality=measurement.laterality)
-            if measurement.site is not None else None)
-    return Measurement(name=measurement.concept, value=measurement.value,
-                       unit=UNITS[measurement.unit], finding_sites=[site] if site else None)
-
-
-def _finding_group(finding: Finding, source: pydicom.Dataset,
-                   algorithm: str) -> MeasurementsAndQualitativeEvaluations:
+# ------------------------------------------------------------------------ findings
+def _finding_group(finding: Finding, source: pydicom.Dataset, algorithm: str,
+                   basis: Sequence[str]) -> MeasurementsAndQualitativeEvaluations:
     """Present/Absent and the probability; a comment when a rule, not the probability
     against its threshold, decided (a reader would otherwise see "Probability 0.97 ...
     Absent" as a contradiction)."""
     concept = finding.code
     group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(
-            uid=derived_uid(str(source.SOPInstanceUID), "finding", finding.name),
+            uid=derived_uid(basis, "finding", finding.name),
             identifier=f"Finding: {finding.name}"),
         algorithm_id=_algorithm_id(algorithm),
         finding_type=concept,
@@ -157,10 +413,7 @@ def _zone_sites(finding: Finding) -> list[FindingSite] | None:
             for zone in finding.zones]
 
 
-def _append_comment(group: MeasurementsAndQualitativeEvaluations, text: str) -> None:
+def _append_comment(group: GroupType, text: str) -> None:
     item = TextContentItem(name=COMMENT, value=text[:1024],
-                           relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+                           relationship_type=RelationshipTypeValues.CONTAINS)
     group[0].ContentSequence.append(item)
-
-
-
