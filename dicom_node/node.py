@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from dicom_node.scp import StorageSCP
 from dicom_node.sender import Sender
 from dicom_node.spool import Spool, UnsafeUID, checked_uid
 from dicom_node.store import Store
+from dicom_node.supervise import Heartbeat, run_supervised
 from dicom_node.worker import JobQueue, LocalJobQueue, Worker
 
 if TYPE_CHECKING:
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RECOVERED_AE = "(recovered)"
+SCHEDULER_STALE_S = 10.0
+"""The scheduler ticks every 0.25 s at most: 10 s without a tick means it is stuck."""
+PROBE_EVERY_S = 2.0
 
 
 def default_engine_factory(config: NodeConfig) -> Callable[[], Engine]:
@@ -68,7 +73,9 @@ class Node:
             for i in range(config.workers)]
         self.sender = Sender(config=config, store=self.store, metrics=self.metrics,
                              stop=self.stop_event, wake=self.wake_sender)
+        self.scheduler_beat = Heartbeat("scheduler", stale_after_s=SCHEDULER_STALE_S)
         self.scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
+        self._last_probe = 0.0
         self.http: HealthServer | None = None
 
     def start(self) -> None:
@@ -109,21 +116,46 @@ class Node:
             recovered += 1
         return recovered
 
+    def heartbeats(self) -> list[Heartbeat]:
+        """The loops that must keep ticking (a worker's once its engine is loaded)."""
+        workers = [w.heartbeat for w in self.workers if w.state == "ready"]
+        return [self.scheduler_beat, self.sender.heartbeat, *workers]
+
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """``/healthz``: unhealthy when the engine failed, free space is under the
+        threshold, or a loop has not ticked in time (the scheduler's tick includes a
+        write to the spool and the database, so it stops ticking when they cannot be
+        written)."""
         states = [w.state for w in self.workers]
         free_mb = self.spool.free_mb()
         engine = ("failed" if "engine_failed" in states else
                   "ready" if all(s == "ready" for s in states) else "loading")
-        healthy = engine != "failed" and free_mb >= self.config.min_free_disk_mb
-        return healthy, {"engine": engine, "free_mb": round(free_mb),
-                         "queue_depth": self.store.queue_depth(),
-                         "pending_deliveries": self.store.pending_deliveries()}
+        stale = [beat.name for beat in self.heartbeats() if beat.stale()]
+        healthy = engine != "failed" and free_mb >= self.config.min_free_disk_mb and not stale
+        details: dict[str, Any] = {"engine": engine, "free_mb": round(free_mb),
+                                   "stale_loops": stale}
+        try:
+            details.update(queue_depth=self.store.queue_depth(),
+                           pending_deliveries=self.store.pending_deliveries())
+        except sqlite3.Error:
+            healthy = False
+            details["store"] = "unreadable"
+        return healthy, details
 
     def _schedule(self) -> None:
-        tick = min(0.25, max(0.05, self.config.quiet_period_s / 4))
-        while not self.stop_event.wait(tick):
-            for study_id in self.store.queue_quiet_studies(self.config.quiet_period_s):
-                self.jobs.submit(study_id)
+        period = min(0.25, max(0.05, self.config.quiet_period_s / 4))
+        run_supervised(self.scheduler_beat, self._schedule_once, stop=self.stop_event,
+                       period_s=period)
+
+    def _schedule_once(self) -> None:
+        """Queue quiet studies; every few seconds also prove the storage is writable."""
+        now = time.monotonic()
+        if now - self._last_probe >= PROBE_EVERY_S:
+            self.spool.probe_write()
+            self.store.heartbeat()
+            self._last_probe = now
+        for study_id in self.store.queue_quiet_studies(self.config.quiet_period_s):
+            self.jobs.submit(study_id)
 
     def stop(self, timeout_s: float = 8.0) -> None:
         """Graceful: no new associations, finish the instance in hand, keep the rest."""

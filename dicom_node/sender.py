@@ -20,9 +20,12 @@ from pynetdicom import AE
 from dicom_node.config import Destination, NodeConfig
 from dicom_node.metrics import Metrics
 from dicom_node.store import Delivery, Store
+from dicom_node.supervise import Heartbeat, run_supervised
 
 log = logging.getLogger(__name__)
 
+SENDER_STALE_S = 300.0
+"""A round's attempts are bounded by the association timeouts; 5 minutes means stuck."""
 # Success, and the storage warnings under which the instance was stored all the same
 STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 
@@ -48,15 +51,15 @@ class Sender(threading.Thread):
         self.wake = wake
         self.poll_s = poll_s
         self.destinations = {d.name: d for d in config.destinations}
+        self.heartbeat = Heartbeat(self.name, stale_after_s=SENDER_STALE_S)
 
     def run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                self.send_due()
-            except Exception:  # the sender must outlive any one bad delivery
-                log.exception("sender round failed")
-            self.wake.wait(self.poll_s)
-            self.wake.clear()
+        run_supervised(self.heartbeat, self.send_due, stop=self.stop_event,
+                       period_s=self.poll_s, wait=self._wait)
+
+    def _wait(self, seconds: float) -> None:
+        self.wake.wait(seconds)
+        self.wake.clear()
 
     def send_due(self) -> None:
         for (study_id, name), deliveries in self.store.due_deliveries().items():

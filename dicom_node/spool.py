@@ -108,6 +108,18 @@ class Spool:
         fsync_directory(target.parent)
         return target
 
+    def probe_write(self) -> None:
+        """Write, fsync and delete a 4 KiB file: raises OSError when the storage folder
+        cannot take a write (full, read-only, failing)."""
+        probe = self.incoming / "probe.part"
+        try:
+            with probe.open("wb") as handle:
+                handle.write(bytes(4096))
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
+
     def free_mb(self) -> float:
         return shutil.disk_usage(self.root).free / 2**20
 

@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (result_uid, destination)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
 """
 
 
@@ -131,10 +135,13 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # a failed COMMIT (disk full) leaves the transaction open: end it, or every
+            # later BEGIN on this thread's connection fails too
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -165,6 +172,12 @@ class Store:
                 "calling_ae, received_at, state) VALUES (?, ?, ?, ?, ?, ?, 'received')",
                 (sop_uid, study_id, sop_class, str(path), calling_ae, now))
             return cursor.rowcount == 1
+
+    def heartbeat(self) -> None:
+        """A write that proves the database can commit (raises sqlite3.Error if not)."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO heartbeat(id, at) VALUES (1, ?) ON CONFLICT(id) DO "
+                       "UPDATE SET at = excluded.at", (time.time(),))
 
     def known_instances(self) -> set[str]:
         return {row[0] for row in self._connection().execute("SELECT sop_uid FROM instances")}
@@ -197,6 +210,12 @@ class Store:
                 "UPDATE studies SET state = 'processing', job_started = ? "
                 "WHERE id = ? AND state = 'queued'", (time.time(), study_id))
             return cursor.rowcount == 1
+
+    def requeue(self, study_id: int) -> None:
+        """A job interrupted by an error (a full disk) goes back to ``queued``."""
+        with self._transaction() as db:
+            db.execute("UPDATE studies SET state = 'queued' WHERE id = ? AND "
+                       "state = 'processing'", (study_id,))
 
     def pending_instances(self, study_id: int) -> list[Instance]:
         rows = self._connection().execute(

@@ -8,9 +8,11 @@ and everything else (instances, outcomes, results, deliveries) lives in the
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from dicom_node.config import Filters, NodeConfig
 from dicom_node.metrics import Metrics
 from dicom_node.spool import Spool, checked_uid
 from dicom_node.store import Instance, Result, Store
+from dicom_node.supervise import Heartbeat, run_supervised
 
 if TYPE_CHECKING:
     from cxr_core import Analysis, Engine
@@ -72,6 +75,19 @@ class Outcome:
     state: str
     reason: str | None = None
     results: list[Result] = field(default_factory=list)
+
+
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+WORKER_STALE_S = 600.0
+"""A worker beats after each instance; 10 minutes on one instance means it is stuck."""
+
+
+def storage_fault(error: BaseException) -> bool:
+    """True for errors of the node's own storage (full, read-only, failing), which pass
+    when the storage recovers, as opposed to errors of the input."""
+    if isinstance(error, sqlite3.OperationalError):
+        return True
+    return isinstance(error, OSError) and error.errno in STORAGE_ERRNOS
 
 
 def _decode_every_element(dataset: pydicom.Dataset) -> None:
@@ -178,6 +194,8 @@ class Worker(threading.Thread):
         self.on_study_done = on_study_done
         self.state = "starting"
         self.analyzer: Analyzer | None = None
+        self.heartbeat = Heartbeat(self.name, stale_after_s=WORKER_STALE_S)
+        self._in_hand: int | None = None
 
     def run(self) -> None:
         try:
@@ -191,11 +209,22 @@ class Worker(threading.Thread):
         self.analyzer = Analyzer(engine=engine, spool=self.spool, filters=self.config.filters,
                                  overlay=self.config.overlay)
         self.state = "ready"
-        while not self.stop_event.is_set():
-            study_id = self.jobs.take(timeout=0.2)
-            if study_id is not None and self.store.claim_job(study_id):
-                self.process(study_id)
+        run_supervised(self.heartbeat, self._tick, stop=self.stop_event, period_s=0.2,
+                       wait=lambda _seconds: None)  # take() waits
         self.state = "stopped"
+
+    def _tick(self) -> None:
+        """One job. A job an error interrupted (storage full) is queued again first."""
+        if self._in_hand is not None:
+            self.store.requeue(self._in_hand)
+            self.jobs.submit(self._in_hand)
+            self._in_hand = None
+        study_id = self.jobs.take(timeout=0.2)
+        if study_id is not None and self.store.claim_job(study_id):
+            self._in_hand = study_id
+            self.process(study_id)
+            if not self.stop_event.is_set():
+                self._in_hand = None
 
     def process(self, study_id: int) -> None:
         started = time.monotonic()
@@ -206,6 +235,7 @@ class Worker(threading.Thread):
                 # graceful stop: the study stays 'processing' and is resumed on start
                 return
             outcome = self._run_one(instance, study_uid)
+            self.heartbeat.beat()
             counts[outcome.state] = counts.get(outcome.state, 0) + 1
         created = self.store.finish_job(study_id, [d.name for d in self.config.destinations])
         log.info("study processed", extra={"fields": {
@@ -219,6 +249,8 @@ class Worker(threading.Thread):
         try:
             outcome = self.analyzer.run(instance, study_uid)
         except Exception as error:  # one bad instance must not stop the study
+            if storage_fault(error):
+                raise  # transient: the job is queued again, the instance stays received
             log.exception("instance failed", extra={"fields": {"study": instance.study_id}})
             outcome = Outcome("failed", f"internal error ({type(error).__name__})")
         path = None

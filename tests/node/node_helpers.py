@@ -135,8 +135,9 @@ class NodeProcess:
 
     def __init__(self, root: Path, *, destinations: list[tuple[str, str, int]],
                  allowed: tuple[str, ...] = (PACS_AE,), quiet_period: float = 0.5,
-                 extra: str = "", port: int | None = None) -> None:
+                 extra: str = "", port: int | None = None, tmpfs_mb: int = 0) -> None:
         self.root = root
+        self.tmpfs_mb = tmpfs_mb
         root.mkdir(parents=True, exist_ok=True)
         self.storage = root / "storage"
         self.port = port or free_port()
@@ -157,11 +158,23 @@ class NodeProcess:
 
     def start(self, timeout: float = 30) -> NodeProcess:
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicom_node", "serve", "--config", str(self.config_path)],
-            stdout=self._log, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "dicom_node", "serve", "--config",
+                   str(self.config_path)]
+        if self.tmpfs_mb:
+            command = self._on_tmpfs(command)
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         wait_for(lambda: self._alive() and port_open(self.port), timeout, "the node to listen")
+        if self.tmpfs_mb:  # the tmpfs is only visible through the node's own mount view
+            self.storage = Path(f"/proc/{self.process.pid}/root{self.storage}")
         return self
+
+    def _on_tmpfs(self, command: list[str]) -> list[str]:
+        """Run the node with a size-limited tmpfs over its storage folder, mounted in a
+        private user and mount namespace: a real full disk, no root, no shared mount."""
+        self.storage.mkdir(parents=True, exist_ok=True)
+        mount = f'mount -t tmpfs -o size={self.tmpfs_mb}m tmpfs "$0" && exec "$@"'
+        return [require_tool("unshare"), "--user", "--map-root-user", "--mount", "sh", "-c",
+                mount, str(self.storage), *command]
 
     def _alive(self) -> bool:
         assert self.process is not None
