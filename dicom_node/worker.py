@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import pydicom
+from pydicom.charset import python_encoding
 from pydicom.filewriter import dcmwrite
 
 from cxr_core import (
@@ -97,19 +98,35 @@ def _decode_every_element(dataset: pydicom.Dataset) -> None:
         _ = element.value
 
 
+FILTER_REASONS = (("Modality", "modalities", "modality not processed"),
+                  ("BodyPartExamined", "body_parts", "body part not chest"),
+                  ("ViewPosition", "views", "view not processed"))
+"""(attribute, filter, reason): reasons are fixed codes, never the header's value."""
+
+
 def filter_reason(header: pydicom.Dataset, sop_class: str, filters: Filters) -> str | None:
-    """Why an instance is not analysed (stored and ignored), or None to analyse it."""
+    """Why an instance is not analysed (stored and ignored), or None to analyse it.
+
+    ``sop_class`` is the C-STORE request's, a checked UID (digits and dots).
+    """
     if is_own_output(header):
         return "made by SlicerCXR (the node's own output)"
     if sop_class not in filters.sop_classes:
         return f"SOP class {pydicom.uid.UID(sop_class).name} is not processed"
-    checks = (("Modality", filters.modalities), ("BodyPartExamined", filters.body_parts),
-              ("ViewPosition", filters.views))
-    for keyword, allowed in checks:
+    for keyword, attribute, reason in FILTER_REASONS:
+        allowed = getattr(filters, attribute)
         value = str(header.get(keyword, "") or "").strip().upper()
         if allowed and value not in allowed:
-            return f"{keyword} {value or '(empty)'} is not processed"
+            return reason
     return None
+
+
+def unknown_character_set(header: pydicom.Dataset) -> bool:
+    """True when SpecificCharacterSet names a term pydicom cannot decode (text would be
+    read with a guessed encoding, and results written from it)."""
+    value = header.get("SpecificCharacterSet")
+    terms = value if isinstance(value, pydicom.multival.MultiValue) else [value]
+    return any(str(t or "").strip() not in python_encoding for t in terms if str(t or "").strip())
 
 
 class Analyzer:
@@ -139,6 +156,8 @@ class Analyzer:
             _decode_every_element(header)
         except Exception as error:  # any parse failure means the same: unreadable input
             return Outcome("refused", f"unreadable DICOM header ({type(error).__name__})")
+        if unknown_character_set(header):
+            return Outcome("refused", "unknown character set")
         reason = filter_reason(header, instance.sop_class, self.filters)
         if reason is not None:
             return Outcome("ignored", reason)

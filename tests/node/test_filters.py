@@ -30,9 +30,9 @@ def _header(**values: str) -> pydicom.Dataset:
     ({"BodyPartExamined": ""}, CR, Filters(), None),  # absent body part is allowed
     ({"Manufacturer": "SlicerCXR"}, CR, Filters(), "own output"),
     ({}, CT, Filters(), "SOP class CT Image Storage is not processed"),
-    ({"Modality": "MG"}, CR, Filters(), "Modality MG is not processed"),
-    ({"BodyPartExamined": "KNEE"}, CR, Filters(), "BodyPartExamined KNEE"),
-    ({"ViewPosition": "LL"}, CR, Filters(views=("PA", "AP")), "ViewPosition LL"),
+    ({"Modality": "MG"}, CR, Filters(), "modality not processed"),
+    ({"BodyPartExamined": "KNEE"}, CR, Filters(), "body part not chest"),
+    ({"ViewPosition": "LL"}, CR, Filters(views=("PA", "AP")), "view not processed"),
     ({"ViewPosition": "PA"}, CR, Filters(views=("PA", "AP")), None),
     ({"Modality": "OT"}, CR, Filters(modalities=()), None),  # empty list: any
 ])
