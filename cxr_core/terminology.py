@@ -66,6 +66,9 @@ PNEUMOTHORAX_HEMITHORAX_PERCENT = Code("PTXHEMI", PRIVATE_SCHEME,
 # Collins' formula (AJR 1995) has no SNOMED, LOINC or DCM code either.
 PNEUMOTHORAX_COLLINS_PERCENT = Code("PTXCOLL", PRIVATE_SCHEME,
                                     "Pneumothorax size by Collins formula")
+# Nor the BTS rim (interpleural distance at the hilum).
+PNEUMOTHORAX_HILUM_RIM = Code("PTXRIM", PRIVATE_SCHEME,
+                              "Pneumothorax interpleural distance at the hilum")
 
 # ------------------------------------------------------------------------- units
 UNITS: dict[str, Code] = {
@@ -73,6 +76,7 @@ UNITS: dict[str, Code] = {
     "{pixels}": Code("{pixels}", "UCUM", "pixels"),
     "1": Code("1", "UCUM", "no units"),
     "%": Code("%", "UCUM", "Percent"),
+    "mm": Code("mm", "UCUM", "millimeter"),
 }
 """UCUM units by the unit string a :class:`~cxr_core.analysis.Measurement` carries."""
 

@@ -17,14 +17,18 @@ from PIL import Image
 from cxr_core.cli import main as cxr_main
 from cxr_core.io import read_radiograph
 from cxr_core.io.seg_reader import read_seg
+from cxr_core.measure import make_segment
 from cxr_core.models import default_models_dir, load_model
 from cxr_core.models.card import file_sha256
+from cxr_core.pneumothorax_size import bts_rim, collins, hemithorax, hemithorax_percent
+from cxr_core.radiograph import PixelSpacing, SpacingSource
 from cxr_core.segmentation import Segmenter
 from cxr_core.stages.pneumothorax import (
     MinimumArea,
     PneumothoraxDetector,
     PneumothoraxStage,
     ThoraxGate,
+    side_measurements,
 )
 from cxr_core.training.augment import LesionSwap
 from cxr_core.training.data import read_mask
@@ -317,9 +321,16 @@ def test_card_states_what_the_source_check_could_not_rule_out(measured: dict,
     assert healthy["n_positive"] >= 10 and check["auc_siim_vs_nih_negative"]["n_positive"] == 3
     limits = detector.segmenter.card.evaluation["limits"]
     assert f"AUC {healthy['auc']:.2f}" in limits and "too few images to decide" in limits
-    assert (f"{check['siim_healthy_lung']['reported_present']} of "
-            f"{check['siim_healthy_lung']['n']} vs {check['nih_lung']['reported_present']} "
-            f"of {check['nih_lung']['n']} lungs") in limits
+    # the NIH multilabel set (PA normals) decides whether pneumothorax transfers to NIH
+    # images; where it does not, the card must not call the source ruled out
+    multilabel = check["nih_transfer"]["multilabel"]["auc_vs_normal"]
+    if multilabel["ci95"][0] <= 0.5:
+        assert "not found better than chance" in limits
+        assert "the source is not the model's shortcut" not in limits
+    else:
+        assert (f"{check['siim_healthy_lung']['reported_present']} of "
+                f"{check['siim_healthy_lung']['n']} vs {check['nih_lung']['reported_present']} "
+                f"of {check['nih_lung']['n']} lungs") in limits
 
 
 def test_thorax_gate_drops_regions_outside_the_lungs() -> None:
@@ -422,4 +433,120 @@ def test_seg_sr_overlay_and_masks_carry_the_pneumothorax(engine, detector, share
     assert area.unit == "mm2"
     side = "Right" if "_right_" in area.name else "Left"
     assert "Pneumothorax percentage of hemithorax" in text
+    # trusted spacing: Collins' estimate beside the %, coded and in the SR
+    estimate = next(m for m in analysis.measurements if m.name.endswith("_collins_percent"))
+    assert 4.2 <= estimate.value <= 100 and "Collins" in estimate.derivation
+    assert "Pneumothorax size by Collins formula" in text
     assert f'"{side}")' in text and 'Pneumothorax")=(52101004,SCT,"Present")' in text
+
+
+# --------------------------------------------------------------------------- size
+def _collapsed_right_lung() -> tuple[np.ndarray, np.ndarray]:
+    """A right hemithorax (image-left) 200 x 100 px whose lung has collapsed: 50 px of air
+    above its apex, 30 px beside it down to row 124 and 40 px below."""
+    lung = np.zeros((220, 240), bool)
+    lung[60:210, 40:110] = True
+    lung[135:210, 40:50] = False
+    cavity = np.zeros_like(lung)
+    cavity[10:210, 10:110] = True
+    return cavity & ~lung, lung
+
+
+def test_hemithorax_percent_counts_air_outside_and_inside_the_lung_mask() -> None:
+    lung = np.zeros((100, 100), bool)
+    lung[:, 20:60] = True
+    lesion = np.zeros_like(lung)
+    lesion[:, 10:20] = True  # air the lung model left out: the union adds it
+    assert hemithorax_percent(lesion, lung) == pytest.approx(20.0)
+    lesion[:, 20:30] = True  # air the lung model drew as lung (a large pneumothorax)
+    assert hemithorax_percent(lesion, lung) == pytest.approx(40.0)
+    ring = np.zeros_like(lung)
+    ring[40:60, 30:50] = True
+    ring[45:55, 35:45] = False  # a hole in the lung mask belongs to the hemithorax
+    assert hemithorax(ring, np.zeros_like(ring)).sum() == 400
+    with pytest.raises(ValueError, match="empty hemithorax"):
+        hemithorax_percent(np.zeros_like(lung), np.zeros_like(lung))
+
+
+def test_collins_reads_the_interpleural_distances_of_a_known_geometry() -> None:
+    lesion, lung = _collapsed_right_lung()
+    spacing = PixelSpacing(0.5, 0.25, SpacingSource.PIXEL_SPACING)
+    estimate = collins(lesion, lung, spacing, lateral_left=True)
+    assert estimate is not None
+    # apex 50 rows x 0.5 mm; beside the lung 30 and 40 columns x 0.25 mm at the
+    # midpoints of its upper (row 97) and lower (row 172) halves
+    assert (estimate.apical_cm, estimate.upper_cm, estimate.lower_cm) == pytest.approx(
+        (2.5, 0.75, 1.0))
+    assert estimate.percent == pytest.approx(4.2 + 4.7 * 4.25)
+    mirrored = collins(lesion[:, ::-1], lung[:, ::-1], spacing, lateral_left=False)
+    assert mirrored == estimate
+    assert "Collins" in estimate.derivation(spacing) and "erect PA" in estimate.derivation(spacing)
+
+
+def test_bts_rim_is_read_at_the_hilum_and_says_large_from_two_centimetres() -> None:
+    lesion, lung = _collapsed_right_lung()
+    fine = PixelSpacing(0.5, 0.25, SpacingSource.PIXEL_SPACING)
+    rim = bts_rim(lesion, lung, fine, lateral_left=True)
+    # hilum = mid-height of the collapsed lung (rows 60-209 -> row 134): 30 px x 0.25 mm
+    assert rim is not None and rim.rim_mm == pytest.approx(7.5) and not rim.large
+    coarse = PixelSpacing(0.8, 0.8, SpacingSource.PIXEL_SPACING)
+    big = bts_rim(lesion, lung, coarse, lateral_left=True)
+    assert big is not None and big.rim_mm == pytest.approx(24.0) and big.large
+    assert "large" in big.derivation(coarse) and "BTS" in big.derivation(coarse)
+    assert bts_rim(lesion, lung, PixelSpacing.unknown(), lateral_left=True) is None
+    segments = {"right_lung": make_segment("right_lung", lung, fine),
+                "left_lung": make_segment("left_lung", lung[:, ::-1], fine)}
+    by_name = {m.name: m for m in side_measurements(lesion, segments, fine)}
+    assert by_name["pneumothorax_right_hilum_rim"].value == pytest.approx(7.5)
+    assert by_name["pneumothorax_right_hilum_rim"].unit == "mm"
+
+
+def test_no_collins_without_trusted_spacing_or_collapsed_lung() -> None:
+    lesion, lung = _collapsed_right_lung()
+    untrusted = PixelSpacing(0.5, 0.5, SpacingSource.UNKNOWN)
+    assert not untrusted.trusted
+    assert collins(lesion, lung, untrusted, lateral_left=True) is None
+    assert collins(lesion, lung, PixelSpacing.unknown(), lateral_left=True) is None
+    trusted = PixelSpacing(0.5, 0.5, SpacingSource.PIXEL_SPACING)
+    assert collins(lesion | lung, np.zeros_like(lung), trusted, lateral_left=True) is None
+    segments = {"right_lung": make_segment("right_lung", lung, trusted),
+                "left_lung": make_segment("left_lung", lung[:, ::-1], trusted)}
+    names = {m.name for m in side_measurements(lesion, segments, trusted)}
+    assert "pneumothorax_right_collins_percent" in names
+    assert "pneumothorax_right_hemithorax_percent" in names
+    names = {m.name for m in side_measurements(lesion, segments, untrusted)}
+    assert "pneumothorax_right_collins_percent" not in names
+    assert "pneumothorax_right_hemithorax_percent" in names
+
+
+def test_card_states_nih_transfer_and_size_error(measured: dict, detector) -> None:
+    """The card carries the detector's AUC on every unseen NIH image labelled
+    Pneumothorax and the % of hemithorax error on the SIIM test positives, as
+    re-measured, and its limits say both."""
+    claimed = detector.segmenter.card.evaluation
+    transfer = measured["source_check"]["nih_transfer"]["pooled"]
+    card_transfer = claimed["source_check"]["nih_transfer"]["pooled"]
+    assert transfer["auc_vs_normal"]["n_positive"] == 28  # 19 multilabel + 9 others
+    for name in ("auc_vs_normal", "auc_vs_other_abnormal"):
+        assert transfer[name]["auc"] == pytest.approx(card_transfer[name]["auc"], abs=0.01)
+    assert transfer["sensitivity"] == card_transfer["sensitivity"]
+    size, card_size = measured["size_check"]["test"], claimed["size_check"]["test"]
+    assert size["n"] == 5
+    for how in ("engine", "formula_on_truth"):
+        assert size[how]["signed_error"]["mean"] == pytest.approx(
+            card_size[how]["signed_error"]["mean"], abs=0.5), how
+    # the formula itself: on the true masks it agrees with the truth within 10 points
+    assert abs(size["formula_on_truth"]["signed_error"]["mean"]) <= 10
+    assert size["formula_on_truth"]["n_reported"] == 5
+    limits = claimed["limits"]
+    assert "unseen NIH image labelled Pneumothorax" in limits and "% of hemithorax" in limits
+    assert f"AUC {card_transfer['auc_vs_normal']['auc']:.2f}" in limits
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12.4: the segmenter covers only part of large "
+                   "pneumothoraces (SIIM test 5085: 93 % read as 11 %); reaching +-10 points "
+                   "needs a retrained segmenter")
+def test_reported_size_within_ten_points_on_siim_test_positives(measured: dict) -> None:
+    engine = measured["size_check"]["test"]["engine"]
+    assert engine["n_reported"] >= 3
+    assert engine["absolute_error"]["mean"] <= 10

@@ -26,9 +26,22 @@ from scipy import ndimage
 from cxr_core.analysis import Analysis, Finding, Measurement, Segment
 from cxr_core.measure import area_measurement, lung_union, make_segment
 from cxr_core.models import LesionRule, ModelCard
+from cxr_core.pneumothorax_size import (
+    HEMITHORAX_DEFINITION,
+    bts_rim,
+    collins,
+    hemithorax_percent,
+)
 from cxr_core.radiograph import PixelSpacing
 from cxr_core.segmentation import THRESHOLD, Segmenter
-from cxr_core.terminology import PNEUMOTHORAX, PNEUMOTHORAX_HEMITHORAX_PERCENT, SIDES, finding_code
+from cxr_core.terminology import (
+    PNEUMOTHORAX,
+    PNEUMOTHORAX_COLLINS_PERCENT,
+    PNEUMOTHORAX_HEMITHORAX_PERCENT,
+    PNEUMOTHORAX_HILUM_RIM,
+    SIDES,
+    finding_code,
+)
 
 MODEL_NAME = "pneumothorax"
 SEGMENT = "pneumothorax"
@@ -285,10 +298,11 @@ class PneumothoraxStage:
 
 def side_measurements(mask: np.ndarray, segments: Mapping[str, Segment], spacing: PixelSpacing,
                       *, mirrored: bool = False) -> list[Measurement]:
-    """Per affected side: pneumothorax area and its percentage of that hemithorax.
+    """Per affected side: pneumothorax area, its percentage of that hemithorax and, when
+    the spacing is trustworthy, Collins' size estimate and the BTS rim at the hilum.
 
-    The percentage is pneumothorax pixels / (lung ∪ pneumothorax pixels) on that side,
-    so it does not depend on the pixel spacing; it is left out when that lung is missing.
+    The percentage (:func:`~cxr_core.pneumothorax_size.hemithorax_percent`) does not
+    depend on the pixel spacing; it and Collins are left out when that lung is missing.
     """
     results = []
     for side, side_mask in split_by_side(mask, segments, mirrored=mirrored).items():
@@ -300,14 +314,25 @@ def side_measurements(mask: np.ndarray, segments: Mapping[str, Segment], spacing
         lung = segments.get(f"{side}_lung")
         if lung is None or lung.pixel_count == 0:
             continue
-        hemithorax = int((lung.mask | side_mask).sum())
         results.append(Measurement(
-            f"{name}_hemithorax_percent", round(100.0 * float(side_mask.sum()) / hemithorax, 1),
-            "%",
-            f"pneumothorax pixels / (lung ∪ pneumothorax pixels) on the patient's {side}; "
-            "projected area on a radiograph, not a volume",
+            f"{name}_hemithorax_percent",
+            round(hemithorax_percent(side_mask, lung.mask), 1), "%",
+            f"pneumothorax pixels / hemithorax pixels on the patient's {side}; "
+            f"{HEMITHORAX_DEFINITION}; projected area on a radiograph, not a volume",
             concept=PNEUMOTHORAX_HEMITHORAX_PERCENT, site=PNEUMOTHORAX,
             laterality=SIDES[side]))
+        estimate = collins(side_mask, lung.mask, spacing,
+                           lateral_left=(side == "right") != mirrored)
+        if estimate is not None:
+            results.append(Measurement(
+                f"{name}_collins_percent", round(estimate.percent, 1), "%",
+                estimate.derivation(spacing), concept=PNEUMOTHORAX_COLLINS_PERCENT,
+                site=PNEUMOTHORAX, laterality=SIDES[side]))
+        rim = bts_rim(side_mask, lung.mask, spacing, lateral_left=(side == "right") != mirrored)
+        if rim is not None:
+            results.append(Measurement(
+                f"{name}_hilum_rim", round(rim.rim_mm, 1), "mm", rim.derivation(spacing),
+                concept=PNEUMOTHORAX_HILUM_RIM, site=PNEUMOTHORAX, laterality=SIDES[side]))
     return results
 
 

@@ -20,22 +20,25 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from cxr_core.analysis import Segment
 from cxr_core.io import read_radiograph
-from cxr_core.measure import lung_union
+from cxr_core.measure import lung_union, make_segment
 from cxr_core.padding import condition, paste
+from cxr_core.pneumothorax_size import HEMITHORAX_DEFINITION, hemithorax_percent
 from cxr_core.radiograph import PixelSpacing
 from cxr_core.segmentation import Segmenter
 from cxr_core.stages.pneumothorax import (
     SEGMENT,
     Detection,
     PneumothoraxDetector,
+    side_measurements,
     split_by_side,
 )
 from cxr_core.terminology import SEGMENT_TYPES, SIDES
 from cxr_core.training.data import SegSample, read_manifest, read_mask
 from cxr_core.training.metrics import auc_with_ci, dice_iou, mean_with_ci, rate
 from cxr_core.training.plots import save_montage
-from cxr_core.training.pneumothorax_sources import NIH_SET, is_positive
+from cxr_core.training.pneumothorax_sources import NIH_MULTILABEL_SET, NIH_SET, is_positive
 from cxr_core.writers.overlay import overlay_rgb
 
 SIIM_JPEG_QUALITY = 92
@@ -85,6 +88,8 @@ def evaluate_pneumothorax(
                                 "images, which these sources do not mix"})
     if mixed and data_root is not None:
         metrics["source_check"] |= nih_label_check(detector, lung, data_root, bootstrap)
+    if lung is not None and "siim" in sources:
+        metrics["size_check"] = size_check(detector, lung, samples, bootstrap)
     metrics["caveat"] = (f"tiny split: {metrics['n_positive']} positive and "
                          f"{metrics['n_negative']} negative images" if len(scored) < 200
                          else f"{len(scored)} images")
@@ -221,31 +226,157 @@ def nih_label_check(detector: PneumothoraxDetector, lung: Segmenter | None, data
     the val and test splits without it ('No Finding', and Pneumonia without
     Pneumothorax). A model that had learned "SIIM means pneumothorax" would score the
     NIH pneumothorax images like the NIH negatives (AUC near 0.5).
+
+    With ``nih_cxr14_multilabel`` present, ``nih_transfer`` adds its images too
+    (:func:`nih_transfer`).
     """
-    root = data_root / NIH_SET
-    groups: dict[str, list[float]] = {"nih_labelled_pneumothorax": [],
-                                      "nih_unseen_normal": [], "nih_unseen_pneumonia": []}
-    present = dict.fromkeys(groups, 0)
-    for row in tqdm(read_manifest(root), desc="NIH label check", unit="image"):
-        if "Pneumothorax" in row["label_findings"].split("|"):
-            group = "nih_labelled_pneumothorax"
-        elif row["split"] == "train":
-            continue  # NIH 'No Finding' train images may have been trained on
-        else:
-            group = ("nih_unseen_normal" if row["label_normal_abnormal"] == "normal"
-                     else "nih_unseen_pneumonia")
-        radiograph = read_radiograph(root / row["image"])
-        found, _ = detect(detector, lung, radiograph.pixels, radiograph.spacing)
-        groups[group].append(found.probability)
-        present[group] += int(found.present)
+    scored = _nih_scores(detector, lung, data_root)
+    first = [s for s in scored if s.dataset == NIH_SET]
+    groups: dict[str, list[NihScore]] = {
+        "nih_labelled_pneumothorax": [s for s in first if s.group == "pneumothorax"],
+        "nih_unseen_normal": [s for s in first if s.group == "normal"],
+        "nih_unseen_pneumonia": [s for s in first if s.group == "other_abnormal"]}
     rng = np.random.default_rng(2)
-    result: dict[str, Any] = {name: _group_summary(v) | {"reported_present": present[name]}
-                              for name, v in groups.items()}
-    arrays = {name: np.array(v) for name, v in groups.items()}
+    result: dict[str, Any] = {
+        name: _group_summary([s.probability for s in v])
+        | {"reported_present": sum(s.present for s in v)} for name, v in groups.items()}
+    arrays = {name: np.array([s.probability for s in v]) for name, v in groups.items()}
     for other in ("nih_unseen_normal", "nih_unseen_pneumonia"):
         result[f"auc_nih_pneumothorax_vs_{other.removeprefix('nih_unseen_')}"] = auc_with_ci(
             arrays["nih_labelled_pneumothorax"], arrays[other], rng, bootstrap)
+    if any(s.dataset == NIH_MULTILABEL_SET for s in scored):
+        result["nih_transfer"] = nih_transfer(scored, bootstrap)
     return result
+
+
+@dataclass(frozen=True)
+class NihScore:
+    """One NIH image the pneumothorax model never trained on, as the engine scored it."""
+
+    dataset: str
+    group: str
+    """``pneumothorax`` (NIH label), ``normal`` ('No Finding') or ``other_abnormal``."""
+    probability: float
+    present: bool
+
+
+UNSEEN_NIH = (f"{NIH_MULTILABEL_SET}: every image (patient-disjoint from the other NIH "
+              f"sets, never used by the pneumothorax model); {NIH_SET}: every image "
+              "labelled Pneumothorax (never a negative) and the val and test images "
+              "without it (train-split normals and pneumonia images were negatives)")
+
+
+def _nih_scores(detector: PneumothoraxDetector, lung: Segmenter | None,
+                data_root: Path) -> list[NihScore]:
+    """The engine's score and decision on every unseen NIH image (:data:`UNSEEN_NIH`)."""
+    rows: list[tuple[str, Path, str]] = []
+    for row in read_manifest(data_root / NIH_SET):
+        if "Pneumothorax" in row["label_findings"].split("|"):
+            rows.append((NIH_SET, data_root / NIH_SET / row["image"], "pneumothorax"))
+        elif row["split"] != "train":  # NIH train images may have been trained on
+            rows.append((NIH_SET, data_root / NIH_SET / row["image"],
+                         "normal" if row["label_normal_abnormal"] == "normal"
+                         else "other_abnormal"))
+    multilabel = data_root / NIH_MULTILABEL_SET
+    for row in read_manifest(multilabel) if (multilabel / "manifest.csv").is_file() else []:
+        group = ("pneumothorax" if row["label_pneumothorax"] == "1" else "normal"
+                 if row["label_normal_abnormal"] == "normal" else "other_abnormal")
+        rows.append((NIH_MULTILABEL_SET, multilabel / row["image"], group))
+    scored = []
+    for dataset, path, group in tqdm(rows, desc="NIH label check", unit="image"):
+        radiograph = read_radiograph(path)
+        found, _ = detect(detector, lung, radiograph.pixels, radiograph.spacing)
+        scored.append(NihScore(dataset, group, found.probability, found.present))
+    return scored
+
+
+def nih_transfer(scored: Sequence[NihScore], bootstrap: int = 2000) -> dict[str, Any]:
+    """Does the detector find pneumothorax on NIH images (another pipeline than SIIM)?
+
+    Every unseen NIH image labelled Pneumothorax against unseen NIH 'No Finding' images
+    and against unseen NIH images with other findings: AUC of the image-level
+    probability with a bootstrap 95 % interval, and sensitivity and specificity of the
+    engine's decision (the operating point); pooled, and for ``nih_cxr14_multilabel``
+    alone (mostly PA, normals too, so the view is no shortcut there).
+    """
+    rng = np.random.default_rng(3)
+    result: dict[str, Any] = {"unseen": UNSEEN_NIH,
+                              "labels": "NIH labels mined from reports (noisy), no masks"}
+    for name, subset in (("pooled", scored),
+                         ("multilabel", [s for s in scored if s.dataset == NIH_MULTILABEL_SET])):
+        by_group = {g: [s for s in subset if s.group == g]
+                    for g in ("pneumothorax", "normal", "other_abnormal")}
+        probability = {g: np.array([s.probability for s in v]) for g, v in by_group.items()}
+        present = {g: np.array([s.present for s in v], dtype=bool) for g, v in by_group.items()}
+        result[name] = {
+            "auc_vs_normal": auc_with_ci(probability["pneumothorax"], probability["normal"],
+                                         rng, bootstrap),
+            "auc_vs_other_abnormal": auc_with_ci(probability["pneumothorax"],
+                                                 probability["other_abnormal"], rng, bootstrap),
+            "sensitivity": rate(present["pneumothorax"]),
+            "specificity_normal": rate(~present["normal"]),
+            "specificity_other_abnormal": rate(~present["other_abnormal"])}
+    return result
+
+
+def size_check(detector: PneumothoraxDetector, lung: Segmenter,
+               samples: Sequence[SegSample], bootstrap: int = 2000) -> dict[str, Any]:
+    """% of hemithorax as the engine reports it against the SIIM-ACR masks.
+
+    On every SIIM positive: the truth is the masked pneumothorax's share of its side's
+    hemithorax (:data:`~cxr_core.pneumothorax_size.HEMITHORAX_DEFINITION`, the lung
+    model's lung: SIIM has no lung masks); the engine's % comes from the predicted mask
+    (``engine``, on detected cases) and, to isolate the formula from the segmentation,
+    from the true mask (``formula_on_truth``). Errors are reported % minus true %.
+    """
+    rows = []
+    for sample in [s for s in samples if s.source.startswith("siim") and is_positive(s)]:
+        radiograph = read_radiograph(sample.image)
+        found, lungs = detect(detector, lung, radiograph.pixels, radiograph.spacing)
+        truth = read_mask(sample.masks[SEGMENT])
+        segments = {name: make_segment(name, mask, radiograph.spacing)
+                    for name, mask in lungs.items()}
+        sides = split_by_side(truth, segments)
+        side = max(sides, key=lambda k: int(sides[k].sum()))
+        if f"{side}_lung" not in segments:
+            continue
+        true = hemithorax_percent(sides[side], lungs[f"{side}_lung"])
+        rows.append({"key": sample.key, "split": sample.split, "side": side,
+                     "truth": round(true, 1),
+                     "engine": _side_percent(found.mask, segments, radiograph.spacing, side),
+                     "formula_on_truth": _side_percent(truth, segments, radiograph.spacing,
+                                                       side)})
+    rng = np.random.default_rng(4)
+    result: dict[str, Any] = {
+        "definition": f"truth = masked pneumothorax / hemithorax on its side; "
+                      f"{HEMITHORAX_DEFINITION}; error = reported - truth, in points",
+        "trained_on": "the train-split SIIM positives were trained on and the val ones "
+                      "chose the checkpoint: 'test' is the figure to quote"}
+    for name, chosen in (("test", [r for r in rows if r["split"] == "test"]),
+                         ("all_positives", rows)):
+        result[name] = {"n": len(chosen)} | {
+            how: _errors(chosen, how, rng, bootstrap) for how in ("engine", "formula_on_truth")}
+    result["per_image"] = rows
+    return result
+
+
+def _side_percent(mask: np.ndarray, segments: dict[str, Segment], spacing: PixelSpacing,
+                  side: str) -> float | None:
+    """The engine's % of hemithorax on ``side`` for ``mask``; None when not reported."""
+    wanted = f"pneumothorax_{side}_hemithorax_percent"
+    return next((m.value for m in side_measurements(mask, segments, spacing)
+                 if m.name == wanted), None)
+
+
+def _errors(rows: Sequence[dict[str, Any]], how: str, rng: np.random.Generator,
+            bootstrap: int) -> dict[str, Any]:
+    """Signed and absolute error of ``how`` against the truth, on the rows it reported."""
+    reported = [r for r in rows if r[how] is not None]
+    error = np.array([r[how] - r["truth"] for r in reported], dtype=float)
+    return {"n_reported": len(reported), "n_missed": len(rows) - len(reported),
+            "signed_error": mean_with_ci(error, rng, bootstrap),
+            "absolute_error": mean_with_ci(np.abs(error), rng, bootstrap),
+            "within_10_points": int((np.abs(error) <= 10).sum())}
 
 
 def _group_summary(values: list[float]) -> dict[str, Any]:

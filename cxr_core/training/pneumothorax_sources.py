@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 STRUCTURES = (SEGMENT,)
 SIIM_SET = "pneumothorax_siim_github"
 NIH_SET = "nih_cxr14_normal_pneumonia"
+NIH_MULTILABEL_SET = "nih_cxr14_multilabel"
+"""NIH images with all 14 labels, patient-disjoint from :data:`NIH_SET`: never trained on
+here, they measure the detector on NIH-labelled pneumothorax."""
 SOURCE_CHECK = "source_check"
 """Split of samples kept out of training to test whether the model learned the source."""
 Counts = dict[str, dict[str, int]]
