@@ -102,11 +102,13 @@ def _with_pneumothorax(analysis: Analysis) -> Analysis:
     """The analysis with a synthetic pneumothorax: the outer fifth of the right lung's upper
     third (how the interop review exercised this writer path; not model output)."""
     lung = analysis.segments["right_lung"].mask
-    rows, columns = np.nonzero(lung)
+    rows, _ = np.nonzero(lung)
     top, bottom = rows.min(), rows.min() + (rows.max() - rows.min()) // 3
+    _, columns = np.nonzero(lung[top:bottom])  # the upper third's own width
     left, right = columns.min(), columns.min() + (columns.max() - columns.min()) // 5
     mask = np.zeros_like(lung)
     mask[top:bottom, left:right] = lung[top:bottom, left:right]
+    assert mask.sum() > 1000, "the synthetic pneumothorax must not be empty"
     model = next(m.id for m in analysis.models if m.id.startswith("pneumothorax@"))
     segments = dict(analysis.segments)
     segments["pneumothorax"] = Segment(name="pneumothorax", mask=mask,
