@@ -30,6 +30,9 @@ SOP_CLASS_ALIASES: dict[str, UID] = {
 DEFAULT_BODY_PARTS: tuple[str, ...] = ("", *sorted(CHEST_BODY_PARTS))
 """The engine's chest list, plus "" (not given: the engine analyses those too)."""
 OTHER_INSTANCE_POLICIES = ("ignore", "refuse")
+REUSED_UID_POLICIES = ("refuse", "version")
+"""What a SOP Instance UID already accepted with other content, or in another study,
+becomes: refused (C-STORE 0xC0D1) or stored as a new version with its own analysis."""
 
 
 class ConfigError(ValueError):
@@ -130,6 +133,7 @@ class NodeConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     filters: Filters = field(default_factory=Filters)
     overlay: bool = False
+    reused_uids: str = "refuse"
     min_free_disk_mb: float = 500.0
     http_address: str = "127.0.0.1"
     http_port: int = 8080
@@ -237,6 +241,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "models_dir": ("models_dir", _path),
         "log_level": ("log_level", _choice(_LOG_LEVELS)),
         "overlay": ("overlay", _bool),
+        "reused_uids": ("reused_uids", _choice(REUSED_UID_POLICIES)),
     },
     "security": {
         "allowed_ae_titles": ("allowed_ae_titles",

@@ -17,7 +17,7 @@ from dicom_node.health import HealthServer
 from dicom_node.metrics import Metrics
 from dicom_node.scp import StorageSCP
 from dicom_node.sender import Sender
-from dicom_node.spool import Spool, UnsafeUID, checked_uid
+from dicom_node.spool import Spool, UnsafeUID, checked_instance_key, checked_uid
 from dicom_node.store import Store
 from dicom_node.supervise import Heartbeat, run_supervised
 from dicom_node.worker import JobQueue, LocalJobQueue, Worker
@@ -106,7 +106,7 @@ class Node:
                 continue
             try:
                 study_uid = checked_uid(path.parent.name, "spool folder")
-                sop_uid = checked_uid(path.stem, "spool file")
+                sop_uid = checked_instance_key(path.stem, "spool file")
                 sop_class = str(pydicom.dcmread(path, stop_before_pixels=True,
                                                 specific_tags=["SOPClassUID"]).SOPClassUID)
             except (UnsafeUID, Exception):  # not ours or unreadable: leave it alone

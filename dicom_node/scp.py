@@ -24,6 +24,7 @@ import sqlite3
 import ssl
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from pydicom import Dataset
 from pydicom.uid import (
@@ -47,7 +48,7 @@ from cxr_core import RefusedInput, check_dicom_decode_limits, check_inflated_siz
 from dicom_node.config import NodeConfig
 from dicom_node.guard import GuardedServer, PeerLimits
 from dicom_node.metrics import Metrics
-from dicom_node.spool import Spool, UnsafeUID, checked_uid
+from dicom_node.spool import Spool, UnsafeUID, checked_uid, instance_key
 from dicom_node.store import Store
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -62,10 +63,27 @@ TRANSFER_SYNTAXES = [
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
+DUPLICATE_UID = 0xC0D1
+"""Failure (the C-STORE "cannot understand" range): this SOP Instance UID was already
+accepted with other content, or in another study; the accepted instance is kept."""
 # A-ASSOCIATE-RJ (result, source, diagnostic)
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)   # permanent, service user, calling AE unknown
 REJECT_NO_REASON = (0x01, 0x01, 0x01)    # permanent, service user, no reason given
 REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, presentation, local limit exceeded
+
+
+def _file_ends_with(path: Path, data: bytes) -> bool:
+    """True when the file at ``path`` ends with ``data`` (a spooled file is preamble,
+    File Meta, then the dataset bytes exactly as received)."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            if size < len(data):
+                return False
+            handle.seek(size - len(data))
+            return handle.read() == data
+    except OSError:
+        return False
 
 
 def _failure(status: int, comment: str) -> Dataset:
@@ -213,10 +231,16 @@ class StorageSCP:
             return self._refuse(str(error))
         except Exception as error:  # a dataset that cannot be decoded at all
             return self._refuse(f"undecodable dataset ({type(error).__name__})")
-        path = self.spool.instance_path(study_uid, sop_uid)
+        try:
+            key = self._instance_key(event, study_uid, sop_uid)
+        except sqlite3.Error:
+            return _failure(OUT_OF_RESOURCES, "could not read the store")
+        if not isinstance(key, str):
+            return key
+        path = self.spool.instance_path(study_uid, key)
         try:
             self.spool.write_durably(path, [event.encoded_dataset(include_meta=True)])
-            new = self.store.record_instance(study_uid=study_uid, sop_uid=sop_uid,
+            new = self.store.record_instance(study_uid=study_uid, sop_uid=key,
                                              sop_class=sop_class, path=path,
                                              calling_ae=event.assoc.requestor.ae_title)
         except (OSError, sqlite3.Error) as error:  # disk full, I/O error, database locked
@@ -228,6 +252,34 @@ class StorageSCP:
         if new:
             self.on_received()
         return SUCCESS
+
+    def _instance_key(self, event: evt.Event, study_uid: str, sop_uid: str
+                      ) -> str | int | Dataset:
+        """The key to store a received instance under, or the answer when not stored.
+
+        A new UID is its own key. The same bytes in the same study as an accepted version
+        are a resend (a lost response, a PACS retry): Success, nothing written. Other
+        content or another study is never written over the accepted instance: with
+        ``reused_uids = "refuse"`` it is refused with :data:`DUPLICATE_UID`, with
+        ``"version"`` it is stored as the next version (``<UID>~<n>``) and analysed.
+        """
+        versions = self.store.instance_versions(sop_uid)
+        if not versions:
+            return sop_uid
+        request = event.request
+        assert isinstance(request, C_STORE) and request.DataSet is not None
+        received = request.DataSet.getvalue()
+        if any(study == study_uid and _file_ends_with(path, received)
+               for study, path in versions):
+            return SUCCESS
+        if self.config.reused_uids == "version":
+            return instance_key(sop_uid, len(versions) + 1)
+        why = ("SOP Instance UID already accepted in another study"
+               if all(study != study_uid for study, _ in versions)
+               else "SOP Instance UID already accepted with other content")
+        self.metrics.instances_rejected.labels(reason="reused_uid").inc()
+        log.warning("instance refused", extra={"fields": {"reason": why}})
+        return _failure(DUPLICATE_UID, why)
 
     def _check_inflated_size(self, event: evt.Event) -> None:
         """Before pydicom inflates a deflated dataset (whole, in memory): its size."""

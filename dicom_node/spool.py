@@ -42,6 +42,23 @@ def checked_uid(value: object, what: str) -> str:
     return text
 
 
+VERSION_SEPARATOR = "~"
+"""A re-used SOP Instance UID kept as a new version is stored as ``<UID>~<n>`` (n >= 2)."""
+
+
+def instance_key(sop_uid: str, version: int) -> str:
+    """The store's and spool's name for version ``version`` of an instance."""
+    return sop_uid if version <= 1 else f"{sop_uid}{VERSION_SEPARATOR}{version}"
+
+
+def checked_instance_key(value: str, what: str) -> str:
+    """Like :func:`checked_uid`, for an instance key (a UID, or a UID and a version)."""
+    uid, separator, version = value.partition(VERSION_SEPARATOR)
+    if separator and not (version.isdigit() and int(version) >= 2):
+        raise UnsafeUID(f"{what} is not a valid instance version")
+    return checked_uid(uid, what) + separator + version
+
+
 def fsync_directory(path: Path) -> None:
     """Make a rename or a new entry in ``path`` survive a crash."""
     fd = os.open(path, os.O_RDONLY)

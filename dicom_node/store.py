@@ -179,6 +179,14 @@ class Store:
             db.execute("INSERT INTO heartbeat(id, at) VALUES (1, ?) ON CONFLICT(id) DO "
                        "UPDATE SET at = excluded.at", (time.time(),))
 
+    def instance_versions(self, sop_uid: str) -> list[tuple[str, Path]]:
+        """``(study UID, file)`` of each accepted version of an instance (none: new)."""
+        rows = self._connection().execute(
+            "SELECT s.study_uid, i.path FROM instances i JOIN studies s ON s.id = i.study_id "
+            "WHERE i.sop_uid = ? OR i.sop_uid LIKE ? ESCAPE '!' ORDER BY i.received_at",
+            (sop_uid, sop_uid + "~%"))
+        return [(str(r[0]), Path(r[1])) for r in rows]
+
     def known_instances(self) -> set[str]:
         return {row[0] for row in self._connection().execute("SELECT sop_uid FROM instances")}
 
