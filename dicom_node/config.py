@@ -48,6 +48,9 @@ class Destination:
     host: str
     port: int
     tls: bool = False
+    timeout_s: float = 30.0
+    """Connection, association and DIMSE timeout of each attempt (its own sender thread,
+    so a slow or hung destination delays only its own deliveries)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,7 +288,7 @@ _TLS_KEYS: dict[str, Any] = {
     "ca_certificates": _path,
     "require_client_certificate": _bool,
 }
-_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls")
+_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s")
 
 
 def _table(key: str, value: Any) -> Mapping[str, Any]:
@@ -320,7 +323,8 @@ def _destination(index: int, value: Any) -> Destination:
                           f"got {name!r}")
     return Destination(name=name, ae_title=ae_title, host=_host(f"{key}.host", table["host"]),
                        port=_port(f"{key}.port", table["port"]),
-                       tls=_bool(f"{key}.tls", table.get("tls", False)))
+                       tls=_bool(f"{key}.tls", table.get("tls", False)),
+                       timeout_s=_positive(f"{key}.timeout_s", table.get("timeout_s", 30.0)))
 
 
 def config_from_mapping(data: Mapping[str, Any], *, base: NodeConfig | None = None

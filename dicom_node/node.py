@@ -62,17 +62,19 @@ class Node:
         self.metrics = Metrics(queue_depth=self.store.queue_depth,
                                pending_deliveries=self.store.pending_deliveries)
         self.stop_event = threading.Event()
-        self.wake_sender = threading.Event()
+        self.wakes = [threading.Event() for _ in config.destinations]
         self.scp = StorageSCP(config=config, spool=self.spool, store=self.store,
                               metrics=self.metrics)
         make_engine = make_engine or default_engine_factory(config)
         self.workers = [
             Worker(index=i, config=config, store=self.store, spool=self.spool, jobs=self.jobs,
                    metrics=self.metrics, make_engine=make_engine, stop=self.stop_event,
-                   on_study_done=self.wake_sender.set)
+                   on_study_done=self.wake_senders)
             for i in range(config.workers)]
-        self.sender = Sender(config=config, store=self.store, metrics=self.metrics,
-                             stop=self.stop_event, wake=self.wake_sender)
+        self.senders = [
+            Sender(config=config, destination=destination, store=self.store,
+                   metrics=self.metrics, stop=self.stop_event, wake=wake)
+            for destination, wake in zip(config.destinations, self.wakes, strict=True)]
         self.scheduler_beat = Heartbeat("scheduler", stale_after_s=SCHEDULER_STALE_S)
         self.scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         self._last_probe = 0.0
@@ -81,12 +83,14 @@ class Node:
     def start(self) -> None:
         removed = self.spool.clear_incoming()
         recovered = self.reconcile()
+        orphans = self.store.dead_letter_unconfigured(d.name for d in self.config.destinations)
         resumed = self.store.resume()
         for study_id in resumed:
             self.jobs.submit(study_id)
         log.info("starting", extra={"fields": {
             "resumed_jobs": len(resumed), "recovered_instances": recovered,
             "discarded_partial_files": removed, "workers": len(self.workers),
+            "deliveries_to_removed_destinations": orphans,
             "destinations": [d.name for d in self.config.destinations]}})
         if self.config.http_port:
             self.http = HealthServer(address=self.config.http_address,
@@ -94,8 +98,12 @@ class Node:
                                      health=self.health)
             self.http.start()
         self.scp.start()
-        for thread in (*self.workers, self.sender, self.scheduler):
+        for thread in (*self.workers, *self.senders, self.scheduler):
             thread.start()
+
+    def wake_senders(self) -> None:
+        for wake in self.wakes:
+            wake.set()
 
     def reconcile(self) -> int:
         """Register spooled files the store does not know (their commit was lost)."""
@@ -119,7 +127,7 @@ class Node:
     def heartbeats(self) -> list[Heartbeat]:
         """The loops that must keep ticking (a worker's once its engine is loaded)."""
         workers = [w.heartbeat for w in self.workers if w.state == "ready"]
-        return [self.scheduler_beat, self.sender.heartbeat, *workers]
+        return [self.scheduler_beat, *(s.heartbeat for s in self.senders), *workers]
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """``/healthz``: unhealthy when the engine failed, free space is under the
@@ -162,11 +170,11 @@ class Node:
         log.info("stopping")
         self.scp.stop()
         self.stop_event.set()
-        self.wake_sender.set()
+        self.wake_senders()
         deadline = time.monotonic() + timeout_s
         # a worker still loading its models holds no job: nothing to wait for
         busy = [w for w in self.workers if w.state not in ("starting", "loading")]
-        for thread in (self.scheduler, self.sender, *busy):
+        for thread in (self.scheduler, *self.senders, *busy):
             if thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
         if self.http is not None:

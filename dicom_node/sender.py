@@ -1,4 +1,5 @@
-"""C-STORE SCU: results go to each destination, one association per study.
+"""C-STORE SCU: results go to each destination, one association per study, one thread
+per destination.
 
 Exactly once per destination: a delivery (result UID, destination) is marked ``sent``
 right after the peer's Success and never attempted again. The one window left is a crash
@@ -24,33 +25,38 @@ from dicom_node.supervise import Heartbeat, run_supervised
 
 log = logging.getLogger(__name__)
 
-SENDER_STALE_S = 300.0
-"""A round's attempts are bounded by the association timeouts; 5 minutes means stuck."""
+SENDER_STALE_S = 600.0
+"""A round's attempts are bounded by the destination's timeouts; 10 minutes means stuck."""
 # Success, and the storage warnings under which the instance was stored all the same
 STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 
 
 class Sender(threading.Thread):
-    """Sends due deliveries until stopped.
+    """Sends one destination's due deliveries until stopped (one thread per destination:
+    a hung destination holds up only its own deliveries, which back off and dead-letter
+    under the retry policy).
 
     Parameters
     ----------
     config:
-        Destinations, retry policy and the node's own AE title.
+        Retry policy and the node's own AE title (and TLS settings).
+    destination:
+        The peer this sender serves.
     wake:
         Set by the workers when new deliveries exist, so they go out at once.
     """
 
-    def __init__(self, *, config: NodeConfig, store: Store, metrics: Metrics,
-                 stop: threading.Event, wake: threading.Event, poll_s: float = 0.5) -> None:
-        super().__init__(name="sender", daemon=True)
+    def __init__(self, *, config: NodeConfig, destination: Destination, store: Store,
+                 metrics: Metrics, stop: threading.Event, wake: threading.Event,
+                 poll_s: float = 0.5) -> None:
+        super().__init__(name=f"sender-{destination.name}", daemon=True)
         self.config = config
+        self.destination = destination
         self.store = store
         self.metrics = metrics
         self.stop_event = stop
         self.wake = wake
         self.poll_s = poll_s
-        self.destinations = {d.name: d for d in config.destinations}
         self.heartbeat = Heartbeat(self.name, stale_after_s=SENDER_STALE_S)
 
     def run(self) -> None:
@@ -62,15 +68,11 @@ class Sender(threading.Thread):
         self.wake.clear()
 
     def send_due(self) -> None:
-        for (study_id, name), deliveries in self.store.due_deliveries().items():
+        due = self.store.due_deliveries(destination=self.destination.name)
+        for (study_id, _), deliveries in due.items():
             if self.stop_event.is_set():
                 return
-            destination = self.destinations.get(name)
-            if destination is None:
-                for delivery in deliveries:
-                    self._failed(delivery, f"destination {name} is no longer configured")
-                continue
-            self.send_study(study_id, destination, deliveries)
+            self.send_study(study_id, self.destination, deliveries)
 
     def send_study(self, study_id: int, destination: Destination,
                    deliveries: list[Delivery]) -> None:
@@ -82,8 +84,8 @@ class Sender(threading.Thread):
                 self._failed(delivery, f"result file unreadable ({type(error).__name__})")
             return
         ae = AE(ae_title=self.config.ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-        ae.connection_timeout = 10
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
+        ae.connection_timeout = min(10.0, destination.timeout_s)
         for context in {(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID))
                         for h in headers}:
             ae.add_requested_context(context[0], context[1])

@@ -269,20 +269,33 @@ class Store:
 
     # --- deliveries --------------------------------------------------------------
 
-    def due_deliveries(self, now: float | None = None) -> dict[tuple[int, str], list[Delivery]]:
-        """Pending deliveries whose backoff has elapsed, grouped per (study, destination)
-        so the sender opens one association per group."""
+    def due_deliveries(self, now: float | None = None, *, destination: str | None = None
+                       ) -> dict[tuple[int, str], list[Delivery]]:
+        """Pending deliveries whose backoff has elapsed (of one destination, or all),
+        grouped per (study, destination) so a sender opens one association per group."""
         now = time.time() if now is None else now
+        only = "" if destination is None else " AND d.destination = ?"
         rows = self._connection().execute(
             "SELECT d.result_uid, d.destination, d.study_id, r.path, d.attempts "
             "FROM deliveries d JOIN results r ON r.sop_uid = d.result_uid "
-            "WHERE d.state = 'pending' AND d.next_attempt <= ? "
-            "ORDER BY d.study_id, d.destination, r.kind", (now,))
+            "WHERE d.state = 'pending' AND d.next_attempt <= ?" + only +
+            " ORDER BY d.study_id, d.destination, r.kind",
+            (now,) if destination is None else (now, destination))
         groups: dict[tuple[int, str], list[Delivery]] = {}
         for r in rows:
             groups.setdefault((r[2], r[1]), []).append(
                 Delivery(r[0], r[1], r[2], Path(r[3]), r[4]))
         return groups
+
+    def dead_letter_unconfigured(self, destinations: Iterable[str]) -> int:
+        """Pending deliveries to destinations no longer configured become ``dead``."""
+        names = list(destinations)
+        marks = ",".join("?" * len(names))
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE deliveries SET state = 'dead', last_error = 'destination is no "
+                "longer configured' WHERE state = 'pending' AND destination NOT IN "
+                f"({marks})", names).rowcount  # noqa: S608 (placeholders only)
 
     def mark_sent(self, delivery: Delivery) -> None:
         with self._transaction() as db:
