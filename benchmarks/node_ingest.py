@@ -1,16 +1,24 @@
 """Ingest rate of cxr-node against dcmtk storescp under the same storescu load.
 
-Both receivers make each instance durable before answering: the node fsyncs every file
-(and its folder); storescp has no fsync option, so it runs ``sync FILE`` synchronously on
-reception (``-xcr 'sync #p/#f' -xs``), which fsyncs the file before the C-STORE response.
-storescp without any sync is reported too, as an upper bound.
+What each receiver syncs, and when:
+
+* cxr-node fsyncs every file, renames it into the spool and fsyncs the folder *before* the
+  C-STORE response (checked with strace: fsync, rename, fsync(dir), then the response).
+* storescp has no fsync option. ``-xcr 'sync #p/#f' -xs`` runs ``sync FILE`` (an fsync of
+  the file, not of its folder) synchronously, but *after* that instance's C-STORE response
+  has been sent: it delays the next instance, not the acknowledgement of its own (red team
+  2026-11-29: with ``-xcr 'sleep 2' -xs`` round trips were 0.10, 2.02, 2.01 s). So
+  "storescp+sync" pays a comparable fsync cost per instance but is *not*
+  fsync-before-Success; only the node is.
+* storescp without any sync is reported too, as an upper bound.
 
 The node runs with a quiet period far longer than the benchmark, so only receiving is
 measured (no analysis competes), and only after its engine finished loading.
 
     .venv/bin/python benchmarks/node_ingest.py [--files 40] [--repeats 3]
 
-Target: node >= 0.8x storescp (fsync on for both).
+Target: node >= 0.8x storescp+sync (an fsync per instance for both; before the response
+only for the node).
 """
 
 from __future__ import annotations
