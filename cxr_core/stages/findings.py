@@ -1,5 +1,6 @@
-"""Image-level findings (abnormal, pneumonia): calibrated probabilities, operating
-thresholds and Grad-CAM heat maps, as an engine stage.
+"""Image-level findings (abnormal and the NIH labels the card ships): calibrated
+probabilities, operating thresholds and heat maps (class activation maps), as an engine
+stage.
 
 The model card's ``runtime.classifier`` says how to run the network: ``input``
 (``whole_image`` or ``lung_masked``), ``lung_mask_dilation``, per-label ``calibration``
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cxr_core.analysis import Analysis, Finding
-from cxr_core.explain import GradCamHeatmap
+from cxr_core.explain import ClassActivationMaps
 from cxr_core.flags import QualityFlag
 from cxr_core.measure import lung_union
 from cxr_core.models import ClassifierRules, ModelCard, load_model
@@ -104,7 +105,7 @@ class FindingsClassifier:
             self.codes = {label: finding_code(label) for label in card.labels}
         except ValueError as error:
             raise ValueError(f"card: model {card.name}: {error}") from None
-        self.heatmap = GradCamHeatmap(self.network, rules.heatmap_layer)
+        self.heatmap = ClassActivationMaps(self.network, rules.heatmap_layer)
 
     @classmethod
     def load(cls, name_or_dir: str | Path = FINDINGS_MODEL, *,
@@ -128,7 +129,8 @@ class FindingsClassifier:
 
     def __call__(self, pixels: np.ndarray, lungs: np.ndarray | None = None, *,
                  mirrored: bool = False, heatmaps: bool = True) -> list[Finding]:
-        """One :class:`Finding` per label; Grad-CAM heat maps for the positive ones.
+        """One :class:`Finding` per label; heat maps (class activation maps, read off the
+        same forward pass) for the positive ones.
 
         ``mirrored`` images (patient-right on image-right) are flipped into radiological
         display for the network, as in training, and their heat maps flipped back.
@@ -136,15 +138,15 @@ class FindingsClassifier:
         if mirrored:
             pixels = pixels[:, ::-1]
             lungs = None if lungs is None else lungs[:, ::-1]
-        network_input = self.input(pixels, lungs)
-        probabilities = self.probabilities(network_input)[0]
+        forward = self.heatmap.forward(self.input(pixels, lungs))
+        probabilities = self.calibrate(forward.logits[None]).numpy()[0]
         findings = []
         for index, label in enumerate(self.card.labels):
             probability = float(probabilities[index])
             positive = probability >= self.thresholds[index]
             heatmap = None
             if positive and heatmaps:
-                heatmap = self.heatmap(network_input, index, pixels.shape)
+                heatmap = self.heatmap.heatmap(forward, index, pixels.shape)
                 heatmap = np.ascontiguousarray(heatmap[:, ::-1]) if mirrored else heatmap
             findings.append(Finding(name=label, code=self.codes[label], probability=probability,
                                     threshold=self.thresholds[index], positive=positive,

@@ -114,7 +114,7 @@ DETAILS = {
     f"sensitivity >= {TARGET_SENSITIVITY}; other labels: best val Youden index "
     "(calibrated probabilities)",
     "ship_rule": SHIP_RULE,
-    "heatmap_method": "Grad-CAM (monai)",
+    "heatmap_method": "class activation maps (equal to Grad-CAM for a GAP + linear head)",
 }
 
 
@@ -266,7 +266,9 @@ def train_findings(
     reference_val = tensors["val"].select(
         [i for i, s in enumerate(val_samples) if s.source == REFERENCE_SOURCE])
     config = config.but(sample_weights=balanced_weights(train_samples),
-                        augment=Chain(RandomAffineIntensity(), SourceStyle()))
+                        augment=Chain(RandomAffineIntensity(), SourceStyle()),
+                        validation=AucValidation(
+                            min_positives=int(SHIP_RULE["min_val_positives"])))
     started = time.monotonic()
     variants = []
     for mode in modes:
@@ -307,8 +309,9 @@ def train_findings(
         provenance=make_provenance(
             command=command, datasets=_datasets(data_root, extra, extra_source),
             counts=_counts(train_samples, val_samples, test_samples),
-            selection="epoch with the best mean val AUC (NIH + Kermany val); input mode "
-            "with the best val AUC; labels by the ship rule",
+            selection="epoch with the best mean val AUC (NIH + Kermany val; labels with at "
+            "least 5 val positives); input mode with the best val AUC; labels by the ship "
+            "rule",
             seed=config.seed, minutes=(time.monotonic() - started) / 60,
             epochs_run=len(history),
             details=DETAILS | {

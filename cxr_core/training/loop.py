@@ -92,12 +92,14 @@ class DiceValidation:
 
 @dataclass(frozen=True)
 class AucValidation:
-    """Classification: mean val AUC over the labels (recorded as ``val_auc_0``, the one
-    curve the training plot draws)."""
+    """Classification: mean val AUC over the labels with at least ``min_positives``
+    val positives (recorded as ``val_auc_0``, the one curve the training plot draws)."""
+
+    min_positives: int = 1
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor,
                  known: torch.Tensor) -> tuple[float, dict[str, float]]:
-        score = mean_auc(logits, targets, known)
+        score = mean_auc(logits, targets, known, self.min_positives)
         return score, {"val_auc_0": score}
 
 

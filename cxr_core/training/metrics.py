@@ -59,12 +59,17 @@ def group_auc(positives: ArrayLike, negatives: ArrayLike) -> float:
     return roc_auc(labels, np.concatenate([first, second]))
 
 
-def mean_auc(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> float:
+def mean_auc(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
+             min_positives: int = 1) -> float:
     """Mean over labels (columns) of the AUC on the samples whose label is known; labels
-    without both classes are left out of the mean."""
-    scores = [roc_auc(targets[:, c][known[:, c] > 0].numpy(),
-                      logits[:, c][known[:, c] > 0].numpy()) for c in range(targets.shape[1])]
-    return float(np.nanmean(scores))
+    without both classes, or with fewer than ``min_positives`` positives (too few to
+    rank anything), are left out of the mean."""
+    scores = []
+    for c in range(targets.shape[1]):
+        truth = targets[:, c][known[:, c] > 0].numpy()
+        if truth.sum() >= min_positives:
+            scores.append(roc_auc(truth, logits[:, c][known[:, c] > 0].numpy()))
+    return float(np.nanmean(scores)) if scores else float("nan")
 
 
 def roc_curve(labels: ArrayLike, scores: ArrayLike) -> tuple[FloatArray, FloatArray]:
