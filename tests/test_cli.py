@@ -30,9 +30,10 @@ def test_analyze_folder_refuses_bad_inputs_and_does_the_rest(tmp_path: Path) -> 
     assert any("RG3_J2KR.dcm: not a chest radiograph" in line for line in refusals)
     produced = sorted(p.name for p in (out / "RG1_UNCR").iterdir())
     findings = json.loads((out / "RG1_UNCR" / "analysis.json").read_text())["findings"]
-    # classifier heat maps are written for positive abnormal/pneumonia findings only
-    heatmaps = ["heatmaps"] if any(f["positive"] for f in findings
-                                   if f["name"] in ("abnormal", "pneumonia")) else []
+    # classifier heat maps (PNGs and their FRACTIONAL SEG) are written for positive
+    # abnormal/pneumonia findings only
+    heatmaps = ["heatmaps", "heatmap_seg.dcm"] if any(
+        f["positive"] for f in findings if f["name"] in ("abnormal", "pneumonia")) else []
     assert produced == sorted(["analysis.json", "masks", "overlay.png", "seg.dcm", "sr.dcm",
                                *heatmaps])
     assert not (out / "RG3_J2KR").exists()

@@ -72,6 +72,9 @@ def source_for_derivation(header: Dataset, spacing: PixelSpacing) -> Dataset:
     ``nnnD/W/M/Y``.
     """
     completed = copy.copy(header)
+    # a shallow copy shares the element dict: without its own, the changes below would
+    # change the caller's header (and its digest, so a second call got other UIDs)
+    completed._dict = dict(header._dict)
     for keyword in _TYPE2_COPIED:
         if keyword not in completed:
             setattr(completed, keyword, None)

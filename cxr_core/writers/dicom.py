@@ -1,5 +1,6 @@
 """The one writer of DICOM results: an analysis of a DICOM image becomes a SEG, a TID 1500
-SR that cites it, and optionally an overlay Secondary Capture. The CLI and the node both
+SR that cites it, a FRACTIONAL SEG of the positive findings' heat maps (when one is
+positive), and optionally an overlay Secondary Capture. The CLI and the node both
 call :func:`build_dicom_results`."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pydicom
 
 from cxr_core.analysis import Analysis
 from cxr_core.writers.derivation import source_digest
+from cxr_core.writers.heatmap_seg import build_heatmap_seg, mapped_findings
 from cxr_core.writers.identity import MANUFACTURER
 from cxr_core.writers.overlay_sc import build_overlay_sc
 from cxr_core.writers.seg import build_seg
@@ -31,16 +33,21 @@ class DicomResults:
     seg: pydicom.Dataset
     sr: pydicom.Dataset
     overlay: pydicom.Dataset | None = None
+    heatmap_seg: pydicom.Dataset | None = None
+    """The positive findings' heat maps (FRACTIONAL SEG); None when none is positive."""
 
     def items(self) -> list[tuple[str, pydicom.Dataset]]:
-        """``(kind, dataset)`` for each object made: ``seg``, ``sr``, then ``overlay``."""
-        made = [("seg", self.seg), ("sr", self.sr)]
-        return made + ([("overlay", self.overlay)] if self.overlay is not None else [])
+        """``(kind, dataset)`` for each object made: ``seg``, ``sr``, then ``heatmap_seg``
+        and ``overlay`` when made."""
+        optional = [("heatmap_seg", self.heatmap_seg), ("overlay", self.overlay)]
+        return [("seg", self.seg), ("sr", self.sr),
+                *((kind, dataset) for kind, dataset in optional if dataset is not None)]
 
 
 def build_dicom_results(source: pydicom.Dataset, analysis: Analysis,
                         options: DicomOptions = DicomOptions()) -> DicomResults:
-    """SEG, SR (citing the SEG) and, if asked, the overlay SC for the ``source`` image.
+    """SEG, SR (citing the SEG), the heat-map SEG (when a finding is positive) and, if
+    asked, the overlay SC for the ``source`` image.
 
     Parameters
     ----------
@@ -63,5 +70,9 @@ def build_dicom_results(source: pydicom.Dataset, analysis: Analysis,
                                         in analysis.segments.items() if segment.model_id},
                     digest=digest)
     sr = build_sr(source, analysis, seg=seg, entropy=(digest,))
+    heatmap_seg = (build_heatmap_seg(source, analysis.findings,
+                                     spacing=analysis.radiograph.spacing,
+                                     algorithm=analysis.algorithm or MANUFACTURER, digest=digest)
+                   if mapped_findings(analysis.findings) else None)
     overlay = build_overlay_sc(source, analysis, digest=digest) if options.overlay else None
-    return DicomResults(seg=seg, sr=sr, overlay=overlay)
+    return DicomResults(seg=seg, sr=sr, overlay=overlay, heatmap_seg=heatmap_seg)

@@ -1,5 +1,5 @@
 """Per-image output folder: analysis.json, masks/*.png, heatmaps/*.png, overlay.png,
-seg.dcm, sr.dcm."""
+seg.dcm, sr.dcm and, when a finding is positive, heatmap_seg.dcm."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""DICOM-SEG (BINARY, highdicom) of named masks, for CR/DX/SC sources.
+"""DICOM-SEG (BINARY, highdicom) of named masks, for CR/DX/SC sources, and the encoding
+every SEG of a radiograph shares (:func:`radiograph_segmentation`; the heat maps' FRACTIONAL
+SEG, :mod:`cxr_core.writers.heatmap_seg`, uses it too).
 
 Projection radiographs have no Frame of Reference, and then PS3.3 (A.51.5, Table A.51-2)
 wants each segmentation pixel tied to a source pixel through the Derivation Image
@@ -86,28 +88,73 @@ def build_seg(
     drawn_by = segment_algorithms or {}
     # what every UID of this object derives from: the source, its content, the models
     basis = (str(source.SOPInstanceUID), digest or source_digest(source), algorithm, *entropy)
-    descriptions = [_description(i + 1, name, drawn_by.get(name) or _one_model(algorithm),
+    descriptions = [_description(i + 1, name, drawn_by.get(name) or credited_model(algorithm),
                                  manual, basis) for i, name in enumerate(names)]
-    pixel_array = np.stack([masks[n] for n in names], axis=-1)[None]
+    pixel_array = np.stack([masks[n] for n in names], axis=-1)[None].astype(np.uint8)
+    seg = radiograph_segmentation(
+        source, pixel_array, descriptions, basis=basis, series_number=series_number,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        model_name="SlicerCXR lung segmentation",
+        content_label="CORRECTED" if manual else "LUNGS",
+        content_description="Masks corrected by a reader" if manual else "Model output")
+    _add_laterality_modifiers(seg, names)
+    return seg
+
+
+def radiograph_segmentation(
+    source: pydicom.Dataset,
+    pixel_array: np.ndarray,
+    descriptions: Sequence[hd.seg.SegmentDescription],
+    *,
+    basis: Sequence[str],
+    series_number: int,
+    segmentation_type: hd.seg.SegmentationTypeValues,
+    model_name: str,
+    content_label: str,
+    content_description: str,
+) -> hd.seg.Segmentation:
+    """A SEG of one radiograph in our encoding, whatever its segmentation type.
+
+    No Pixel Measures, Plane Position or Plane Orientation without a Frame of Reference
+    (each frame tied to the source by its Derivation Image item), every UID derived from
+    ``basis``, Patient Orientation and Body Part Examined from the source.
+
+    Parameters
+    ----------
+    source:
+        The source header, through
+        :func:`~cxr_core.writers.derivation.source_for_derivation`.
+    pixel_array:
+        ``(1, rows, columns, segments)``: uint8 0/1 for BINARY, float 0..1 for FRACTIONAL
+        (stored as 0..255, the Maximum Fractional Value).
+    descriptions:
+        One per segment, in the last axis' order.
+    basis:
+        What every UID of the object derives from (source UID, source digest, models and
+        anything that tells this object from the source's other ones).
+    series_number, segmentation_type, model_name, content_label, content_description:
+        The SEG's Series Number, Segmentation Type, Manufacturer's Model Name, Content
+        Label and Content Description. FRACTIONAL SEGs are of type PROBABILITY.
+    """
     with quiet_person_name_warnings():
         seg = hd.seg.Segmentation(
             source_images=[source],
-            pixel_array=pixel_array.astype(np.uint8),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            pixel_array=pixel_array,
+            segmentation_type=segmentation_type,
+            fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
             segment_descriptions=descriptions,
             series_instance_uid=derived_uid(basis, "seg-series"),
             series_number=series_number,
             sop_instance_uid=derived_uid(basis, "seg"),
             instance_number=1,
             manufacturer=MANUFACTURER,
-            manufacturer_model_name="SlicerCXR lung segmentation",
+            manufacturer_model_name=model_name,
             software_versions=software_version(),
             device_serial_number="0",
-            content_label="CORRECTED" if manual else "LUNGS",
-            content_description="Masks corrected by a reader" if manual else "Model output",
+            content_label=content_label,
+            content_description=content_description,
             omit_empty_frames=False,
         )
-    _add_laterality_modifiers(seg, names)
     _drop_plane_geometry(seg)
     _set_dimension_organization_uid(seg, derived_uid(basis, "dimension-organization"))
     seg.PatientOrientation = source.PatientOrientation
@@ -116,9 +163,10 @@ def build_seg(
     return seg
 
 
-def _one_model(algorithm: str) -> str:
-    """``algorithm`` when it names one model; for a list, ``SlicerCXR@<the list>``, which
-    credits the software without pinning the segment on a model that may not have drawn it."""
+def credited_model(algorithm: str) -> str:
+    """The model a segment credits: ``algorithm`` when it names one model; for a list,
+    ``SlicerCXR@<the list>``, which credits the software without pinning the segment on a
+    model that may not have drawn it."""
     if "," not in algorithm:
         return algorithm
     return f"{MANUFACTURER}@{algorithm.replace(' ', '')}"
@@ -151,7 +199,6 @@ def _description(number: int, name: str, algorithm: str, manual: bool,
     """Segment ``number``: its codes, the one model (``name@version``) that drew it, and a
     Tracking UID of this segment in this analysis of this source."""
     segment = SEGMENT_TYPES[name]
-    model_name, _, version = algorithm.partition("@")
     return hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=segment.label,
@@ -159,13 +206,20 @@ def _description(number: int, name: str, algorithm: str, manual: bool,
         segmented_property_type=segment.property_type,
         algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if manual
                         else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=model_name[:64], family=ARTIFICIAL_INTELLIGENCE,
-            version=(version or software_version())[:64]),
+        algorithm_identification=algorithm_identification(algorithm),
         tracking_uid=derived_uid(basis, "tracking", name, algorithm),
         tracking_id=name,
         display_color=hd.color.CIELabColor.from_rgb(*segment.rgb),
     )
+
+
+def algorithm_identification(algorithm: str) -> hd.AlgorithmIdentificationSequence:
+    """A segment's algorithm: the one model (``name@version``) that made it, family
+    Artificial Intelligence (the package version when the model has none)."""
+    model_name, _, version = algorithm.partition("@")
+    return hd.AlgorithmIdentificationSequence(
+        name=model_name[:64], family=ARTIFICIAL_INTELLIGENCE,
+        version=(version or software_version())[:64])
 
 
 def _add_laterality_modifiers(seg: pydicom.Dataset, names: Sequence[str]) -> None:
