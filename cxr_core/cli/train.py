@@ -176,6 +176,8 @@ def _add_findings(tasks: SubParsers) -> None:
                           help="lung mask dilation (fraction of the input size; default: "
                           "the base card's)")
     findings.add_argument("--size", type=int, default=224)
+    findings.add_argument("--without", nargs="+", default=[], choices=("kermany",),
+                          help="leave a source out of training (leave-one-source-out check)")
     add_training_flags(findings, FINDINGS, max_minutes_help="time cap per input mode")
     findings.set_defaults(handler=run_findings, parser=findings)
 
@@ -268,7 +270,7 @@ def run_findings(args: argparse.Namespace) -> int:
                           config=classifier_config(**config_flags(args)),
                           lung_model=args.lung_model, dilation=args.lung_mask_dilation,
                           extra=extra, extra_source=", ".join(sources) if extra else None,
-                          version=args.version)
+                          version=args.version, without=args.without)
     for mode, figures in card.evaluation["input_modes"].items():
         print(f"{mode:<12} val mean AUC {figures['val_mean_auc']:.4f} "
               f"({figures['epochs_run']} epochs)")

@@ -242,18 +242,26 @@ def train_findings(
     modes: Sequence[str] = (LUNG_MASKED,), size: int = 224,
     lung_model: str | Path = "lung_seg", dilation: float | None = None,
     extra: Sequence[FindingsSample] = (), extra_source: str | None = None,
-    version: str | None = None,
+    version: str | None = None, without: Sequence[str] = (),
 ) -> ModelCard:
     """Train one network per input mode on every source, keep the mode with the better
     val AUC, ship the labels the data supports; evaluate as the engine runs it and
-    across sources into ``<out_dir>/evaluation``."""
+    across sources into ``<out_dir>/evaluation``.
+
+    ``without`` leaves sources out of training and selection (``kermany``: a
+    leave-one-source-out run whose Kermany figures are then on an unseen hospital).
+    """
+    if REFERENCE_SOURCE in without:
+        raise ValueError(f"without: {REFERENCE_SOURCE!r} calibrates the model and cannot be "
+                         "left out")
     for mode in modes:
         if mode not in INPUT_MODES:
             raise ValueError(f"modes: unknown {mode!r}; known: {INPUT_MODES}")
     base = base_card(MODEL_NAME)
     base_rules = (base.runtime.classifier if base else None) or ClassifierRules()
     dilation = base_rules.lung_mask_dilation if dilation is None else dilation
-    samples = shared_findings_samples(data_root) + list(extra)
+    samples = [s for s in shared_findings_samples(data_root) + list(extra)
+               if s.source not in without]
     train_samples = [s for s in samples if s.split == "train"]
     val_samples = [s for s in samples if s.split == "val" and s.source in SELECTION_SOURCES]
     test_samples = [s for s in samples if s.split == "test" and s.source == REFERENCE_SOURCE]
@@ -318,7 +326,8 @@ def train_findings(
                 "lung_model": segmenter.card.identifier,
                 "torch_threads": torch.get_num_threads(), "batch_size": config.batch_size,
                 "learning_rate": config.learning_rate, "epochs_max": config.epochs,
-                "patience": config.patience, "input_modes": list(modes)}),
+                "patience": config.patience, "input_modes": list(modes),
+                "sources_left_out": list(without)}),
         description=carried_description(base, MODEL_NAME, "classification"),
         runtime=runtime_settings(fitted=RuntimeSettings(classifier=rules), base=base,
                                  default=DEFAULT_RUNTIME),
