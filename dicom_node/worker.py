@@ -104,6 +104,28 @@ FILTER_REASONS = (("Modality", "modalities", "modality not processed"),
 """(attribute, filter, reason): reasons are fixed codes, never the header's value."""
 
 
+STRICT_VRS = frozenset({"UI", "SQ"})
+"""An element holding a UID or a sequence must be encoded as one: a StudyInstanceUID
+encoded as PN reached the result writer and failed there (fuzz suite)."""
+
+
+def vr_problem(header: pydicom.Dataset) -> str | None:
+    """Why an element's VR makes the header untrustworthy, or None: a standard element
+    whose dictionary VR or stored VR is UI or SQ, stored with another VR. Names the tag
+    and the VRs, never the value."""
+    for element in header.iterall():
+        if element.tag.is_private or element.VR == "UN":
+            continue
+        try:
+            allowed = set(pydicom.datadict.dictionary_VR(element.tag).split(" or "))
+        except KeyError:
+            continue
+        if element.VR not in allowed and (allowed | {element.VR}) & STRICT_VRS:
+            return (f"element ({element.tag.group:04X},{element.tag.element:04X}) has VR "
+                    f"{element.VR}, expected {' or '.join(sorted(allowed))}")
+    return None
+
+
 def filter_reason(header: pydicom.Dataset, sop_class: str, filters: Filters) -> str | None:
     """Why an instance is not analysed (stored and ignored), or None to analyse it.
 
@@ -158,6 +180,9 @@ class Analyzer:
             return Outcome("refused", f"unreadable DICOM header ({type(error).__name__})")
         if unknown_character_set(header):
             return Outcome("refused", "unknown character set")
+        problem = vr_problem(header)
+        if problem is not None:
+            return Outcome("refused", problem)
         reason = filter_reason(header, instance.sop_class, self.filters)
         if reason is not None:
             return Outcome("ignored", reason)

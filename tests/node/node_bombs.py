@@ -10,18 +10,10 @@ from pathlib import Path
 
 import pydicom
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from tests.node.node_helpers import CR_J2K_LOSSY, DX_NIH, SC_JPEG
-
-
-def _fresh(source: Path) -> pydicom.Dataset:
-    dataset = pydicom.dcmread(source)
-    dataset.StudyInstanceUID = generate_uid()
-    dataset.SeriesInstanceUID = generate_uid()
-    dataset.SOPInstanceUID = generate_uid()
-    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
-    return dataset
+from tests.node.node_malformed import fresh_copy
 
 
 def _patch_codestream(dataset: pydicom.Dataset, marker: bytes, offset: int,
@@ -36,7 +28,7 @@ def _patch_codestream(dataset: pydicom.Dataset, marker: bytes, offset: int,
 
 def jpeg_sof_lie(folder: Path, side: int = 60000) -> Path:
     """The SIIM JPEG (Rows/Columns 1024) whose SOF0 says ``side`` x ``side``."""
-    dataset = _fresh(SC_JPEG)
+    dataset = fresh_copy(SC_JPEG)
     _patch_codestream(dataset, b"\xff\xc0", 5, struct.pack(">HH", side, side))
     path = folder / "jpeg_sof_lie.dcm"
     dataset.save_as(path, enforce_file_format=True)
@@ -45,7 +37,7 @@ def jpeg_sof_lie(folder: Path, side: int = 60000) -> Path:
 
 def j2k_siz_lie(folder: Path, side: int = 12000) -> Path:
     """The RG1 J2K CR (1955 x 1841) whose SIZ says ``side`` x ``side``."""
-    dataset = _fresh(CR_J2K_LOSSY)
+    dataset = fresh_copy(CR_J2K_LOSSY)
     _patch_codestream(dataset, b"\xff\x4f\xff\x51", 8, struct.pack(">II", side, side))
     path = folder / "j2k_siz_lie.dcm"
     dataset.save_as(path, enforce_file_format=True)
@@ -54,7 +46,7 @@ def j2k_siz_lie(folder: Path, side: int = 12000) -> Path:
 
 def declared_size_bomb(folder: Path, side: int = 60000) -> Path:
     """Rows = Columns = ``side`` over the NIH image's 1 MB of 8-bit pixels."""
-    dataset = _fresh(DX_NIH)
+    dataset = fresh_copy(DX_NIH)
     dataset.Rows = dataset.Columns = side
     path = folder / "declared_size_bomb.dcm"
     dataset.save_as(path, enforce_file_format=True)
@@ -64,7 +56,7 @@ def declared_size_bomb(folder: Path, side: int = 60000) -> Path:
 def deflate_bomb(folder: Path, inflated_mb: int = 320) -> Path:
     """A Deflated Explicit VR LE file: the NIH header, then PixelData of ``inflated_mb``
     MiB of zeros, compressed chunk by chunk (never held in memory: ~0.3 MB on disk)."""
-    dataset = _fresh(DX_NIH)
+    dataset = fresh_copy(DX_NIH)
     del dataset.PixelData
     header = io.BytesIO()
     write_dataset(pydicom.filebase.DicomFileLike(header), dataset)  # type: ignore[arg-type]

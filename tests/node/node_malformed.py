@@ -21,7 +21,8 @@ PATIENT_MARKER = "ZZTOPSECRET"
 PATIENT_NAME = PATIENT_MARKER + "^" + "Q" * 70
 
 
-def _fresh(source: Path) -> pydicom.Dataset:
+def fresh_copy(source: Path) -> pydicom.Dataset:
+    """A copy of a sample with new UIDs and the patient marker as name and ID."""
     dataset = pydicom.dcmread(source)
     dataset.StudyInstanceUID = generate_uid()
     dataset.SeriesInstanceUID = generate_uid()
@@ -91,14 +92,14 @@ def _dataset_edits() -> dict[str, Edit]:
 
 def _truncated_j2k(folder: Path) -> Path:
     # (a cut JPEG baseline frame is not a good case: libjpeg pads it and decodes)
-    dataset = _fresh(CR_J2K_LOSSY)
+    dataset = fresh_copy(CR_J2K_LOSSY)
     frame = b"".join(next(generate_fragmented_frames(dataset.PixelData, number_of_frames=1)))
     dataset.PixelData = encapsulate([frame[:2000]])
     return _save(dataset, folder, "truncated_j2k")
 
 
 def _explicit_nih(folder: Path, name: str) -> tuple[Path, bytes]:
-    dataset = _fresh(DX_NIH)
+    dataset = fresh_copy(DX_NIH)
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     path = _save(dataset, folder, name)
     return path, path.read_bytes()
@@ -126,11 +127,11 @@ def _raw_cases(folder: Path) -> dict[str, Path]:
     meta_end = split_dataset(path)[1]  # the dataset starts here
     path.write_bytes(data[:meta_end] + os.urandom(4096))
     cases["garbage_dataset"] = path
-    dataset = _fresh(DX_NIH)
+    dataset = fresh_copy(DX_NIH)
     dataset.SOPInstanceUID = "../../../../tmp/evil"
     dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     cases["path_like_sop_uid"] = _save(dataset, folder, "path_like_sop_uid")
-    dataset = _fresh(DX_NIH)
+    dataset = fresh_copy(DX_NIH)
     dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()  # request != dataset
     cases["sop_uid_mismatch"] = _save(dataset, folder, "sop_uid_mismatch")
     cases["truncated_j2k"] = _truncated_j2k(folder)
@@ -142,7 +143,7 @@ def build_malformed(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     cases = {}
     for name, edit in _dataset_edits().items():
-        dataset = _fresh(DX_NIH)
+        dataset = fresh_copy(DX_NIH)
         edit(dataset)
         cases[name] = _save(dataset, folder, name)
     cases.update(_raw_cases(folder))
