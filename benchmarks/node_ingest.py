@@ -39,7 +39,9 @@ import pydicom
 from pydicom.uid import generate_uid
 from timing import DICOM_SAMPLES
 
-SAMPLE = next(DICOM_SAMPLES.glob("nih_gcp_*.dcm"))
+SAMPLES = {"nih": next(DICOM_SAMPLES.glob("nih_gcp_*.dcm")),  # DX 1024², 8 bit, 1 MB
+           "cr": DICOM_SAMPLES / "RG1_UNCR.dcm"}                # CR 1955x1841, 7.2 MB
+SAMPLE = SAMPLES["nih"]
 
 
 def free_port() -> int:
@@ -135,7 +137,10 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models-dir", default=None)
+    parser.add_argument("--sample", choices=sorted(SAMPLES), default="nih")
     args = parser.parse_args()
+    global SAMPLE
+    SAMPLE = SAMPLES[args.sample]
     with tempfile.TemporaryDirectory(prefix="node-ingest-") as tmp:
         work = Path(tmp)
         files = make_inputs(work / "inputs", args.files)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pydicom
 
@@ -182,8 +183,8 @@ class Node:
         log.info("stopped")
 
 
-def serve(config: NodeConfig) -> int:
-    """Run until SIGTERM or SIGINT; return the exit code."""
+def serve(config: NodeConfig) -> NoReturn:
+    """Run until SIGTERM or SIGINT, stop gracefully, then end the process with code 0."""
     node = Node(config=config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -192,4 +193,8 @@ def serve(config: NodeConfig) -> int:
     while not stop.wait(1.0):
         pass
     node.stop()
-    return 0
+    # Daemon threads may still be inside native code (a worker loading its models with
+    # torch): interpreter teardown under them aborts the process (SIGABRT, "terminate
+    # called without an active exception"). Everything durable is already written.
+    logging.shutdown()
+    os._exit(0)

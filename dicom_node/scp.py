@@ -61,6 +61,7 @@ TRANSFER_SYNTAXES = [
     JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless,
 ]
 SUCCESS = 0x0000
+MAXIMUM_PDU_BYTES = 256 * 1024
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 DUPLICATE_UID = 0xC0D1
@@ -131,6 +132,9 @@ class StorageSCP:
                 if context.abstract_syntax and context.abstract_syntax not in offered:
                     ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         ae.maximum_associations = 16
+        # the largest P-DATA PDU a peer may send (and the guard's limit): 16 KiB, the
+        # default, costs one Python round per 16 KiB of a 7 MB CR
+        ae.maximum_pdu_size = MAXIMUM_PDU_BYTES
         ae.require_called_aet = True  # A-ASSOCIATE-RJ "called AE title not recognised"
         # CR images are large; do not drop a slow but live peer once associated
         ae.dimse_timeout = ae.network_timeout = 120
