@@ -103,8 +103,9 @@ class TlsConfig:
 class Limits:
     """What one input or one peer may cost the node (``[limits]``).
 
-    ``max_decoded_mb`` bounds an image's declared decoded pixel data (Rows x Columns x
-    samples x bits x frames; compressed frames must declare the same size in their own
+    ``max_dataset_mb`` bounds a received dataset as streamed to disk (it is never held in
+    memory whole); ``max_decoded_mb`` bounds an image's declared decoded pixel data (Rows
+    x Columns x samples x bits x frames; compressed frames must declare the same size in their own
     SOF/SIZ); ``max_inflated_mb`` bounds a deflated dataset once inflated. Before an
     association is accepted, every PDU must arrive within ``pdu_timeout_s`` of its first
     byte, an A-ASSOCIATE-RQ may hold at most ``max_associate_request_kb``, a TLS handshake
@@ -113,6 +114,7 @@ class Limits:
     """
 
     max_decoded_mb: float = 256.0
+    max_dataset_mb: float = 512.0
     max_inflated_mb: float = 256.0
     pdu_timeout_s: float = 10.0
     tls_handshake_timeout_s: float = 10.0
@@ -276,6 +278,7 @@ _FILTER_KEYS: dict[str, Any] = {
 }
 _LIMIT_KEYS: dict[str, Any] = {
     "max_decoded_mb": _positive,
+    "max_dataset_mb": _positive,
     "max_inflated_mb": _positive,
     "pdu_timeout_s": _positive,
     "tls_handshake_timeout_s": _positive,

@@ -22,10 +22,12 @@ import ipaddress
 import logging
 import sqlite3
 import ssl
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pydicom
 from pydicom import Dataset
 from pydicom.uid import (
     JPEG2000,
@@ -41,8 +43,9 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import split_dataset
 
 from cxr_core import RefusedInput, check_dicom_decode_limits, check_inflated_size
 from dicom_node.config import NodeConfig
@@ -61,6 +64,8 @@ TRANSFER_SYNTAXES = [
     JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless,
 ]
 SUCCESS = 0x0000
+DEFER_BYTES = 64 * 1024
+"""Values larger than this stay in the received file until read (pixel data)."""
 MAXIMUM_PDU_BYTES = 256 * 1024
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
@@ -143,7 +148,15 @@ class StorageSCP:
         return ae
 
     def start(self) -> None:
-        """Listen in background threads; returns at once."""
+        """Listen in background threads; returns at once.
+
+        Received datasets are streamed to a file as their PDUs arrive, never held in
+        memory (pynetdicom's ``STORE_RECV_CHUNKED_DATASET``; its temporary files go to the
+        process's temporary folder, which is set to ``incoming/`` so that a received file
+        is linked into the spool, not copied).
+        """
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        tempfile.tempdir = str(self.spool.incoming)
         ae = self.build_ae()
         handlers = [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_C_STORE, self.on_store)]
         limits = self.config.limits
@@ -223,27 +236,35 @@ class StorageSCP:
     # --- C-STORE -----------------------------------------------------------------
 
     def on_store(self, event: evt.Event) -> int | Dataset:
+        """pynetdicom has streamed the dataset to a file in ``incoming/`` (see
+        :meth:`start`); it is checked from there and hard-linked into the spool."""
         if self.spool.free_mb() < self.config.min_free_disk_mb:
             self.metrics.instances_rejected.labels(reason="disk_full").inc()
             return _failure(OUT_OF_RESOURCES, "storage nearly full")
+        received = Path(event.dataset_path)
         try:
-            self._check_inflated_size(event)
-            study_uid, sop_uid, sop_class = self._identify(event)
+            if received.stat().st_size > self.config.limits.max_dataset_mb * 2**20:
+                raise RefusedInput(f"dataset larger than "
+                                   f"{self.config.limits.max_dataset_mb:.0f} MiB")
+            offset = split_dataset(received)[1]
+            self._check_inflated_size(event, received, offset)
+            dataset = pydicom.dcmread(received, defer_size=DEFER_BYTES)
+            study_uid, sop_uid, sop_class = self._identify(event, dataset)
             check_dicom_decode_limits(
-                event.dataset, max_bytes=int(self.config.limits.max_decoded_mb * 2**20))
+                dataset, max_bytes=int(self.config.limits.max_decoded_mb * 2**20))
         except (UnsafeUID, RefusedInput) as error:
             return self._refuse(str(error))
         except Exception as error:  # a dataset that cannot be decoded at all
             return self._refuse(f"undecodable dataset ({type(error).__name__})")
         try:
-            key = self._instance_key(event, study_uid, sop_uid)
-        except sqlite3.Error:
+            key = self._instance_key(received, offset, study_uid, sop_uid)
+        except (OSError, sqlite3.Error):
             return _failure(OUT_OF_RESOURCES, "could not read the store")
         if not isinstance(key, str):
             return key
         path = self.spool.instance_path(study_uid, key)
         try:
-            self.spool.write_durably(path, [event.encoded_dataset(include_meta=True)])
+            self.spool.adopt_durably(received, path)
             new = self.store.record_instance(study_uid=study_uid, sop_uid=key,
                                              sop_class=sop_class, path=path,
                                              calling_ae=event.assoc.requestor.ae_title)
@@ -257,7 +278,7 @@ class StorageSCP:
             self.on_received()
         return SUCCESS
 
-    def _instance_key(self, event: evt.Event, study_uid: str, sop_uid: str
+    def _instance_key(self, received: Path, offset: int, study_uid: str, sop_uid: str
                       ) -> str | int | Dataset:
         """The key to store a received instance under, or the answer when not stored.
 
@@ -270,10 +291,10 @@ class StorageSCP:
         versions = self.store.instance_versions(sop_uid)
         if not versions:
             return sop_uid
-        request = event.request
-        assert isinstance(request, C_STORE) and request.DataSet is not None
-        received = request.DataSet.getvalue()
-        if any(study == study_uid and _file_ends_with(path, received)
+        with received.open("rb") as handle:
+            handle.seek(offset)
+            content = handle.read()
+        if any(study == study_uid and _file_ends_with(path, content)
                for study, path in versions):
             return SUCCESS
         if self.config.reused_uids == "version":
@@ -285,21 +306,20 @@ class StorageSCP:
         log.warning("instance refused", extra={"fields": {"reason": why}})
         return _failure(DUPLICATE_UID, why)
 
-    def _check_inflated_size(self, event: evt.Event) -> None:
+    def _check_inflated_size(self, event: evt.Event, received: Path, offset: int) -> None:
         """Before pydicom inflates a deflated dataset (whole, in memory): its size."""
         if event.context.transfer_syntax != DeflatedExplicitVRLittleEndian:
             return
-        request = event.request
-        assert isinstance(request, C_STORE) and request.DataSet is not None
-        check_inflated_size(request.DataSet.getvalue(),
-                            max_bytes=int(self.config.limits.max_inflated_mb * 2**20))
+        with received.open("rb") as handle:
+            handle.seek(offset)
+            deflated = handle.read()
+        check_inflated_size(deflated, max_bytes=int(self.config.limits.max_inflated_mb * 2**20))
 
-    def _identify(self, event: evt.Event) -> tuple[str, str, str]:
+    def _identify(self, event: evt.Event, dataset: Dataset) -> tuple[str, str, str]:
         request = event.request
         assert isinstance(request, C_STORE)  # only C-STORE is handled here
         sop_uid = checked_uid(request.AffectedSOPInstanceUID, "AffectedSOPInstanceUID")
         sop_class = checked_uid(request.AffectedSOPClassUID, "AffectedSOPClassUID")
-        dataset = event.dataset
         study_uid = checked_uid(dataset.get("StudyInstanceUID"), "StudyInstanceUID")
         if checked_uid(dataset.get("SOPInstanceUID"), "SOPInstanceUID") != sop_uid:
             raise UnsafeUID("SOPInstanceUID differs from the C-STORE request")

@@ -116,6 +116,26 @@ class Spool:
         fsync_directory(target.parent)
         return target
 
+    def adopt_durably(self, source: Path, target: Path) -> Path:
+        """Make ``source``, a file already written in ``incoming/``, the file ``target``
+        atomically: fsync it, hard-link it under a temporary name, rename, fsync the
+        folder. ``source`` itself stays (its writer deletes it)."""
+        target = Path(target)
+        if self.root.resolve() not in target.resolve().parents:
+            raise ValueError(f"refusing to write outside the storage folder: {target}")
+        with Path(source).open("rb") as handle:
+            os.fsync(handle.fileno())
+        temporary = self.incoming / f"{secrets.token_hex(8)}.part"
+        os.link(source, temporary)
+        try:
+            self._ensure_dir(target.parent)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        fsync_directory(target.parent)
+        return target
+
     def move_to_quarantine(self, path: Path, study_uid: str, sop_uid: str) -> Path:
         target = self.quarantine / study_uid / f"{sop_uid}.dcm"
         if not path.exists() and target.exists():
@@ -141,9 +161,10 @@ class Spool:
         return shutil.disk_usage(self.root).free / 2**20
 
     def clear_incoming(self) -> int:
-        """Delete half-written files left by a crash (never acknowledged); return count."""
+        """Delete half-written files left by a crash (never acknowledged): our ``.part``
+        files and pynetdicom's streamed ``.dcm`` ones; return how many."""
         removed = 0
-        for leftover in self.incoming.glob("*.part"):
+        for leftover in [*self.incoming.glob("*.part"), *self.incoming.glob("*.dcm")]:
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed

@@ -84,3 +84,25 @@ def build_bombs(folder: Path) -> dict[str, Path]:
             "rows_columns_60000": declared_size_bomb(folder),
             "deflate_320mb": deflate_bomb(folder)}
 
+
+
+def large_dataset(folder: Path, megabytes: int) -> Path:
+    """The NIH image with a private OB element of ``megabytes`` MiB of zeros before its
+    pixels, in explicit VR little endian, written without holding it in memory."""
+    dataset = fresh_copy(DX_NIH)
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    pixels = dataset.PixelData
+    del dataset.PixelData
+    path = folder / "large_dataset.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    with path.open("ab") as handle:
+        handle.write(struct.pack("<HH", 0x0009, 0x0010) + b"LO" + struct.pack("<H", 6)
+                     + b"CXRFZ ")
+        handle.write(struct.pack("<HH", 0x0009, 0x1000) + b"OB\x00\x00"
+                     + struct.pack("<I", megabytes * 2**20))
+        zeros = bytes(2**20)
+        for _ in range(megabytes):
+            handle.write(zeros)
+        handle.write(struct.pack("<HH", 0x7FE0, 0x0010) + b"OW\x00\x00"
+                     + struct.pack("<I", len(pixels)) + pixels)
+    return path

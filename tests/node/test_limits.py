@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.node.node_bombs import build_bombs
+from tests.node.node_bombs import build_bombs, large_dataset
 from tests.node.node_helpers import DX_NIH, NodeProcess, copy_with_new_uids, echoscu, send_raw
 
 EXPECTED = {"jpeg_sof_60000": "codestream is 60000x60000 px",
@@ -28,7 +28,7 @@ def peak_rss_mib(pid: int) -> float:
 
 def test_memory_bombs_are_refused_before_decoding(tmp_path: Path, processes: list,
                                                   chunked_sending: None) -> None:
-    node = NodeProcess(tmp_path, destinations=[])
+    node = NodeProcess(tmp_path, destinations=[], extra="[limits]\nmax_dataset_mb = 128\n")
     processes.append(node)
     node.start()
     for name, path in build_bombs(tmp_path / "bombs").items():
@@ -38,6 +38,11 @@ def test_memory_bombs_are_refused_before_decoding(tmp_path: Path, processes: lis
     good = copy_with_new_uids(DX_NIH, tmp_path / "good")
     assert send_raw(good, node.port) == (0x0000, "")
     assert node.process is not None
+    # a 160 MiB dataset is streamed to disk, never buffered: refused over max_dataset_mb
+    before = peak_rss_mib(node.process.pid)
+    code, comment = send_raw(large_dataset(tmp_path, 160), node.port)
+    assert code == 0xC000 and "dataset larger than 128 MiB" in comment, (code, comment)
+    assert peak_rss_mib(node.process.pid) - before < 64
     peak = peak_rss_mib(node.process.pid)
     print(f"node peak RSS after the bombs: {peak:.0f} MiB")
     assert peak < MEMORY_BUDGET_MIB
