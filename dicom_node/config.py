@@ -138,6 +138,7 @@ class NodeConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     filters: Filters = field(default_factory=Filters)
     overlay: bool = False
+    heatmap_seg: bool = True
     reused_uids: str = "refuse"
     min_free_disk_mb: float = 500.0
     http_address: str = "127.0.0.1"
@@ -246,6 +247,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "models_dir": ("models_dir", _path),
         "log_level": ("log_level", _choice(_LOG_LEVELS)),
         "overlay": ("overlay", _bool),
+        "heatmap_seg": ("heatmap_seg", _bool),
         "reused_uids": ("reused_uids", _choice(REUSED_UID_POLICIES)),
     },
     "security": {

@@ -152,7 +152,8 @@ def unknown_character_set(header: pydicom.Dataset) -> bool:
 
 
 class Analyzer:
-    """Turns one received instance into results (SEG, SR, optional overlay SC).
+    """Turns one received instance into results (SEG, SR, the heat-map SEG of positive
+    findings unless switched off, optional overlay SC).
 
     Parameters
     ----------
@@ -164,13 +165,16 @@ class Analyzer:
         Which instances to analyse.
     overlay:
         Also make a Secondary Capture of the overlay.
+    heatmap_seg:
+        Make the FRACTIONAL heat-map SEG when a finding is positive.
     """
 
-    def __init__(self, *, engine: Engine, spool: Spool, filters: Filters, overlay: bool) -> None:
+    def __init__(self, *, engine: Engine, spool: Spool, filters: Filters, overlay: bool,
+                 heatmap_seg: bool = True) -> None:
         self.engine = engine
         self.spool = spool
         self.filters = filters
-        self.options = DicomOptions(overlay=overlay)
+        self.options = DicomOptions(overlay=overlay, heatmaps=heatmap_seg)
 
     def run(self, instance: Instance, study_uid: str) -> Outcome:
         try:
@@ -251,7 +255,8 @@ class Worker(threading.Thread):
                 "worker": self.name, "error": f"{type(error).__name__}: {error}"}})
             return
         self.analyzer = Analyzer(engine=engine, spool=self.spool, filters=self.config.filters,
-                                 overlay=self.config.overlay)
+                                 overlay=self.config.overlay,
+                                 heatmap_seg=self.config.heatmap_seg)
         self.state = "ready"
         run_supervised(self.heartbeat, self._tick, stop=self.stop_event, period_s=0.2,
                        wait=lambda _seconds: None)  # take() waits

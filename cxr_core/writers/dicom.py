@@ -24,6 +24,8 @@ class DicomOptions:
 
     overlay: bool = False
     """Also an RGB Secondary Capture of the overlay, for viewers that cannot show a SEG."""
+    heatmaps: bool = True
+    """Also a FRACTIONAL SEG of the positive findings' heat maps (when any is positive)."""
 
 
 @dataclass
@@ -73,6 +75,6 @@ def build_dicom_results(source: pydicom.Dataset, analysis: Analysis,
     heatmap_seg = (build_heatmap_seg(source, analysis.findings,
                                      spacing=analysis.radiograph.spacing,
                                      algorithm=analysis.algorithm or MANUFACTURER, digest=digest)
-                   if mapped_findings(analysis.findings) else None)
+                   if options.heatmaps and mapped_findings(analysis.findings) else None)
     overlay = build_overlay_sc(source, analysis, digest=digest) if options.overlay else None
     return DicomResults(seg=seg, sr=sr, overlay=overlay, heatmap_seg=heatmap_seg)

@@ -124,10 +124,18 @@ def make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
 
 
 def received_sop_uids(folder: Path) -> collections.Counter:
-    """SOP Instance UID -> how many files storescp wrote for it (+uf: never overwrites)."""
-    return collections.Counter(
-        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-        for p in folder.iterdir() if p.is_file())
+    """SOP Instance UID -> how many complete files storescp wrote for it (+uf: never
+    overwrites). storescp writes a file as it receives it: one still being written does not
+    parse yet and is not counted (callers poll)."""
+    uids: collections.Counter = collections.Counter()
+    for path in folder.iterdir():
+        if not path.is_file():
+            continue
+        try:
+            uids[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] += 1
+        except (pydicom.errors.InvalidDicomError, EOFError, OSError, AttributeError):
+            continue
+    return uids
 
 
 class NodeProcess:
@@ -135,7 +143,8 @@ class NodeProcess:
 
     def __init__(self, root: Path, *, destinations: list[tuple[str, str, int]],
                  allowed: tuple[str, ...] = (PACS_AE,), quiet_period: float = 0.5,
-                 extra: str = "", port: int | None = None, tmpfs_mb: int = 0) -> None:
+                 extra: str = "", port: int | None = None, tmpfs_mb: int = 0,
+                 heatmap_seg: bool = False) -> None:
         self.root = root
         self.tmpfs_mb = tmpfs_mb
         root.mkdir(parents=True, exist_ok=True)
@@ -146,6 +155,9 @@ class NodeProcess:
         self.config_path = root / "node.toml"
         lines = ["[node]", f'ae_title = "{NODE_AE}"', 'bind_address = "127.0.0.1"',
                  f"port = {self.port}", f'storage = "{self.storage}"',
+                 # off unless a test asks: most node tests count deliveries, and whether
+                 # a finding is positive depends on the model, not on the node
+                 f"heatmap_seg = {str(heatmap_seg).lower()}",
                  "[security]", f"allowed_ae_titles = {json.dumps(list(allowed))}",
                  "min_free_disk_mb = 1",
                  "[jobs]", f"quiet_period_s = {quiet_period}", "workers = 1",

@@ -33,7 +33,8 @@ SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 def flow(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("flow")
     destination = Storescp(root / "received").start()
-    node = NodeProcess(root, destinations=[("dest", DEST_AE, destination.port)])
+    node = NodeProcess(root, destinations=[("dest", DEST_AE, destination.port)],
+                       heatmap_seg=True)
     text = node.config_path.read_text().replace("[security]", "overlay = true\n[security]")
     node.config_path.write_text(text)
     try:
@@ -65,13 +66,14 @@ def _uid(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
 
-def _results_for(folder: Path, source_uid: str) -> dict[str, Path]:
-    """The node's results (by SOP class) that reference ``source_uid``."""
+def _results_for(folder: Path, source_uid: str) -> dict[tuple[str, int], Path]:
+    """The node's results that reference ``source_uid``, by (SOP class, series number):
+    the lung SEG (901) and the heat-map SEG (904) share a SOP class."""
     found = {}
     for path in folder.iterdir():
         dataset = pydicom.dcmread(path, stop_before_pixels=True)
         if source_uid in str(dataset.to_json_dict()):
-            found[str(dataset.SOPClassUID)] = path
+            found[(str(dataset.SOPClassUID), int(dataset.SeriesNumber))] = path
     return found
 
 
@@ -80,14 +82,22 @@ def test_each_chest_image_gets_seg_sr_and_overlay_exactly_once(flow) -> None:
     uids = {_uid(p) for p in chest.values()}
     states = node.wait_instances(uids, {"processed", "refused", "failed"})
     assert {states[u][0] for u in uids} == {"processed"}, states
-    # 3 results per image (SEG, SR, overlay SC)
-    expected = 3 * len(uids)
+    # SEG, SR and overlay SC per image, and the heat-map SEG when a finding is positive
+    kinds: dict[str, list[str]] = {}
+    for source_uid, kind in node.query("SELECT source_sop_uid, kind FROM results"):
+        kinds.setdefault(source_uid, []).append(kind)
+    for uid in uids:
+        assert sorted(kinds[uid]) in (["overlay", "seg", "sr"],
+                                      ["heatmap_seg", "overlay", "seg", "sr"]), kinds[uid]
+    expected = sum(len(kinds[uid]) for uid in uids)
     wait_for(lambda: sum(destination.received().values()) >= expected, 60, "results")
     counts = destination.received()
     assert len(counts) == expected and set(counts.values()) == {1}, counts
     for source in chest.values():
         results = _results_for(destination.folder, _uid(source))
-        assert set(results) == {SEG_CLASS, SR_CLASS, SC_CLASS}, (source.name, results)
+        assert {sop_class for sop_class, _ in results} == {SEG_CLASS, SR_CLASS, SC_CLASS}, (
+            source.name, results)
+        assert len(results) == len(kinds[_uid(source)])
     sent = node.query("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'")[0][0]
     assert sent == expected  # the store agrees with the destination
 
@@ -98,7 +108,7 @@ def test_results_are_valid_dicom_referencing_the_source(flow) -> None:
     results = _results_for(destination.folder, str(source.SOPInstanceUID))
     for path in results.values():
         assert dciodvfy_errors(path) == [], path
-    seg = pydicom.dcmread(results[SEG_CLASS], stop_before_pixels=True)
+    seg = pydicom.dcmread(results[(SEG_CLASS, 901)], stop_before_pixels=True)
     assert seg.StudyInstanceUID == source.StudyInstanceUID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
     assert seg.Manufacturer == "SlicerCXR" and seg.SeriesNumber == 901
