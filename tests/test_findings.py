@@ -1,5 +1,6 @@
 """The shipped findings model on the real NIH images, its calibration and operating points,
 its heat maps, and its findings in every writer (JSON, heat-map PNGs, overlay, SR)."""
+# Labels come from the shipped card: the classifier ships the labels the data supports.
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from cxr_core.segmentation import Segmenter
 from cxr_core.stages.findings import LUNG_MASKED, WHOLE_IMAGE, FindingsClassifier, FindingsInput
 from cxr_core.terminology import FINDING_CODES
 from cxr_core.training.calibration import fit_platt, threshold_for_sensitivity
-from cxr_core.training.findings_data import LABELS, nih_findings_samples, nih_labels, parse_boxes
+from cxr_core.training.findings import youden_threshold
+from cxr_core.training.findings_data import (
+    nih_findings_samples,
+    nih_labels,
+    nih_multilabel_samples,
+    parse_boxes,
+)
 from cxr_core.training.findings_evaluate import predict_samples
 from cxr_core.training.metrics import roc_auc, sensitivity_specificity
 from cxr_core.writers.files import write_outputs
@@ -30,63 +37,84 @@ def classifier() -> FindingsClassifier:
 
 
 @pytest.fixture(scope="module")
+def labels(classifier) -> list[str]:
+    return list(classifier.card.labels)
+
+
+@pytest.fixture(scope="module")
 def segmenter(classifier) -> Segmenter | None:
     return Segmenter.load("lung_seg") if classifier.lung_masked else None
 
 
 @pytest.fixture(scope="module")
-def predictions(classifier, segmenter, shared_data) -> dict[str, tuple]:
-    """``split -> (targets, probabilities, views)`` for val and test, from the images."""
-    samples = nih_findings_samples(shared_data)
+def predictions(classifier, segmenter, shared_data, labels) -> dict[str, tuple]:
+    """``split -> (targets, probabilities, views)`` for the NIH val and test splits (both
+    full-resolution NIH sets), from the images."""
+    samples = nih_findings_samples(shared_data) + nih_multilabel_samples(shared_data)
     results = {}
     for split in ("val", "test"):
         chosen = [s for s in samples if s.split == split]
         predicted = predict_samples(classifier, segmenter, chosen, lambda s: False)
         results[split] = (
-            np.array([[p.sample.labels[label] for label in LABELS] for p in predicted]),
+            np.array([[p.sample.labels[label] for label in labels] for p in predicted]),
             np.stack([p.probabilities for p in predicted]),
             np.array([p.sample.view for p in predicted]))
     return results
 
 
-def test_test_split_auc_is_at_least_the_card_figure(classifier, predictions) -> None:
+def test_test_split_auc_is_at_least_the_card_figure(classifier, predictions, labels) -> None:
     targets, probabilities, views = predictions["test"]
     figures = classifier.card.evaluation["test"]
-    for index, label in enumerate(LABELS):
+    for index, label in enumerate(labels):
         for view in ("all", "AP", "PA"):
+            if view not in figures[label] or not figures[label][view]["n_positive"]:
+                continue  # no positive of this label in this view: no AUC to hold
             inside = np.ones(len(views), bool) if view == "all" else views == view
             auc = roc_auc(targets[inside, index] > 0.5, probabilities[inside, index])
             assert auc >= figures[label][view]["auc"] - AUC_MARGIN, (label, view, auc)
 
 
-def test_model_does_more_than_tell_ap_from_pa(classifier, predictions) -> None:
-    """Within each view the view carries no information, so AUC above chance there is
-    the model seeing something else; overall it must beat the 'PA view' score."""
+def test_the_view_is_not_the_models_shortcut(predictions, labels) -> None:
+    """NIH's normals are mostly AP and its abnormal images mostly PA, so "PA -> abnormal"
+    scores well on NIH and fails elsewhere. Among the test normals, the model must not
+    rank PA images above AP ones (it does not learn the view); within PA, where NIH's
+    abnormal images are, it must still rank abnormal above normal."""
     targets, probabilities, views = predictions["test"]
-    for index, label in enumerate(LABELS):
-        truth = targets[:, index] > 0.5
-        view_only = roc_auc(truth, (views == "PA").astype(float))
-        assert roc_auc(truth, probabilities[:, index]) > view_only + 0.05, label
-        for view in ("AP", "PA"):
-            inside = views == view
-            assert roc_auc(truth[inside], probabilities[inside, index]) > 0.6, (label, view)
+    index = labels.index("abnormal")
+    truth = targets[:, index] > 0.5
+    normals = ~truth
+    assert roc_auc(views[normals] == "PA", probabilities[normals, index]) <= 0.6
+    inside = views == "PA"
+    assert roc_auc(truth[inside], probabilities[inside, index]) > 0.7
 
 
-def test_card_thresholds_keep_val_sensitivity(classifier, predictions) -> None:
+def test_card_thresholds_follow_their_rules_on_val(classifier, predictions, labels) -> None:
+    """``abnormal`` keeps val sensitivity >= 0.9 (triage); every other label sits at the
+    val threshold with the best Youden index."""
     targets, probabilities, _ = predictions["val"]
-    for index, label in enumerate(LABELS):
-        rules = classifier.card.runtime.classifier
-        assert rules is not None
+    rules = classifier.card.runtime.classifier
+    assert rules is not None
+    for index, label in enumerate(labels):
+        truth = targets[:, index] > 0.5
         threshold = rules.thresholds[label]
-        sensitivity, _ = sensitivity_specificity(targets[:, index] > 0.5,
-                                                 probabilities[:, index], threshold)
-        assert sensitivity >= 0.90 - 1e-6, label
+        if label == "abnormal":  # one positive of slack: the engine path differs in ulps
+            sensitivity, _ = sensitivity_specificity(truth, probabilities[:, index], threshold)
+            assert sensitivity >= 0.90 - 1 / truth.sum() - 1e-6
+        else:  # the best Youden index, within one positive (the card rounds thresholds)
+            best = youden_threshold(truth, probabilities[:, index])
+            assert _youden(truth, probabilities[:, index], threshold) >= _youden(
+                truth, probabilities[:, index], best) - 1.01 / truth.sum(), label
 
 
-def test_engine_findings_reach_json_heatmaps_overlay_and_sr(engine, tmp_path) -> None:
+def _youden(truth: np.ndarray, probabilities: np.ndarray, threshold: float) -> float:
+    sensitivity, specificity = sensitivity_specificity(truth, probabilities, threshold)
+    return sensitivity + specificity - 1
+
+
+def test_engine_findings_reach_json_heatmaps_overlay_and_sr(engine, labels, tmp_path) -> None:
     analysis = engine.analyze(read_radiograph(RG1_UNCR))
-    by_name = {f.name: f for f in analysis.findings if f.name in LABELS}
-    assert set(by_name) == set(LABELS)  # other stages may add their own findings
+    by_name = {f.name: f for f in analysis.findings if f.name in labels}
+    assert set(by_name) == set(labels)  # other stages may add their own findings
     for name, finding in by_name.items():
         assert finding.code == FINDING_CODES[name]
         assert 0.0 <= finding.probability <= 1.0
@@ -94,8 +122,8 @@ def test_engine_findings_reach_json_heatmaps_overlay_and_sr(engine, tmp_path) ->
         assert (finding.heatmap is not None) == finding.positive
     outputs = write_outputs(analysis, tmp_path)
     listed = [f for f in json.loads(outputs.files["json"].read_text())["findings"]
-              if f["name"] in LABELS]
-    assert len(listed) == len(LABELS)
+              if f["name"] in labels]
+    assert len(listed) == len(labels)
     for item in listed:
         assert set(item) >= {"name", "code", "probability", "threshold", "positive"}
         heatmap_path = outputs.folder / "heatmaps" / f"{item['name']}.png"
@@ -105,7 +133,7 @@ def test_engine_findings_reach_json_heatmaps_overlay_and_sr(engine, tmp_path) ->
     sr_path = outputs.files["sr"]
     assert dciodvfy_errors(sr_path) == []
     dump = dsrdump(sr_path)
-    for code in (FINDING_CODES[label] for label in LABELS):
+    for code in (FINDING_CODES[label] for label in labels):
         assert code.value in dump and code.meaning in dump
     sr = hd.sr.srread(sr_path)
     groups = sr.content.get_image_measurement_groups()
@@ -118,7 +146,7 @@ def test_engine_findings_reach_json_heatmaps_overlay_and_sr(engine, tmp_path) ->
         assert probability.value == pytest.approx(finding.probability, abs=1e-4)
 
 
-def test_heatmaps_are_at_source_resolution(classifier, segmenter, shared_data) -> None:
+def test_heatmaps_are_at_source_resolution(classifier, segmenter, shared_data, labels) -> None:
     sample = next(s for s in nih_findings_samples(shared_data)
                   if s.split == "test" and s.boxes)
     pixels = read_radiograph(sample.image).pixels
@@ -127,10 +155,13 @@ def test_heatmaps_are_at_source_resolution(classifier, segmenter, shared_data) -
         masks = segmenter(pixels).masks
         lungs = masks["right_lung"] | masks["left_lung"]
     network_input = classifier.input(pixels, lungs)
-    maps = [classifier.heatmap(network_input, i, pixels.shape) for i in range(len(LABELS))]
+    maps = [classifier.heatmap(network_input, i, pixels.shape) for i in range(len(labels))]
     for heatmap in maps:
         assert heatmap.shape == pixels.shape and heatmap.dtype == np.float32
-        assert heatmap.min() == pytest.approx(0.0) and heatmap.max() == pytest.approx(1.0)
+        assert heatmap.min() == pytest.approx(0.0)
+        # scaled 0..1 on its own; a label whose map is zero everywhere stays flat
+        assert heatmap.max() == pytest.approx(1.0) or heatmap.max() == 0.0
+    assert any(heatmap.max() == pytest.approx(1.0) for heatmap in maps)
 
 
 def test_lung_masking_blanks_outside_the_dilated_lungs() -> None:
@@ -175,10 +206,15 @@ def test_platt_scaling_undoes_overconfidence_and_shift() -> None:
 
 
 def test_nih_labels_and_boxes() -> None:
-    assert nih_labels("No Finding") == {"abnormal": 0.0, "pneumonia": 0.0}
-    assert nih_labels("Effusion|Pneumonia") == {"abnormal": 1.0, "pneumonia": 1.0}
-    assert nih_labels("Effusion") == {"abnormal": 1.0, "pneumonia": 0.0}
+    normal = nih_labels("No Finding")
+    assert len(normal) == 15 and not any(normal.values())
+    both = nih_labels("Effusion|Pneumonia")
+    assert {k for k, v in both.items() if v} == {"abnormal", "effusion", "pneumonia"}
+    assert {k for k, v in nih_labels("Pleural_Thickening").items() if v} == {
+        "abnormal", "pleural_thickening"}
     with pytest.raises(ValueError, match="finding_labels"):
         nih_labels(" ")
+    with pytest.raises(ValueError, match="not NIH findings"):
+        nih_labels("Fracture")
     assert parse_boxes("Pneumonia:1,2,3,4;Mass:5.5,6,7,8") == [
         ("Pneumonia", 1.0, 2.0, 3.0, 4.0), ("Mass", 5.5, 6.0, 7.0, 8.0)]

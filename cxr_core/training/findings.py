@@ -22,6 +22,7 @@ the card says why. The shipped network is evaluated as the engine runs it
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -215,7 +216,9 @@ def fit_labels(val_logits: np.ndarray, val: FindingsTensors, test: FindingsTenso
             test_auc = {"test_auc": figures["auc"], "test_auc_ci95": figures["auc_ci95"]}
         fits.append(LabelFit(
             label=label, scale=round(scale, 5), bias=round(bias, 5),
-            threshold=round(threshold, 4), val_auc=round(roc_auc(truth, after), 4),
+            # rounded down: rounding up would drop the positive the threshold sits on
+            threshold=math.floor(threshold * 1e4) / 1e4,
+            val_auc=round(roc_auc(truth, after), 4),
             val_positives=int(truth.sum()), test_positives=int(test_truth.sum()),
             ece={"val_before": round(ece(truth, platt(val_logits[:, c])), 4),
                  "val_after": round(ece(truth, after), 4),
