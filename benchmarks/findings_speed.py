@@ -1,7 +1,7 @@
 """What the findings stage adds per image, against the 100 ms budget and the lung stage.
 
 Times (median after warm-up) the lung segmentation, the findings probabilities, one
-Grad-CAM heat map, and the whole stage as the engine runs it, on a DICOM CR (2k) and an
+heat map (class activation map), and the whole stage as the engine runs it, on a DICOM CR (2k) and an
 NIH PNG (512 px), and prints each as a ratio of the budget and of the lung stage measured
 in the same run.
 
@@ -51,7 +51,7 @@ def stage_timings(engine: Engine, stage: FindingsStage, path: Path,
         "findings input": median_time(lambda: classifier.input(radiograph.pixels, lungs), runs),
         "findings probabilities": median_time(
             lambda: classifier.probabilities(network_input), runs),
-        "one Grad-CAM map": median_time(
+        "one heat map": median_time(
             lambda: classifier.heatmap(network_input, 0, radiograph.shape), runs),
         "stage, all negative": median_time(lambda: run_stage(False), runs),
         "stage, all positive (worst)": median_time(lambda: run_stage(True), runs),
@@ -75,7 +75,7 @@ def main() -> None:
         reference = timings["lung stage (reference)"]
         print(f"\n{path.name[:40]} ({read_radiograph(path).shape[0]} rows), "
               f"median of {args.runs} runs")
-        print(f"{'step':<30} {'ms':>8} {'x 200 ms':>9} {'x lung':>8}")
+        print(f"{'step':<30} {'ms':>8} {'x 100 ms':>9} {'x lung':>8}")
         for name, seconds in timings.items():
             print(f"{name:<30} {seconds * 1000:>8.1f} {seconds / BUDGET_S:>9.2f} "
                   f"{seconds / reference:>8.2f}")
