@@ -1,7 +1,7 @@
 """What the findings stage adds per image, against the 100 ms budget and the lung stage.
 
 Times (median after warm-up) the lung segmentation, the findings probabilities, one
-heat map (class activation map), and the whole stage as the engine runs it, on a DICOM CR (2k) and an
+heat map, and the whole stage as the engine runs it, on a DICOM CR (2k) and an
 NIH PNG (512 px), and prints each as a ratio of the budget and of the lung stage measured
 in the same run.
 
