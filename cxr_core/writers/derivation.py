@@ -7,7 +7,7 @@ import copy
 import hashlib
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -62,6 +62,23 @@ def source_digest(header: Dataset, pixels: np.ndarray | None = None) -> str:
 _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
                  "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
+
+def result_digest(masks: Mapping[str, np.ndarray], findings: Sequence[tuple[str, float, bool]],
+                  measurements: Sequence[tuple[str, float]]) -> str:
+    """A sha256 (hex) of what an analysis says: its masks (bit-packed), findings (name,
+    probability, decision) and measurements. Hashed into derived UIDs beside the source
+    digest, so a different result for the same source (a corrected mask, another model
+    run) never reuses an object's UID, while the same analysis gives the same UIDs."""
+    digest = hashlib.sha256()
+    for name in sorted(masks):
+        mask = np.ascontiguousarray(masks[name], dtype=bool)
+        digest.update(f"{name}{mask.shape}".encode())
+        digest.update(np.packbits(mask).tobytes())
+    for name, probability, positive in findings:
+        digest.update(f"{name}={probability:.6f}:{positive}\n".encode())
+    for name, value in measurements:
+        digest.update(f"{name}={value:.6g}\n".encode())
+    return digest.hexdigest()
 
 def source_for_derivation(header: Dataset, spacing: PixelSpacing) -> Dataset:
     """A copy of the source header fit to derive from.

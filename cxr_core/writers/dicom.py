@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pydicom
 
 from cxr_core.analysis import Analysis
-from cxr_core.writers.derivation import source_digest
+from cxr_core.writers.derivation import result_digest, source_digest
 from cxr_core.writers.heatmap_seg import build_heatmap_seg, mapped_findings
 from cxr_core.writers.identity import MANUFACTURER
 from cxr_core.writers.overlay_sc import build_overlay_sc
@@ -65,7 +65,9 @@ def build_dicom_results(source: pydicom.Dataset, analysis: Analysis,
     masks = {name: segment.mask for name, segment in analysis.segments.items()}
     # the UIDs hash the source's content, not only its SOP Instance UID: two different
     # images that share one (a re-labelled copy) must not yield one SEG/SR UID
-    digest = source_digest(source, analysis.radiograph.pixels)
+    digest = source_digest(source, analysis.radiograph.pixels) + result_digest(
+        masks, [(f.name, f.probability, f.positive) for f in analysis.findings],
+        [(m.name, m.value) for m in analysis.measurements])
     seg = build_seg(source, masks, spacing=analysis.radiograph.spacing,
                     algorithm=analysis.algorithm or MANUFACTURER,
                     segment_algorithms={name: segment.model_id for name, segment
