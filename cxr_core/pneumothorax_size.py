@@ -99,11 +99,10 @@ def collins(lesion: np.ndarray, lung: np.ndarray, spacing: PixelSpacing, *,
     """
     if not spacing.trusted or spacing.row_mm is None or spacing.column_mm is None:
         return None
-    cavity = hemithorax(lung, lesion)
-    collapsed = cavity & ~lesion
-    rows = np.nonzero(collapsed.any(axis=1))[0]
-    if not lesion.any() or rows.size == 0:
+    found = _collapsed_lung(lesion, lung)
+    if found is None:
         return None
+    cavity, collapsed, rows = found
     apical = _apical_run(cavity, collapsed) * spacing.row_mm / 10
     top, bottom = int(rows[0]), int(rows[-1])
     upper, lower = (round(top + (bottom - top) * share) for share in (0.25, 0.75))
@@ -139,14 +138,25 @@ def bts_rim(lesion: np.ndarray, lung: np.ndarray, spacing: PixelSpacing, *,
     same conditions as :func:`collins`."""
     if not spacing.trusted or spacing.column_mm is None:
         return None
+    found = _collapsed_lung(lesion, lung)
+    if found is None:
+        return None
+    cavity, collapsed, rows = found
+    hilum = (int(rows[0]) + int(rows[-1])) // 2
+    gap = _lateral_gap(cavity[hilum], collapsed[hilum], lateral_left)
+    return BtsRim(rim_mm=gap * spacing.column_mm)
+
+
+def _collapsed_lung(lesion: np.ndarray, lung: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(hemithorax, collapsed lung, rows the collapsed lung spans)``, or None without a
+    lesion or without any collapsed lung left (the distances are then undefined)."""
     cavity = hemithorax(lung, lesion)
     collapsed = cavity & ~lesion
     rows = np.nonzero(collapsed.any(axis=1))[0]
     if not lesion.any() or rows.size == 0:
         return None
-    hilum = (int(rows[0]) + int(rows[-1])) // 2
-    gap = _lateral_gap(cavity[hilum], collapsed[hilum], lateral_left)
-    return BtsRim(rim_mm=gap * spacing.column_mm)
+    return cavity, collapsed, rows
 
 
 def _apical_run(cavity: np.ndarray, collapsed: np.ndarray) -> int:

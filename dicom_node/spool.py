@@ -98,9 +98,7 @@ class Spool:
 
         ``target`` must lie under the storage folder (callers build it from checked UIDs).
         """
-        target = Path(target)
-        if self.root.resolve() not in target.resolve().parents:
-            raise ValueError(f"refusing to write outside the storage folder: {target}")
+        target = self._inside(target)
         temporary = self.incoming / f"{secrets.token_hex(8)}.part"
         try:
             with temporary.open("wb") as handle:
@@ -108,25 +106,32 @@ class Spool:
                     handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
-            self._ensure_dir(target.parent)
-            os.replace(temporary, target)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        fsync_directory(target.parent)
-        return target
+        return self._publish(temporary, target)
 
     def adopt_durably(self, source: Path, target: Path) -> Path:
         """Make ``source``, a file already written in ``incoming/``, the file ``target``
         atomically: fsync it, hard-link it under a temporary name, rename, fsync the
         folder. ``source`` itself stays (its writer deletes it)."""
-        target = Path(target)
-        if self.root.resolve() not in target.resolve().parents:
-            raise ValueError(f"refusing to write outside the storage folder: {target}")
+        target = self._inside(target)
         with Path(source).open("rb") as handle:
             os.fsync(handle.fileno())
         temporary = self.incoming / f"{secrets.token_hex(8)}.part"
         os.link(source, temporary)
+        return self._publish(temporary, target)
+
+    def _inside(self, target: Path) -> Path:
+        """``target``, after checking it lies under the storage folder."""
+        target = Path(target)
+        if self.root.resolve() not in target.resolve().parents:
+            raise ValueError(f"refusing to write outside the storage folder: {target}")
+        return target
+
+    def _publish(self, temporary: Path, target: Path) -> Path:
+        """Rename the durable ``temporary`` onto ``target`` and fsync the folder; the
+        temporary file goes if the rename fails."""
         try:
             self._ensure_dir(target.parent)
             os.replace(temporary, target)

@@ -98,19 +98,20 @@ def parse_boxes(text: str) -> list[Box]:
 
 def nih_findings_samples(data_root: Path) -> list[FindingsSample]:
     """The shared NIH normal/pneumonia set with its fixed patient-disjoint splits."""
-    root = data_root / NIH_DATASET
-    return [FindingsSample(image=root / row["image"], labels=nih_labels(row["label_findings"]),
-                           split=row["split"], view=row["view"],
-                           boxes=parse_boxes(row["nih_bbox_resized_xywh"]))
-            for row in read_manifest(root)]
+    return _nih_manifest(data_root / NIH_DATASET, findings="label_findings", view="view",
+                         boxes="nih_bbox_resized_xywh")
 
 
 def nih_multilabel_samples(data_root: Path) -> list[FindingsSample]:
     """The shared 14-label NIH set (one image per patient, mostly PA)."""
-    root = data_root / NIH_MULTILABEL
-    return [FindingsSample(image=root / row["image"], labels=nih_labels(row["finding_labels"]),
-                           split=row["split"], view=row["view_position"],
-                           boxes=parse_boxes(row["nih_boxes"]))
+    return _nih_manifest(data_root / NIH_MULTILABEL, findings="finding_labels",
+                         view="view_position", boxes="nih_boxes")
+
+
+def _nih_manifest(root: Path, *, findings: str, view: str, boxes: str) -> list[FindingsSample]:
+    """A shared NIH manifest, its columns named as that set names them."""
+    return [FindingsSample(image=root / row["image"], labels=nih_labels(row[findings]),
+                           split=row["split"], view=row[view], boxes=parse_boxes(row[boxes]))
             for row in read_manifest(root)]
 
 
