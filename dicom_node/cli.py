@@ -108,7 +108,13 @@ def _flag_name(message: str) -> str:
 def _open_store(args: argparse.Namespace) -> Store:
     from dicom_node.store import Store
 
-    storage = load_config(args.config).storage if args.config else args.storage
+    if args.config:
+        config = load_config(args.config)
+        if config.store_url is not None:
+            return config.open_store()
+        storage = config.storage
+    else:
+        storage = args.storage
     database = storage / "node.sqlite"
     if not database.is_file():
         raise ConfigError(f"--storage: no node database in {storage}")

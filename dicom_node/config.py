@@ -12,12 +12,15 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import uid as uids
 from pydicom.uid import UID
 
 from cxr_core import CHEST_BODY_PARTS
+
+if TYPE_CHECKING:
+    from dicom_node.store import Store
 
 # A DICOM AE title: 1-16 characters of the default repertoire, no backslash or control.
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
@@ -31,6 +34,7 @@ DEFAULT_BODY_PARTS: tuple[str, ...] = ("", *sorted(CHEST_BODY_PARTS))
 """The engine's chest list, plus "" (not given: the engine analyses those too)."""
 OTHER_INSTANCE_POLICIES = ("ignore", "refuse")
 REUSED_UID_POLICIES = ("refuse", "version")
+ROLES = ("all", "ingest", "worker")
 """What a SOP Instance UID already accepted with other content, or in another study,
 becomes: refused (C-STORE 0xC0D1) or stored as a new version with its own analysis."""
 
@@ -127,6 +131,14 @@ class NodeConfig:
     """Everything ``cxr-node serve`` needs; see ``resources/node.example.toml``."""
 
     ae_title: str = "CXRNODE"
+    role: str = "all"
+    """``all`` (one process: SCP, scheduler, workers, senders), ``ingest`` (SCP, spool,
+    scheduler: jobs go to the broker) or ``worker`` (engine and delivery: jobs come from
+    the broker)."""
+    broker_url: str | None = None
+    """``amqp://...`` (RabbitMQ, via Dramatiq); none: the in-process queue."""
+    store_url: str | None = None
+    """``postgresql://...``; none: SQLite in the storage folder."""
     bind_address: str = "0.0.0.0"
     port: int = 11112
     allowed_ae_titles: tuple[str, ...] = ()
@@ -151,6 +163,14 @@ class NodeConfig:
     @property
     def database(self) -> Path:
         return self.storage / "node.sqlite"
+
+    def open_store(self) -> Store:
+        """The job store: PostgreSQL when ``[jobs].store`` is set, else SQLite."""
+        from dicom_node.store import Store
+
+        if self.store_url is not None:
+            return Store(url=self.store_url)
+        return Store(path=self.database)
 
 
 # --- TOML layout: section -> key -> (field name, validator) -------------------------
@@ -223,6 +243,13 @@ def _bool(key: str, value: Any) -> bool:
     return value
 
 
+def _url(key: str, value: Any, schemes: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or not value.startswith(schemes) or any(
+            c.isspace() for c in value):
+        raise ConfigError(f"{key}: a URL starting {' or '.join(schemes)}")
+    return value
+
+
 def _path(key: str, value: Any) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: must be a path, got {value!r}")
@@ -249,6 +276,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "overlay": ("overlay", _bool),
         "heatmap_seg": ("heatmap_seg", _bool),
         "reused_uids": ("reused_uids", _choice(REUSED_UID_POLICIES)),
+        "role": ("role", _choice(ROLES)),
     },
     "security": {
         "allowed_ae_titles": ("allowed_ae_titles",
@@ -259,6 +287,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
     "jobs": {
         "quiet_period_s": ("quiet_period_s", lambda k, v: _positive(k, v, allow_zero=True)),
         "workers": ("workers", _count),
+        "broker": ("broker_url", lambda k, v: _url(k, v, ("amqp://", "amqps://"))),
+        "store": ("store_url", lambda k, v: _url(k, v, ("postgresql://", "postgres://"))),
     },
     "http": {
         "address": ("http_address", _host),
@@ -382,6 +412,9 @@ def validate_config(config: NodeConfig) -> NodeConfig:
     if not config.allowed_ae_titles:
         raise ConfigError("[security].allowed_ae_titles: list at least one calling AE title "
                           "(the node only talks to peers it is told to trust)")
+    if config.role != "all" and config.broker_url is None:
+        raise ConfigError(f"[node].role: {config.role!r} needs [jobs].broker (the roles "
+                          "meet through the broker and the store)")
     if config.retry.max_backoff_s < config.retry.initial_backoff_s:
         raise ConfigError("[retry].max_backoff_s: must be >= [retry].initial_backoff_s")
     for index, destination in enumerate(config.destinations):

@@ -20,7 +20,8 @@ class Metrics:
     """
 
     def __init__(self, *, queue_depth: Callable[[], float] = lambda: 0,
-                 pending_deliveries: Callable[[], float] = lambda: 0) -> None:
+                 pending_deliveries: Callable[[], float] = lambda: 0,
+                 workers_alive: Callable[[], float] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.instances_received = Counter(
@@ -54,3 +55,5 @@ class Metrics:
               registry=r).set_function(queue_depth)
         Gauge("cxr_node_deliveries_pending", "Deliveries waiting to be sent",
               registry=r).set_function(pending_deliveries)
+        Gauge("cxr_node_workers_alive", "Worker threads with a live lease, all processes",
+              registry=r).set_function(workers_alive)

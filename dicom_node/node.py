@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pydicom
 
 from dicom_node.config import NodeConfig
+from dicom_node.db import STORE_ERRORS
+from dicom_node.distributed import BrokerJobs, BrokerWorkers, Leases, StudyBusy, process_id
 from dicom_node.health import HealthServer
 from dicom_node.metrics import Metrics
 from dicom_node.scp import StorageSCP
 from dicom_node.sender import Sender
 from dicom_node.spool import Spool, UnsafeUID, checked_instance_key, checked_uid
-from dicom_node.store import Store
 from dicom_node.supervise import Heartbeat, run_supervised
-from dicom_node.worker import JobQueue, LocalJobQueue, Worker
+from dicom_node.worker import JobQueue, LocalJobQueue, Worker, storage_fault
 
 if TYPE_CHECKING:
     from cxr_core import Engine
@@ -31,6 +32,10 @@ RECOVERED_AE = "(recovered)"
 SCHEDULER_STALE_S = 10.0
 """The scheduler ticks every 0.25 s at most: 10 s without a tick means it is stuck."""
 PROBE_EVERY_S = 2.0
+SWEEP_EVERY_S = 10.0
+ORPHAN_AFTER_S = 30.0
+"""A study queued this long without a claim may have lost its broker message (its
+ingest node died between the two): it is sent again (a claim takes it once)."""
 
 
 def default_engine_factory(config: NodeConfig) -> Callable[[], Engine]:
@@ -58,11 +63,17 @@ class Node:
                  make_engine: Callable[[], Engine] | None = None) -> None:
         self.config = config
         self.spool = Spool(root=config.storage)
-        self.store = Store(path=config.database)
-        self.jobs = jobs or LocalJobQueue()
+        self.store = config.open_store()
+        self.takes_input = config.role in ("all", "ingest")
+        self.runs_jobs = config.role in ("all", "worker")
+        self.broker = BrokerJobs(url=config.broker_url) if config.broker_url else None
+        self.jobs = jobs or self.broker or LocalJobQueue()
         self.metrics = Metrics(queue_depth=self.store.queue_depth,
-                               pending_deliveries=self.store.pending_deliveries)
+                               pending_deliveries=self.store.pending_deliveries,
+                               workers_alive=self.store.workers_alive_count)
         self.stop_event = threading.Event()
+        self.process_id = process_id(config.role)
+        self.leases = Leases(store=self.store, stop=self.stop_event)
         self.wakes = [threading.Event() for _ in config.destinations]
         self.scp = StorageSCP(config=config, spool=self.spool, store=self.store,
                               metrics=self.metrics)
@@ -71,24 +82,40 @@ class Node:
             Worker(index=i, config=config, store=self.store, spool=self.spool, jobs=self.jobs,
                    metrics=self.metrics, make_engine=make_engine, stop=self.stop_event,
                    on_study_done=self.wake_senders)
-            for i in range(config.workers)]
+            for i in range(config.workers if self.runs_jobs else 0)]
         self.senders = [
             Sender(config=config, destination=destination, store=self.store,
-                   metrics=self.metrics, stop=self.stop_event, wake=wake)
-            for destination, wake in zip(config.destinations, self.wakes, strict=True)]
+                   metrics=self.metrics, stop=self.stop_event, wake=wake,
+                   owner=self.process_id)
+            for destination, wake in zip(config.destinations, self.wakes, strict=True)
+            if self.runs_jobs]
+        self.broker_workers = BrokerWorkers(
+            jobs=self.broker, store=self.store, threads=len(self.workers),
+            process=self._process_claimed, leases=self.leases
+        ) if self.broker is not None and self.runs_jobs else None
+        self._idle_workers: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        self._thread_worker = threading.local()
+        self._last_sweep = 0.0
         self.scheduler_beat = Heartbeat("scheduler", stale_after_s=SCHEDULER_STALE_S)
         self.scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
         self._last_probe = 0.0
         self.http: HealthServer | None = None
 
     def start(self) -> None:
-        removed = self.spool.clear_incoming()
-        recovered = self.reconcile()
-        orphans = self.store.dead_letter_unconfigured(d.name for d in self.config.destinations)
-        resumed = self.store.resume()
+        self.leases.register(self.process_id, self.config.role)
+        self.leases.start()
+        removed = self.spool.clear_incoming() if self.takes_input else 0
+        recovered = self.reconcile() if self.takes_input else 0
+        orphans = self.store.dead_letter_unconfigured(
+            d.name for d in self.config.destinations) if self.runs_jobs else 0
+        # one process owns everything it finds half-done; with a broker, other processes
+        # may be alive: leases decide (Store.claim_job_as, Store.orphaned_jobs)
+        resumed = self.store.resume() if self.broker is None else []
         for study_id in resumed:
             self.jobs.submit(study_id)
         log.info("starting", extra={"fields": {
+            "role": self.config.role, "broker": self.broker is not None,
+            "store": self.store.describe(),
             "resumed_jobs": len(resumed), "recovered_instances": recovered,
             "discarded_partial_files": removed, "workers": len(self.workers),
             "deliveries_to_removed_destinations": orphans,
@@ -98,9 +125,41 @@ class Node:
                                      port=self.config.http_port, metrics=self.metrics,
                                      health=self.health)
             self.http.start()
-        self.scp.start()
-        for thread in (*self.workers, *self.senders, self.scheduler):
-            thread.start()
+        if self.takes_input:
+            self.scp.start()
+            self.scheduler.start()
+        if self.broker_workers is not None:
+            self._start_broker_workers()
+        else:
+            for worker in self.workers:
+                worker.start()
+        for sender in self.senders:
+            sender.start()
+
+    def _start_broker_workers(self) -> None:
+        """Engines first (slow), then the consumer: no message waits on a loading model."""
+        assert self.broker_workers is not None
+        for worker in self.workers:
+            if not worker.load_engine():
+                return  # /healthz says engine failed; consuming would fail every job
+            self._idle_workers.put(worker)
+        self.broker_workers.start()
+
+    def _process_claimed(self, worker_id: str, study_id: int) -> None:
+        """A study this process's ``worker_id`` claimed from the broker (Dramatiq thread)."""
+        worker: Worker | None = getattr(self._thread_worker, "worker", None)
+        if worker is None:
+            worker = self._thread_worker.worker = self._idle_workers.get()
+        try:
+            finished = worker.process(study_id)
+        except Exception as error:
+            if storage_fault(error):
+                self.store.requeue(study_id)
+            raise  # Dramatiq retries the message later
+        if not finished:  # stopping: hand the study back; the retry message keeps it
+            self.store.requeue(study_id)
+            raise StudyBusy(f"study {study_id} returned unfinished (stopping)")
+        self.store.worker_finished_job(worker_id)
 
     def wake_senders(self) -> None:
         for wake in self.wakes:
@@ -146,7 +205,7 @@ class Node:
         try:
             details.update(queue_depth=self.store.queue_depth(),
                            pending_deliveries=self.store.pending_deliveries())
-        except sqlite3.Error:
+        except STORE_ERRORS:
             healthy = False
             details["store"] = "unreadable"
         return healthy, details
@@ -165,11 +224,17 @@ class Node:
             self._last_probe = now
         for study_id in self.store.queue_quiet_studies(self.config.quiet_period_s):
             self.jobs.submit(study_id)
+        if self.broker is not None and now - self._last_sweep >= SWEEP_EVERY_S:
+            self._last_sweep = now
+            for study_id in self.store.orphaned_jobs(older_than_s=ORPHAN_AFTER_S):
+                self.jobs.submit(study_id)
 
     def stop(self, timeout_s: float = 8.0) -> None:
         """Graceful: no new associations, finish the instance in hand, keep the rest."""
         log.info("stopping")
         self.scp.stop()
+        if self.broker_workers is not None:  # drain: the job in hand finishes or goes back
+            self.broker_workers.stop(timeout_s)
         self.stop_event.set()
         self.wake_senders()
         deadline = time.monotonic() + timeout_s

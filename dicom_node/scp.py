@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import sqlite3
 import ssl
 import tempfile
 import threading
@@ -49,6 +48,7 @@ from pynetdicom.dsutils import split_dataset
 
 from cxr_core import RefusedInput, check_dicom_decode_limits, check_inflated_size
 from dicom_node.config import NodeConfig
+from dicom_node.db import STORE_OR_DISK_ERRORS
 from dicom_node.guard import GuardedServer, PeerLimits
 from dicom_node.metrics import Metrics
 from dicom_node.spool import Spool, UnsafeUID, checked_uid, instance_key
@@ -258,7 +258,7 @@ class StorageSCP:
             return self._refuse(f"undecodable dataset ({type(error).__name__})")
         try:
             key = self._instance_key(received, offset, study_uid, sop_uid)
-        except (OSError, sqlite3.Error):
+        except STORE_OR_DISK_ERRORS:
             return _failure(OUT_OF_RESOURCES, "could not read the store")
         if not isinstance(key, str):
             return key
@@ -268,7 +268,7 @@ class StorageSCP:
             new = self.store.record_instance(study_uid=study_uid, sop_uid=key,
                                              sop_class=sop_class, path=path,
                                              calling_ae=event.assoc.requestor.ae_title)
-        except (OSError, sqlite3.Error) as error:  # disk full, I/O error, database locked
+        except STORE_OR_DISK_ERRORS as error:  # disk full, I/O error, database locked
             self.metrics.instances_rejected.labels(reason="storage_error").inc()
             log.error("instance not stored", extra={"fields": {
                 "error": type(error).__name__}})

@@ -44,11 +44,14 @@ class Sender(threading.Thread):
         The peer this sender serves.
     wake:
         Set by the workers when new deliveries exist, so they go out at once.
+    owner:
+        This process in the store: deliveries are claimed under its lease, so senders
+        of several processes never send the same delivery at once.
     """
 
     def __init__(self, *, config: NodeConfig, destination: Destination, store: Store,
                  metrics: Metrics, stop: threading.Event, wake: threading.Event,
-                 poll_s: float = 0.5) -> None:
+                 owner: str = "local", poll_s: float = 0.5) -> None:
         super().__init__(name=f"sender-{destination.name}", daemon=True)
         self.config = config
         self.destination = destination
@@ -57,6 +60,7 @@ class Sender(threading.Thread):
         self.stop_event = stop
         self.wake = wake
         self.poll_s = poll_s
+        self.owner = owner
         self.heartbeat = Heartbeat(self.name, stale_after_s=SENDER_STALE_S)
 
     def run(self) -> None:
@@ -68,7 +72,7 @@ class Sender(threading.Thread):
         self.wake.clear()
 
     def send_due(self) -> None:
-        due = self.store.due_deliveries(destination=self.destination.name)
+        due = self.store.claim_deliveries(self.destination.name, self.owner)
         for (study_id, _), deliveries in due.items():
             if self.stop_event.is_set():
                 return

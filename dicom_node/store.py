@@ -1,4 +1,5 @@
-"""The persistent state of studies, instances, results and deliveries (SQLite).
+"""The persistent state of studies, instances, results and deliveries (SQLite on one
+machine, PostgreSQL for many: :mod:`dicom_node.db`).
 
 State machines (every transition is one committed transaction, so a crash at any point
 leaves a state the node resumes from):
@@ -11,14 +12,14 @@ leaves a state the node resumes from):
 * delivery (one result to one destination): ``pending`` -> ``sent`` | ``dead`` (after
   the retry policy's bounded attempts); ``cxr-node retry`` moves ``dead`` to ``pending``.
 
-Each connection belongs to one thread (``threading.local``); WAL lets the SCP, the
-workers, the sender and a ``cxr-node status`` process use the file at once.
+Each connection belongs to one thread; with SQLite, WAL lets the SCP, the workers, the
+sender and a ``cxr-node status`` process use the file at once; with PostgreSQL any number
+of ingest and worker processes on any machine share it. Every statement is in the
+dialect both speak.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,16 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_node.config import RetryPolicy
+from dicom_node.db import STORE_ERRORS, Connection, ConnectionPool, Row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
-    id INTEGER PRIMARY KEY,
+    id {id},
     study_uid TEXT UNIQUE NOT NULL,
     state TEXT NOT NULL,
-    first_received REAL NOT NULL,
-    last_received REAL NOT NULL,
-    job_started REAL,
-    job_finished REAL
+    first_received {float} NOT NULL,
+    last_received {float} NOT NULL,
+    job_started {float},
+    job_finished {float},
+    owner TEXT,
+    queued_at {float}
 );
 CREATE INDEX IF NOT EXISTS studies_state ON studies(state);
 CREATE TABLE IF NOT EXISTS instances (
@@ -44,7 +48,7 @@ CREATE TABLE IF NOT EXISTS instances (
     sop_class TEXT NOT NULL,
     path TEXT NOT NULL,
     calling_ae TEXT NOT NULL,
-    received_at REAL NOT NULL,
+    received_at {float} NOT NULL,
     state TEXT NOT NULL,
     reason TEXT
 );
@@ -55,7 +59,7 @@ CREATE TABLE IF NOT EXISTS results (
     source_sop_uid TEXT NOT NULL,
     kind TEXT NOT NULL,
     path TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at {float} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     result_uid TEXT NOT NULL REFERENCES results(sop_uid),
@@ -63,17 +67,33 @@ CREATE TABLE IF NOT EXISTS deliveries (
     study_id INTEGER NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL NOT NULL DEFAULT 0,
+    next_attempt {float} NOT NULL DEFAULT 0,
     last_error TEXT,
-    sent_at REAL,
+    sent_at {float},
+    owner TEXT,
     PRIMARY KEY (result_uid, destination)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    started {float} NOT NULL,
+    seen {float} NOT NULL,
+    current_study INTEGER,
+    jobs_done INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    at REAL NOT NULL
+    at {float} NOT NULL
 );
 """
+
+
+MIGRATIONS = (("studies", "owner", "TEXT"), ("studies", "queued_at", "{float}"),
+              ("deliveries", "owner", "TEXT"))
+WORKER_LEASE_S = 15.0
+"""A worker whose row was not refreshed for this long is dead: its study and its
+deliveries in hand may be taken by another worker."""
 
 
 @dataclass(frozen=True)
@@ -110,44 +130,40 @@ class Store:
         The database file (created with its schema if missing).
     """
 
-    def __init__(self, *, path: Path) -> None:
-        self.path = Path(path)
-        self._local = threading.local()
-        self._connection().executescript(SCHEMA)  # commits on its own
+    def __init__(self, *, path: Path | None = None, url: str | None = None) -> None:
+        if (path is None) == (url is None):
+            raise ValueError("path or url: give exactly one")
+        self.path = Path(path) if path is not None else None
+        self._pool = ConnectionPool(url if url is not None else Path(str(path)))
+        self._connection().create_schema(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since the first schema (an existing database gets them)."""
+        db = self._connection()
+        for table, column, kind in MIGRATIONS:
+            try:
+                db.execute(f"SELECT {column} FROM {table} LIMIT 0")  # noqa: S608 (fixed)
+            except STORE_ERRORS:
+                kind = kind.format(float="DOUBLE PRECISION" if db.dialect == "postgresql"
+                                   else "REAL")
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    def describe(self) -> str:
+        return self._pool.describe()
 
     # --- connections -------------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process (the OS keeps the WAL); the
-            # received files themselves are fsync'ed and re-registered by reconcile().
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-        return db
+    def _connection(self) -> Connection:
+        return self._pool.get()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+    def _transaction(self) -> Iterator[Connection]:
+        with self._connection().transaction() as db:
             yield db
-            db.execute("COMMIT")
-        except BaseException:
-            # a failed COMMIT (disk full) leaves the transaction open: end it, or every
-            # later BEGIN on this thread's connection fails too
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._pool.close()
 
     # --- ingest ------------------------------------------------------------------
 
@@ -162,19 +178,21 @@ class Store:
             db.execute(
                 "INSERT INTO studies(study_uid, state, first_received, last_received) "
                 "VALUES (?, 'receiving', ?, ?) ON CONFLICT(study_uid) DO UPDATE SET "
-                "last_received = excluded.last_received, state = CASE WHEN state = "
-                "'processing' THEN state ELSE 'receiving' END",
+                "last_received = excluded.last_received, state = CASE WHEN studies.state = "
+                "'processing' THEN studies.state ELSE 'receiving' END",
                 (study_uid, now, now))
             study_id = db.execute("SELECT id FROM studies WHERE study_uid = ?",
                                   (study_uid,)).fetchone()[0]
             cursor = db.execute(
-                "INSERT OR IGNORE INTO instances(sop_uid, study_id, sop_class, path, "
-                "calling_ae, received_at, state) VALUES (?, ?, ?, ?, ?, ?, 'received')",
+                "INSERT INTO instances(sop_uid, study_id, sop_class, path, "
+                "calling_ae, received_at, state) VALUES (?, ?, ?, ?, ?, ?, 'received') "
+                "ON CONFLICT DO NOTHING",
                 (sop_uid, study_id, sop_class, str(path), calling_ae, now))
             return cursor.rowcount == 1
 
     def heartbeat(self) -> None:
-        """A write that proves the database can commit (raises sqlite3.Error if not)."""
+        """A write that proves the database can commit (raises one of
+        :data:`dicom_node.db.STORE_ERRORS` if not)."""
         with self._transaction() as db:
             db.execute("INSERT INTO heartbeat(id, at) VALUES (1, ?) ON CONFLICT(id) DO "
                        "UPDATE SET at = excluded.at", (time.time(),))
@@ -199,14 +217,17 @@ class Store:
             ids = [row[0] for row in db.execute(
                 "SELECT id FROM studies WHERE state = 'receiving' AND last_received <= ?",
                 (now - quiet_period_s,))]
-            db.executemany("UPDATE studies SET state = 'queued' WHERE id = ?",
-                           [(i,) for i in ids])
+            db.executemany("UPDATE studies SET state = 'queued', queued_at = ? WHERE id = ?",
+                           [(now, i) for i in ids])
         return ids
 
     def resume(self) -> list[int]:
         """After a restart: jobs that were running are queued again; return queued ids."""
         with self._transaction() as db:
-            db.execute("UPDATE studies SET state = 'queued' WHERE state = 'processing'")
+            db.execute("UPDATE studies SET state = 'queued', owner = NULL "
+                       "WHERE state = 'processing'")
+            db.execute("UPDATE deliveries SET state = 'pending', owner = NULL "
+                       "WHERE state = 'sending'")
             return [row[0] for row in db.execute(
                 "SELECT id FROM studies WHERE state = 'queued' ORDER BY last_received")]
 
@@ -222,8 +243,8 @@ class Store:
     def requeue(self, study_id: int) -> None:
         """A job interrupted by an error (a full disk) goes back to ``queued``."""
         with self._transaction() as db:
-            db.execute("UPDATE studies SET state = 'queued' WHERE id = ? AND "
-                       "state = 'processing'", (study_id,))
+            db.execute("UPDATE studies SET state = 'queued', owner = NULL, queued_at = ? "
+                       "WHERE id = ? AND state = 'processing'", (time.time(), study_id))
 
     def pending_instances(self, study_id: int) -> list[Instance]:
         rows = self._connection().execute(
@@ -241,8 +262,8 @@ class Store:
             study_id = db.execute("SELECT study_id FROM instances WHERE sop_uid = ?",
                                   (sop_uid,)).fetchone()[0]
             db.executemany(
-                "INSERT OR IGNORE INTO results(sop_uid, study_id, source_sop_uid, kind, path, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO results(sop_uid, study_id, source_sop_uid, kind, path, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(r.sop_uid, study_id, r.source_sop_uid, r.kind, str(r.path), now)
                  for r in results])
             db.execute("UPDATE instances SET state = ?, reason = ?, path = COALESCE(?, path) "
@@ -254,13 +275,11 @@ class Store:
         destination, whatever happened before) and close the job; return how many
         deliveries are new."""
         with self._transaction() as db:
-            before = db.total_changes
-            for destination in destinations:
-                db.execute(
-                    "INSERT OR IGNORE INTO deliveries(result_uid, destination, study_id, "
-                    "state) SELECT sop_uid, ?, study_id, 'pending' FROM results "
-                    "WHERE study_id = ?", (destination, study_id))
-            created = db.total_changes - before
+            created = sum(db.execute(
+                "INSERT INTO deliveries(result_uid, destination, study_id, state) "
+                "SELECT sop_uid, ?, study_id, 'pending' FROM results WHERE study_id = ? "
+                "ON CONFLICT DO NOTHING", (destination, study_id)).rowcount
+                for destination in destinations)
             waiting = db.execute("SELECT COUNT(*) FROM instances WHERE study_id = ? AND "
                                  "state = 'received'", (study_id,)).fetchone()[0]
             db.execute("UPDATE studies SET state = ?, job_finished = ? WHERE id = ?",
@@ -290,17 +309,19 @@ class Store:
     def dead_letter_unconfigured(self, destinations: Iterable[str]) -> int:
         """Pending deliveries to destinations no longer configured become ``dead``."""
         names = list(destinations)
-        marks = ",".join("?" * len(names))
+        # "NOT IN ()" is valid SQLite but not PostgreSQL: no destination at all is "true"
+        kept = f"destination NOT IN ({','.join('?' * len(names))})" if names else "TRUE"
         with self._transaction() as db:
             return db.execute(
                 "UPDATE deliveries SET state = 'dead', last_error = 'destination is no "
-                "longer configured' WHERE state = 'pending' AND destination NOT IN "
-                f"({marks})", names).rowcount  # noqa: S608 (placeholders only)
+                f"longer configured' WHERE state = 'pending' AND {kept}",  # noqa: S608
+                names).rowcount
 
     def mark_sent(self, delivery: Delivery) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE deliveries SET state = 'sent', sent_at = ?, last_error = NULL "
-                       "WHERE result_uid = ? AND destination = ? AND state = 'pending'",
+            db.execute("UPDATE deliveries SET state = 'sent', sent_at = ?, last_error = NULL, "
+                       "owner = NULL WHERE result_uid = ? AND destination = ? "
+                       "AND state IN ('pending', 'sending')",
                        (time.time(), delivery.result_uid, delivery.destination))
 
     def mark_failed(self, delivery: Delivery, error: str, policy: RetryPolicy) -> bool:
@@ -310,8 +331,8 @@ class Store:
         with self._transaction() as db:
             db.execute(
                 "UPDATE deliveries SET attempts = ?, last_error = ?, state = ?, "
-                "next_attempt = ? WHERE result_uid = ? AND destination = ? "
-                "AND state = 'pending'",
+                "next_attempt = ?, owner = NULL WHERE result_uid = ? AND destination = ? "
+                "AND state IN ('pending', 'sending')",
                 (attempts, error[:500], "dead" if dead else "pending",
                  time.time() + policy.delay_after(attempts), delivery.result_uid,
                  delivery.destination))
@@ -355,7 +376,7 @@ class Store:
             f"SELECT state, COUNT(*) FROM {table} GROUP BY state")}  # noqa: S608 (fixed names)
             for table in ("studies", "instances", "deliveries")}
 
-    def studies(self, limit: int = 50) -> list[sqlite3.Row]:
+    def studies(self, limit: int = 50) -> list[Row]:
         return self._connection().execute(
             "SELECT s.id, s.study_uid, s.state, s.last_received, "
             "(SELECT COUNT(*) FROM instances i WHERE i.study_id = s.id) AS instances, "
@@ -364,7 +385,7 @@ class Store:
             " AND d.state = 'sent') AS sent "
             "FROM studies s ORDER BY s.last_received DESC LIMIT ?", (limit,)).fetchall()
 
-    def failures(self) -> list[sqlite3.Row]:
+    def failures(self) -> list[Row]:
         db = self._connection()
         instances = db.execute(
             "SELECT 'instance' AS kind, s.id AS study_id, i.sop_uid AS uid, i.state, "
@@ -384,3 +405,92 @@ class Store:
     def pending_deliveries(self) -> int:
         return int(self._connection().execute(
             "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0])
+
+
+    # --- many workers: claims with leases ----------------------------------------
+
+    def register_worker(self, worker_id: str, role: str) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("INSERT INTO workers(id, role, started, seen) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT(id) DO UPDATE SET role = excluded.role, "
+                       "started = excluded.started, seen = excluded.seen, "
+                       "current_study = NULL", (worker_id, role, now, now))
+
+    def workers_alive(self, current: dict[str, int | None]) -> None:
+        """Refresh the lease of each worker id; ``current`` is the study in its hands."""
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany("UPDATE workers SET seen = ?, current_study = ? WHERE id = ?",
+                           [(now, study, worker) for worker, study in current.items()])
+
+    def worker_finished_job(self, worker_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE workers SET jobs_done = jobs_done + 1, current_study = NULL "
+                       "WHERE id = ?", (worker_id,))
+
+    def workers(self, now: float | None = None) -> list[Row]:
+        """Every worker that ever registered, with ``alive`` from its lease."""
+        cutoff = (time.time() if now is None else now) - WORKER_LEASE_S
+        return self._connection().execute(
+            "SELECT id, role, started, seen, current_study, jobs_done, "
+            "CASE WHEN seen >= ? THEN 1 ELSE 0 END AS alive FROM workers ORDER BY id",
+            (cutoff,)).fetchall()
+
+    def workers_alive_count(self) -> int:
+        return sum(int(r["alive"]) for r in self.workers() if r["role"] == "worker")
+
+    def claim_job_as(self, study_id: int, owner: str, now: float | None = None) -> str:
+        """Take a study for ``owner``: ``claimed``; ``busy`` while a live worker holds it
+        (try again later); ``gone`` when there is nothing to do (done, receiving again).
+
+        A study held by a worker whose lease ran out (killed) is taken over.
+        """
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            taken = db.execute(
+                "UPDATE studies SET state = 'processing', job_started = ?, owner = ? "
+                "WHERE id = ? AND (state = 'queued' OR (state = 'processing' AND "
+                "(owner IS NULL OR owner NOT IN (SELECT id FROM workers WHERE seen >= ?))))",
+                (now, owner, study_id, now - WORKER_LEASE_S)).rowcount
+            if taken:
+                return "claimed"
+            row = db.execute("SELECT state FROM studies WHERE id = ?", (study_id,)).fetchone()
+        return "busy" if row is not None and row[0] == "processing" else "gone"
+
+    def orphaned_jobs(self, older_than_s: float, now: float | None = None) -> list[int]:
+        """Studies a broker message may have been lost for: queued and unclaimed for
+        ``older_than_s``, or held by a dead worker. Sending them again is harmless
+        (a claim takes a study once)."""
+        now = time.time() if now is None else now
+        rows = self._connection().execute(
+            "SELECT id FROM studies WHERE (state = 'queued' AND COALESCE(queued_at, 0) <= ?) "
+            "OR (state = 'processing' AND (owner IS NULL OR owner NOT IN "
+            "(SELECT id FROM workers WHERE seen >= ?)))",
+            (now - older_than_s, now - WORKER_LEASE_S)).fetchall()
+        with self._transaction() as db:
+            db.executemany("UPDATE studies SET queued_at = ? WHERE id = ? AND state = 'queued'",
+                           [(now, r[0]) for r in rows])
+        return [int(r[0]) for r in rows]
+
+    def claim_deliveries(self, destination: str, owner: str, now: float | None = None
+                         ) -> dict[tuple[int, str], list[Delivery]]:
+        """Take the due deliveries of ``destination`` for ``owner`` (and those a dead
+        owner held), grouped per study as :meth:`due_deliveries` groups them."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET state = 'sending', owner = ? WHERE destination = ? "
+                "AND ((state = 'pending' AND next_attempt <= ?) OR (state = 'sending' AND "
+                "(owner IS NULL OR owner NOT IN (SELECT id FROM workers WHERE seen >= ?))))",
+                (owner, destination, now, now - WORKER_LEASE_S))
+            rows = db.execute(
+                "SELECT d.result_uid, d.destination, d.study_id, r.path, d.attempts "
+                "FROM deliveries d JOIN results r ON r.sop_uid = d.result_uid "
+                "WHERE d.state = 'sending' AND d.owner = ? AND d.destination = ? "
+                "ORDER BY d.study_id, r.kind", (owner, destination)).fetchall()
+        groups: dict[tuple[int, str], list[Delivery]] = {}
+        for r in rows:
+            groups.setdefault((r[2], r[1]), []).append(
+                Delivery(r[0], r[1], r[2], Path(r[3]), r[4]))
+        return groups

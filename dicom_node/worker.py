@@ -12,7 +12,6 @@ import errno
 import io
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from cxr_core import (
     read_radiograph,
 )
 from dicom_node.config import Filters, NodeConfig
+from dicom_node.db import STORE_ERRORS
 from dicom_node.metrics import Metrics
 from dicom_node.spool import Spool, checked_uid
 from dicom_node.store import Instance, Result, Store
@@ -86,7 +86,7 @@ WORKER_STALE_S = 600.0
 def storage_fault(error: BaseException) -> bool:
     """True for errors of the node's own storage (full, read-only, failing), which pass
     when the storage recovers, as opposed to errors of the input."""
-    if isinstance(error, sqlite3.OperationalError):
+    if isinstance(error, STORE_ERRORS):  # the database (its disk full, its server gone)
         return True
     return isinstance(error, OSError) and error.errno in STORAGE_ERRNOS
 
@@ -245,7 +245,8 @@ class Worker(threading.Thread):
         self.heartbeat = Heartbeat(self.name, stale_after_s=WORKER_STALE_S)
         self._in_hand: int | None = None
 
-    def run(self) -> None:
+    def load_engine(self) -> bool:
+        """Build the engine and the analyzer; False (state ``engine_failed``) if it fails."""
         try:
             self.state = "loading"
             engine = self.make_engine()
@@ -253,11 +254,16 @@ class Worker(threading.Thread):
             self.state = "engine_failed"
             log.error("engine failed to load", extra={"fields": {
                 "worker": self.name, "error": f"{type(error).__name__}: {error}"}})
-            return
+            return False
         self.analyzer = Analyzer(engine=engine, spool=self.spool, filters=self.config.filters,
                                  overlay=self.config.overlay,
                                  heatmap_seg=self.config.heatmap_seg)
         self.state = "ready"
+        return True
+
+    def run(self) -> None:
+        if not self.load_engine():
+            return
         run_supervised(self.heartbeat, self._tick, stop=self.stop_event, period_s=0.2,
                        wait=lambda _seconds: None)  # take() waits
         self.state = "stopped"
@@ -275,14 +281,16 @@ class Worker(threading.Thread):
             if not self.stop_event.is_set():
                 self._in_hand = None
 
-    def process(self, study_id: int) -> None:
+    def process(self, study_id: int) -> bool:
+        """Analyse the study's received instances and create its deliveries; False when
+        a stop came first (the study is left to be resumed)."""
         started = time.monotonic()
         study_uid = self.store.study_uid(study_id)
         counts: dict[str, int] = {}
         for instance in self.store.pending_instances(study_id):
             if self.stop_event.is_set():
                 # graceful stop: the study stays 'processing' and is resumed on start
-                return
+                return False
             outcome = self._run_one(instance, study_uid)
             self.heartbeat.beat()
             counts[outcome.state] = counts.get(outcome.state, 0) + 1
@@ -292,6 +300,7 @@ class Worker(threading.Thread):
             "seconds": round(time.monotonic() - started, 3)}})
         if created:
             self.on_study_done()
+        return True
 
     def _run_one(self, instance: Instance, study_uid: str) -> Outcome:
         assert self.analyzer is not None

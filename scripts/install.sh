@@ -16,8 +16,11 @@ if $with_test; then
     [gdcminfo]=libgdcm-tools [DicomSRValidator]=pixelmed-apps
     [javac]=default-jdk-headless  # PixelMed runs as a single-file Java program
     [node]=nodejs [npm]=npm
+    # the distributed node's tests (tests/node/test_distributed.py) start their own
+    [rabbitmq-server]=rabbitmq-server
   )
   missing=()
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
   for tool in "${!package_of[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
   done

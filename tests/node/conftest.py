@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
+from tests.node.services import Postgres
 from pynetdicom import _config
 
 
@@ -21,3 +23,13 @@ def processes() -> Iterator[list]:
 def chunked_sending(monkeypatch: pytest.MonkeyPatch) -> None:
     """pynetdicom then streams a file's dataset bytes instead of re-encoding them."""
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """One real PostgreSQL server for the session (each test takes its own database)."""
+    server = Postgres(tmp_path_factory.mktemp("postgres")).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,15 +1,23 @@
-"""The job store's state machine, on a real SQLite file."""
+"""The job store's state machine, on a real SQLite file and a real PostgreSQL server."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from dicom_node.config import RetryPolicy
 from dicom_node.store import Result, Store
 
 
-def _store(tmp_path: Path) -> Store:
-    return Store(path=tmp_path / "node.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Opens the same store each call (a restart opens it again)."""
+    if request.param == "sqlite":
+        return lambda: Store(path=tmp_path / "node.sqlite")
+    url = request.getfixturevalue("postgres").new_database()
+    return lambda: Store(url=url)
 
 
 def _receive(store: Store, study: str, sop: str, now: float) -> bool:
@@ -17,8 +25,8 @@ def _receive(store: Store, study: str, sop: str, now: float) -> bool:
                                  path=Path(f"/spool/{sop}.dcm"), now=now)
 
 
-def test_quiet_period_then_claim_then_deliveries_once(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_quiet_period_then_claim_then_deliveries_once(make_store: Callable[[], Store]) -> None:
+    store = make_store()
     assert _receive(store, "1.1", "1.1.1", now=100.0)
     assert not _receive(store, "1.1", "1.1.1", now=101.0)  # a repeat is not a new instance
     assert store.queue_quiet_studies(5.0, now=104.0) == []  # still within the quiet period
@@ -38,8 +46,8 @@ def test_quiet_period_then_claim_then_deliveries_once(tmp_path: Path) -> None:
     assert sorted(store.due_deliveries()) == [(study_id, "b")]
 
 
-def test_failed_attempts_back_off_then_dead_letter_then_retry(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_failed_attempts_back_off_then_dead_letter_then_retry(make_store: Callable[[], Store]) -> None:
+    store = make_store()
     _receive(store, "1.1", "1.1.1", now=0.0)
     [study_id] = store.queue_quiet_studies(0.0, now=1.0)
     store.claim_job(study_id)
@@ -60,14 +68,14 @@ def test_failed_attempts_back_off_then_dead_letter_then_retry(tmp_path: Path) ->
     assert list(store.due_deliveries())
 
 
-def test_restart_requeues_interrupted_jobs_and_late_instances_reopen(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_restart_requeues_interrupted_jobs_and_late_instances_reopen(make_store: Callable[[], Store]) -> None:
+    store = make_store()
     _receive(store, "1.1", "1.1.1", now=0.0)
     [study_id] = store.queue_quiet_studies(0.0, now=1.0)
     store.claim_job(study_id)
     _receive(store, "1.1", "1.1.2", now=2.0)  # arrives while processing
     store.close()
-    reopened = _store(tmp_path)
+    reopened = make_store()
     assert reopened.resume() == [study_id]
     assert reopened.claim_job(study_id)
     for instance in reopened.pending_instances(study_id):
@@ -78,8 +86,8 @@ def test_restart_requeues_interrupted_jobs_and_late_instances_reopen(tmp_path: P
     assert reopened.counts()["studies"] == {"receiving": 1}
 
 
-def test_failed_instances_are_requeued_by_retry(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_failed_instances_are_requeued_by_retry(make_store: Callable[[], Store]) -> None:
+    store = make_store()
     _receive(store, "1.1", "1.1.1", now=0.0)
     [study_id] = store.queue_quiet_studies(0.0, now=1.0)
     store.claim_job(study_id)
