@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from pynetdicom import _config
 
 from tests.node.services import Postgres
-from pynetdicom import _config
 
 
 @pytest.fixture

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dicom_node.config import RetryPolicy
-from dicom_node.store import Result, Store
+from dicom_node.store import WORKER_LEASE_S, Result, Store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,7 +47,8 @@ def test_quiet_period_then_claim_then_deliveries_once(make_store: Callable[[], S
     assert sorted(store.due_deliveries()) == [(study_id, "b")]
 
 
-def test_failed_attempts_back_off_then_dead_letter_then_retry(make_store: Callable[[], Store]) -> None:
+def test_failed_attempts_back_off_then_dead_letter_then_retry(
+        make_store: Callable[[], Store]) -> None:
     store = make_store()
     _receive(store, "1.1", "1.1.1", now=0.0)
     [study_id] = store.queue_quiet_studies(0.0, now=1.0)
@@ -68,7 +70,8 @@ def test_failed_attempts_back_off_then_dead_letter_then_retry(make_store: Callab
     assert list(store.due_deliveries())
 
 
-def test_restart_requeues_interrupted_jobs_and_late_instances_reopen(make_store: Callable[[], Store]) -> None:
+def test_restart_requeues_interrupted_jobs_and_late_instances_reopen(
+        make_store: Callable[[], Store]) -> None:
     store = make_store()
     _receive(store, "1.1", "1.1.1", now=0.0)
     [study_id] = store.queue_quiet_studies(0.0, now=1.0)
@@ -95,3 +98,45 @@ def test_failed_instances_are_requeued_by_retry(make_store: Callable[[], Store])
     store.finish_job(study_id, [])
     assert store.retry(study_uid="1.1") == {"deliveries": 0, "instances": 1}
     assert store.queue_quiet_studies(10.0) == [study_id]  # now, without a quiet period
+
+
+def test_claims_with_leases_take_a_study_once_and_take_over_from_the_dead(
+        make_store: Callable[[], Store]) -> None:
+    store = make_store()
+    _receive(store, "2.1", "2.1.1", now=100.0)
+    [study_id] = store.queue_quiet_studies(1.0, now=200.0)
+    store.register_worker("a", "worker")
+    store.register_worker("b", "worker")
+    assert store.claim_job_as(study_id, "a") == "claimed"
+    assert store.claim_job_as(study_id, "b") == "busy"  # a is alive
+    # a's lease runs out (killed): b takes the study over, and a sweep offers it again
+    later = time.time() + WORKER_LEASE_S + 1
+    store.workers_alive({"b": None})
+    assert study_id in store.orphaned_jobs(60.0, now=later)
+    assert store.claim_job_as(study_id, "b", now=later) == "claimed"
+    store.record_outcome(sop_uid="2.1.1", state="processed",
+                         results=[Result("8.1", "2.1.1", "seg", Path("/r/8.1.dcm"))])
+    store.finish_job(study_id, ["pacs"])
+    assert store.claim_job_as(study_id, "a") == "gone"
+    [alive_b] = [w for w in store.workers(now=later) if w["id"] == "b"]
+    assert alive_b["alive"] == 0  # b's own lease is checked against the same clock
+
+
+def test_deliveries_are_claimed_by_one_sender_and_freed_by_its_death(
+        make_store: Callable[[], Store]) -> None:
+    store = make_store()
+    _receive(store, "3.1", "3.1.1", now=100.0)
+    [study_id] = store.queue_quiet_studies(1.0, now=200.0)
+    assert store.claim_job(study_id)
+    store.record_outcome(sop_uid="3.1.1", state="processed",
+                         results=[Result("7.1", "3.1.1", "seg", Path("/r/7.1.dcm"))])
+    store.finish_job(study_id, ["pacs"])
+    store.register_worker("p1", "worker")
+    store.register_worker("p2", "worker")
+    assert len(store.claim_deliveries("pacs", "p1")) == 1
+    assert store.claim_deliveries("pacs", "p2") == {}  # p1 holds it and is alive
+    later = time.time() + WORKER_LEASE_S + 1
+    store._connection().execute("UPDATE workers SET seen = ? WHERE id = 'p2'", (later,))
+    [(key, [delivery])] = store.claim_deliveries("pacs", "p2", now=later).items()
+    store.mark_sent(delivery)
+    assert store.claim_deliveries("pacs", "p1", now=later) == {}
