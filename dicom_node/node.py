@@ -33,6 +33,8 @@ SCHEDULER_STALE_S = 10.0
 """The scheduler ticks every 0.25 s at most: 10 s without a tick means it is stuck."""
 PROBE_EVERY_S = 2.0
 SWEEP_EVERY_S = 10.0
+SHARED_INCOMING_AGE_S = 3600.0
+"""With a broker the spool may be shared: only files this old are surely nobody's."""
 ORPHAN_AFTER_S = 30.0
 """A study queued this long without a claim may have lost its broker message (its
 ingest node died between the two): it is sent again (a claim takes it once)."""
@@ -104,7 +106,9 @@ class Node:
     def start(self) -> None:
         self.leases.register(self.process_id, self.config.role)
         self.leases.start()
-        removed = self.spool.clear_incoming() if self.takes_input else 0
+        removed = self.spool.clear_incoming(
+            older_than_s=SHARED_INCOMING_AGE_S if self.broker is not None else 0.0
+        ) if self.takes_input else 0
         recovered = self.reconcile() if self.takes_input else 0
         orphans = self.store.dead_letter_unconfigured(
             d.name for d in self.config.destinations) if self.runs_jobs else 0

@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -165,11 +166,20 @@ class Spool:
     def free_mb(self) -> float:
         return shutil.disk_usage(self.root).free / 2**20
 
-    def clear_incoming(self) -> int:
+    def clear_incoming(self, older_than_s: float = 0.0) -> int:
         """Delete half-written files left by a crash (never acknowledged): our ``.part``
-        files and pynetdicom's streamed ``.dcm`` ones; return how many."""
+        files and pynetdicom's streamed ``.dcm`` ones; return how many.
+
+        ``older_than_s``: only those (a spool shared by several ingest nodes holds the
+        others' files in flight)."""
         removed = 0
+        cutoff = time.time() - older_than_s
         for leftover in [*self.incoming.glob("*.part"), *self.incoming.glob("*.dcm")]:
+            try:
+                if older_than_s and leftover.stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed

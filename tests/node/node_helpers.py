@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.dsutils import split_dataset
 
+from dicom_node.config import load_config
 from dicom_node.store import Store
 from tests.conftest import (
     DICOM_SAMPLES,
@@ -144,11 +145,12 @@ class NodeProcess:
     def __init__(self, root: Path, *, destinations: list[tuple[str, str, int]],
                  allowed: tuple[str, ...] = (PACS_AE,), quiet_period: float = 0.5,
                  extra: str = "", port: int | None = None, tmpfs_mb: int = 0,
-                 heatmap_seg: bool = False) -> None:
+                 heatmap_seg: bool = False, storage: Path | None = None,
+                 node_keys: str = "", jobs_keys: str = "") -> None:
         self.root = root
         self.tmpfs_mb = tmpfs_mb
         root.mkdir(parents=True, exist_ok=True)
-        self.storage = root / "storage"
+        self.storage = storage or root / "storage"
         self.port = port or free_port()
         self.http_port = free_port()
         self.log_path = root / "node.log"
@@ -157,10 +159,10 @@ class NodeProcess:
                  f"port = {self.port}", f'storage = "{self.storage}"',
                  # off unless a test asks: most node tests count deliveries, and whether
                  # a finding is positive depends on the model, not on the node
-                 f"heatmap_seg = {str(heatmap_seg).lower()}",
+                 f"heatmap_seg = {str(heatmap_seg).lower()}", node_keys,
                  "[security]", f"allowed_ae_titles = {json.dumps(list(allowed))}",
                  "min_free_disk_mb = 1",
-                 "[jobs]", f"quiet_period_s = {quiet_period}", "workers = 1",
+                 "[jobs]", f"quiet_period_s = {quiet_period}", "workers = 1", jobs_keys,
                  "[http]", 'address = "127.0.0.1"', f"port = {self.http_port}"]
         for name, ae_title, port in destinations:
             lines += ["[[destinations]]", f'name = "{name}"', f'ae_title = "{ae_title}"',
@@ -175,7 +177,10 @@ class NodeProcess:
         if self.tmpfs_mb:
             command = self._on_tmpfs(command)
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self._alive() and port_open(self.port), timeout, "the node to listen")
+        # a worker-only node has no DICOM port: its HTTP port says it is up
+        listens = self.http_port if 'role = "worker"' in self.config_path.read_text() \
+            else self.port
+        wait_for(lambda: self._alive() and port_open(listens), timeout, "the node to listen")
         if self.tmpfs_mb:  # the tmpfs is only visible through the node's own mount view
             self.storage = Path(f"/proc/{self.process.pid}/root{self.storage}")
         return self
@@ -218,6 +223,9 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def store(self) -> Store:
+        config = load_config(self.config_path)
+        if config.store_url is not None:  # a shared PostgreSQL store
+            return config.open_store()
         return Store(path=self.storage / "node.sqlite")
 
     def instance_states(self) -> dict[str, tuple[str, str | None]]:

@@ -82,6 +82,14 @@ class Postgres:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class RabbitMQ:
     """A single broker node with its own name, ports and files (durable queues persist
     across :meth:`restart`)."""
@@ -101,7 +109,7 @@ class RabbitMQ:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         (self.root / "enabled_plugins").write_text("[].\n")
         return {**os.environ, "HOME": str(self.root), "RABBITMQ_NODENAME": self.name,
-                "RABBITMQ_NODE_PORT": str(self.port),
+                "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
                 "RABBITMQ_DIST_PORT": str(free_port()),
                 "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
                 "RABBITMQ_LOG_BASE": str(self.root / "log"),
@@ -122,14 +130,16 @@ class RabbitMQ:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)  # the script and its Erlang VM
+        group = self.process.pid
+        os.killpg(group, signal.SIGTERM)  # the script and its Erlang VM
         try:
             self.process.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
             self.process.wait(10)
         self.log.close()
-        wait_for(lambda: not port_open(self.port), 30, "RabbitMQ to stop")
+        # the VM outlives the script for a moment and keeps its port bound
+        wait_for(lambda: not _group_alive(group), 60, "RabbitMQ's Erlang VM to exit")
 
     def restart(self) -> None:
         self.stop()
