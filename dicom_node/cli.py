@@ -136,10 +136,18 @@ def _run_status(args: argparse.Namespace) -> int:
         "counts": store.counts(),
         "studies": [dict(row) for row in store.studies(args.limit)],
         "failures": [dict(row) for row in store.failures()],
+        "queue_depth": store.queue_depth(),
+        "workers": [dict(row) for row in store.workers()],
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    print(f"queue depth: {report['queue_depth']} studies queued or processing")
+    print("workers (all processes):")
+    for row in report["workers"]:
+        current = f"study #{row['current_study']}" if row["current_study"] else "idle"
+        print(f"  {row['id']:<40} {row['role']:<7} {'alive' if row['alive'] else 'dead':<6}"
+              f" {current:<14} jobs done {row['jobs_done']}")
     for table, states in report["counts"].items():
         summary = ", ".join(f"{state} {count}" for state, count in sorted(states.items()))
         print(f"{table}: {summary or 'none'}")

@@ -104,7 +104,9 @@ class Node:
         self.http: HealthServer | None = None
 
     def start(self) -> None:
-        self.leases.register(self.process_id, self.config.role)
+        # the process (its senders' deliveries hang on this lease); worker threads
+        # register themselves as "worker" when they take their first job
+        self.leases.register(self.process_id, f"node-{self.config.role}")
         self.leases.start()
         removed = self.spool.clear_incoming(
             older_than_s=SHARED_INCOMING_AGE_S if self.broker is not None else 0.0

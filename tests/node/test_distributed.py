@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -124,6 +126,10 @@ def test_two_ingest_three_workers_survive_kills_and_a_broker_restart(
             if number == 1:  # jobs are queued now: the broker restarts under them
                 rabbitmq.restart()
                 kills.append("broker-restart")
+        # a graceful stop (SIGTERM) drains: the job in hand finishes or goes back
+        drained = cluster.workers[2]
+        assert drained.stop() == 0
+        drained.start(timeout=180)
         sent_all.wait(600)
         assert len(acknowledged) == STUDIES
 
@@ -134,6 +140,10 @@ def test_two_ingest_three_workers_survive_kills_and_a_broker_restart(
                  interval=2.0)
         time.sleep(3.0)  # a late duplicate would show now
         received = destination.received()
+        status = _status(cluster.workers[0])
+        alive = [w for w in status["workers"] if w["role"] == "worker" and w["alive"]]
+        assert len(alive) == 3 and status["queue_depth"] == 0
+        assert sum(w["jobs_done"] for w in status["workers"]) >= STUDIES
         figures = _figures(cluster, received, study_of, kills, time.monotonic() - started)
     finally:
         cluster.stop()
@@ -142,6 +152,14 @@ def test_two_ingest_three_workers_survive_kills_and_a_broker_restart(
         (ARTIFACTS / "distributed.json").write_text(json.dumps(figures, indent=1) + "\n")
     assert figures["lost_studies"] == 0, figures
     assert figures["duplicated_results"] <= figures["kills"], figures  # type: ignore[operator]
+
+
+def _status(node: NodeProcess) -> dict:
+    reply = subprocess.run([sys.executable, "-m", "dicom_node", "status", "--config",
+                            str(node.config_path), "--json"], capture_output=True, text=True,
+                           timeout=60)
+    assert reply.returncode == 0, reply.stderr
+    return dict(json.loads(reply.stdout))
 
 
 def _figures(cluster: Cluster, received: dict[str, int], study_of: dict[str, str],
@@ -156,7 +174,8 @@ def _figures(cluster: Cluster, received: dict[str, int], study_of: dict[str, str
     lost = [s for s in study_of.values()
             if not results_of.get(s) or any(received.get(r, 0) == 0 for r in results_of[s])]
     return {"studies": len(study_of), "kills": len([k for k in kills if k != "broker-restart"]),
-            "killed": kills, "results_expected": sum(len(v) for v in results_of.values()),
+            "killed": kills, "graceful_stops": 1,
+            "results_expected": sum(len(v) for v in results_of.values()),
             "results_received": sum(received.values()), "lost_studies": len(lost),
             "duplicated_results": sum(count - 1 for count in received.values() if count > 1),
             "seconds": round(seconds, 1)}
