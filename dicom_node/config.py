@@ -123,6 +123,24 @@ class Limits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebConfig:
+    """The web face on the HTTP port (``[http]`` besides address and port).
+
+    ``review_page`` also keeps the display layers the page shows for each analysed
+    instance; ``tokens_file`` holds the hashes of the API tokens (default: in the storage
+    folder); ``max_upload_mb`` bounds one STOW-RS or analysis request;
+    ``analysis_retention_hours`` is how long ``POST /api/analyze`` results are kept.
+    """
+
+    review_page: bool = True
+    stow: bool = True
+    analysis_api: bool = True
+    tokens_file: Path | None = None
+    max_upload_mb: float = 256.0
+    analysis_retention_hours: float = 24.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything ``cxr-node serve`` needs; see ``resources/node.example.toml``."""
 
@@ -143,6 +161,7 @@ class NodeConfig:
     min_free_disk_mb: float = 500.0
     http_address: str = "127.0.0.1"
     http_port: int = 8080
+    web: WebConfig = field(default_factory=WebConfig)
     models_dir: Path | None = None
     log_level: str = "INFO"
     tls: TlsConfig | None = None
@@ -151,6 +170,10 @@ class NodeConfig:
     @property
     def database(self) -> Path:
         return self.storage / "node.sqlite"
+
+    @property
+    def tokens_file(self) -> Path:
+        return self.web.tokens_file or self.storage / "web-tokens.json"
 
 
 # --- TOML layout: section -> key -> (field name, validator) -------------------------
@@ -293,6 +316,14 @@ _TLS_KEYS: dict[str, Any] = {
     "ca_certificates": _path,
     "require_client_certificate": _bool,
 }
+_WEB_KEYS: dict[str, Any] = {
+    "review_page": _bool,
+    "stow": _bool,
+    "analysis_api": _bool,
+    "tokens_file": _path,
+    "max_upload_mb": _positive,
+    "analysis_retention_hours": _positive,
+}
 _DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s")
 
 
@@ -335,7 +366,7 @@ def _destination(index: int, value: Any) -> Destination:
 def config_from_mapping(data: Mapping[str, Any], *, base: NodeConfig | None = None
                         ) -> NodeConfig:
     """Build a :class:`NodeConfig` from parsed TOML (unknown keys are errors)."""
-    known = [*_SECTIONS, "retry", "filters", "limits", "tls", "destinations"]
+    known = [*_SECTIONS, "retry", "filters", "limits", "tls", "web", "destinations"]
     _check_known("(top level)", data, known)
     config = base or NodeConfig()
     values: dict[str, Any] = {}
@@ -354,6 +385,9 @@ def config_from_mapping(data: Mapping[str, Any], *, base: NodeConfig | None = No
     if "limits" in data:
         values["limits"] = replace(config.limits, **_parse_keys(
             "[limits]", _table("[limits]", data["limits"]), _LIMIT_KEYS))
+    if "web" in data:
+        values["web"] = replace(config.web, **_parse_keys(
+            "[web]", _table("[web]", data["web"]), _WEB_KEYS))
     if "tls" in data:
         values["tls"] = _tls(_table("[tls]", data["tls"]))
     if "destinations" in data:

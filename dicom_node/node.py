@@ -21,6 +21,7 @@ from dicom_node.sender import Sender
 from dicom_node.spool import Spool, UnsafeUID, checked_instance_key, checked_uid
 from dicom_node.store import Store
 from dicom_node.supervise import Heartbeat, run_supervised
+from dicom_node.web.app import WebApp
 from dicom_node.worker import JobQueue, LocalJobQueue, Worker
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class Node:
         self.scp = StorageSCP(config=config, spool=self.spool, store=self.store,
                               metrics=self.metrics)
         make_engine = make_engine or default_engine_factory(config)
+        self.web = WebApp(config=config, store=self.store, spool=self.spool,
+                          ingest=self.scp.ingest, make_engine=make_engine)
         self.workers = [
             Worker(index=i, config=config, store=self.store, spool=self.spool, jobs=self.jobs,
                    metrics=self.metrics, make_engine=make_engine, stop=self.stop_event,
@@ -96,7 +99,7 @@ class Node:
         if self.config.http_port:
             self.http = HealthServer(address=self.config.http_address,
                                      port=self.config.http_port, metrics=self.metrics,
-                                     health=self.health)
+                                     health=self.health, app=self.web)
             self.http.start()
         self.scp.start()
         for thread in (*self.workers, *self.senders, self.scheduler):

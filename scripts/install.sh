@@ -16,11 +16,15 @@ if $with_test; then
     [gdcminfo]=libgdcm-tools [DicomSRValidator]=pixelmed-apps
     [javac]=default-jdk-headless  # PixelMed runs as a single-file Java program
     [node]=nodejs [npm]=npm
+    # the review page's browser test (tests/node/test_web_browser.py)
+    [chromium]=chromium [chromedriver]=chromium-driver
   )
   missing=()
   for tool in "${!package_of[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
   done
+  # Orthanc's DICOMweb plugin pushes to the node's STOW-RS (tests/node/test_web.py)
+  [[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] || missing+=(orthanc-dicomweb)
   if ((${#missing[@]})); then
     packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
     echo "installing test peers: $packages"

@@ -1,0 +1,235 @@
+"""The node's web face against real clients: dicomweb-client and Orthanc's DICOMweb plugin
+push by STOW-RS, the analysis API answers as ``cxr analyze`` does, the review data and
+layers, tokens and sessions, and no patient text in the log. One node serves the module
+(its engine loads once); the browser test (test_web_browser.py) has its own."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from PIL import Image
+
+from dicom_node.web.analyze import AnalysisService
+from tests.conftest import SHARED_DATA
+from tests.node.node_helpers import (
+    CR_UNCOMPRESSED,
+    DEST_AE,
+    DX_NIH,
+    EXTREMITY,
+    NodeProcess,
+    Orthanc,
+    Storescp,
+    copy_with_new_uids,
+    free_port,
+    storescu,
+    wait_for,
+)
+from tests.node.web_helpers import WebNode, multipart
+
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+MARKER = "ZZQMARKERQZZ"
+NIH_PNG = SHARED_DATA / "nih_cxr14_multilabel" / "images" / "00000284_000.png"
+
+
+def start_web_node(root: Path, *, extra: str = "") -> WebNode:
+    destination = Storescp(root / "dest").start()
+    node = NodeProcess(root / "node", destinations=[
+        ("pacs", DEST_AE, destination.port), ("gone", "GONE", free_port())],
+        extra="[retry]\nmax_attempts = 1\ninitial_backoff_s = 0.1\nmax_backoff_s = 0.1\n"
+              "[web]\nmax_upload_mb = 48\n" + extra)
+    created = node.cli("token", "create", "reviewer")
+    assert created.returncode == 0, created.stderr
+    node.start()
+    return WebNode(node, destination, created.stdout.strip(), root)
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebNode]:
+    started = start_web_node(tmp_path_factory.mktemp("web"))
+    try:
+        yield started
+    finally:
+        started.node.stop()
+        started.destination.stop()
+
+
+def test_without_a_valid_token_nothing_but_the_page_itself(web: WebNode) -> None:
+    for method, path in [("GET", "/api/studies"), ("GET", "/api/studies/1"),
+                         ("GET", "/api/studies/1/instances/1/radiograph.png"),
+                         ("POST", "/api/studies/1/retry"), ("POST", "/studies"),
+                         ("POST", "/api/analyze"), ("GET", "/api/session")]:
+        for token in (None, "not-a-token"):
+            reply = web.call(method, path, token=token, body=b"" if method == "POST" else None)
+            assert reply.status == 401, (method, path, reply.status)
+            assert reply.json() == {"error": "authentication required"}
+            assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    page = web.call("GET", "/ui/", token=None)
+    assert page.status == 200 and b"AI output, not verified" in page.body
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert web.call("GET", "/api/openapi.json", token=None).json()["openapi"].startswith("3.")
+
+
+def test_a_session_cookie_opens_the_api_and_closes_on_sign_out(web: WebNode) -> None:
+    assert web.call("POST", "/api/session", token=None, body=b'{"token": "wrong"}').status == 401
+    login = web.call("POST", "/api/session", token=None,
+                     body=('{"token": "%s"}' % web.token).encode())
+    assert login.status == 200 and login.json() == {"holder": "reviewer"}
+    cookie = login.headers["Set-Cookie"].split(";")[0]
+    assert "HttpOnly" in login.headers["Set-Cookie"]
+    assert "SameSite=Strict" in login.headers["Set-Cookie"]
+    assert web.call("GET", "/api/session", token=None, cookie=cookie).json() == {
+        "holder": "reviewer"}
+    web.call("DELETE", "/api/session", token=None, cookie=cookie)
+    assert web.call("GET", "/api/studies", token=None, cookie=cookie).status == 401
+
+
+def test_stow_rs_from_dicomweb_client_is_stored_analysed_and_delivered(web: WebNode) -> None:
+    path = copy_with_new_uids(DX_NIH, web.root / "stow", PatientName=MARKER,
+                              StudyDescription=MARKER)
+    dataset = pydicom.dcmread(path)
+    client = DICOMwebClient(url=web.url, headers={"Authorization": f"Bearer {web.token}"})
+    response = client.store_instances([dataset])
+    assert [str(i.ReferencedSOPInstanceUID) for i in response.ReferencedSOPSequence] == [
+        str(dataset.SOPInstanceUID)]
+    assert "FailedSOPSequence" not in response
+    # Success means stored: the spooled file is there before any analysis
+    stored = web.node.query("SELECT calling_ae FROM instances WHERE sop_uid = ?",
+                            (str(dataset.SOPInstanceUID),))
+    assert stored == [("STOW-RS",)]
+    web.node.wait_instances({str(dataset.SOPInstanceUID)}, {"processed"}, timeout=240)
+    wait_for(lambda: len(web.destination.received()) >= 2, 60, "SEG and SR at the destination")
+    log = web.node.log()
+    assert MARKER not in log and web.token not in log
+
+
+def test_stow_rs_answers_per_instance_with_failure_reasons(web: WebNode) -> None:
+    new = copy_with_new_uids(DX_NIH, web.root / "per-instance")
+    reused = copy_with_new_uids(DX_NIH, web.root / "per-instance-reused")
+    first, first_type = multipart([reused.read_bytes()])
+    assert web.call("POST", "/studies", body=first, content_type=first_type).status == 200
+    other = pydicom.dcmread(reused)
+    other.StudyDescription = "other content, same UID"
+    buffer = io.BytesIO()
+    other.save_as(buffer, enforce_file_format=True)
+    body, content_type = multipart([new.read_bytes(), b"not dicom at all",
+                                    buffer.getvalue(), reused.read_bytes()])
+    reply = web.call("POST", "/studies", body=body, content_type=content_type)
+    assert reply.status == 202
+    answer = pydicom.Dataset.from_json(reply.json())
+    stored = {str(i.ReferencedSOPInstanceUID) for i in answer.ReferencedSOPSequence}
+    # the new instance, and the byte-identical resend (Success, nothing written twice)
+    assert stored == {new.stem, reused.stem}
+    failed = {int(i.FailureReason): str(i.get("ErrorComment", ""))
+              for i in answer.FailedSOPSequence}
+    assert failed[0xC000] == "not a DICOM Part 10 file"
+    assert failed[0xC0D1] == "SOP Instance UID already accepted with other content"
+    assert web.node.query("SELECT COUNT(*) FROM instances WHERE sop_uid LIKE ?",
+                          (reused.stem + "%",)) == [(1,)]
+
+
+@pytest.mark.parametrize(("content_type", "body", "status"), [
+    ("application/json", b"{}", 415),
+    ('multipart/related; type="application/dicom"', b"--x--", 400),
+    ('multipart/related; type="image/png"; boundary=x', b"--x--", 415),
+])
+def test_stow_rs_refuses_malformed_requests_with_a_reason(web: WebNode, content_type: str,
+                                                          body: bytes, status: int) -> None:
+    reply = web.call("POST", "/studies", body=body, content_type=content_type)
+    assert reply.status == status
+    assert reply.json()["error"]
+
+
+def test_stow_rs_bounds_the_body_before_reading_it(web: WebNode) -> None:
+    reply = web.call("POST", "/studies", body=b"x" * (49 * 2**20),
+                     content_type='multipart/related; type="application/dicom"; boundary=x')
+    assert reply.status == 413
+
+
+def test_orthanc_dicomweb_plugin_pushes_a_study_to_the_node(web: WebNode, tmp_path: Path,
+                                                            processes: list) -> None:
+    assert DICOMWEB_PLUGIN.is_file(), "apt package orthanc-dicomweb (scripts/install.sh --test)"
+    orthanc = Orthanc(tmp_path / "orthanc", node_port=free_port(), stable_age=3600, settings={
+        "Plugins": [str(DICOMWEB_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Servers": {"cxrnode": {
+            "Url": web.url + "/", "HttpHeaders": {"Authorization": f"Bearer {web.token}"}}}}})
+    processes.append(orthanc)
+    orthanc.start()
+    image = copy_with_new_uids(DX_NIH, tmp_path / "in")
+    instance_id = orthanc.upload(image)["ID"]
+    orthanc._request("/dicom-web/servers/cxrnode/stow",
+                     ('{"Resources": ["%s"]}' % instance_id).encode())
+    web.node.wait_instances({image.stem}, {"received", "processed"}, timeout=60)
+    assert web.node.query("SELECT calling_ae FROM instances WHERE sop_uid = ?",
+                          (image.stem,)) == [("STOW-RS",)]
+
+
+def test_analysis_api_answers_as_the_command_does(web: WebNode) -> None:
+    reply = web.call("POST", "/api/analyze", body=CR_UNCOMPRESSED.read_bytes(),
+                     content_type="application/dicom")
+    assert reply.status == 200, reply.body[:300]
+    result = reply.json()
+    assert {f["name"] for f in result["analysis"]["findings"]} >= {"abnormal"}
+    assert {"overlay", "json", "seg", "sr"} <= set(result["files"])
+    overlay = web.call("GET", result["files"]["overlay"])
+    assert overlay.status == 200 and overlay.headers["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(overlay.body)).size[0] > 0
+    seg = web.call("GET", result["files"]["seg"])
+    assert pydicom.dcmread(io.BytesIO(seg.body)).Modality == "SEG"
+    assert web.call("GET", result["files"]["overlay"], token=None).status == 401
+    assert not list((web.node.storage / "api" / result["id"]).rglob("upload.dcm"))
+
+    refused = web.call("POST", "/api/analyze", body=EXTREMITY.read_bytes(),
+                       content_type="application/dicom")
+    assert refused.status == 422
+    assert refused.json()["error"].startswith("not a chest radiograph")
+    wrong = web.call("POST", "/api/analyze", body=b"hello", content_type="text/plain")
+    assert wrong.status == 415
+
+
+def test_analysis_api_takes_png(web: WebNode) -> None:
+    reply = web.call("POST", "/api/analyze", body=NIH_PNG.read_bytes(),
+                     content_type="image/png")
+    assert reply.status == 200
+    assert "seg" not in reply.json()["files"]  # DICOM results need a DICOM source
+
+
+def test_review_data_lists_states_layers_and_retries_dead_letters(web: WebNode) -> None:
+    image = copy_with_new_uids(CR_UNCOMPRESSED, web.root / "review")
+    assert storescu([image], web.node.port).returncode == 0
+    web.node.wait_instances({image.stem}, {"processed"}, timeout=240)
+
+    def dead_study() -> dict | None:
+        studies = web.call("GET", "/api/studies").json()["studies"]
+        return next((s for s in studies if s["state"] == "dead-lettered"), None)
+    study = wait_for(dead_study, 60, "the unreachable destination's dead letters")
+    detail = web.call("GET", f"/api/studies/{study['id']}").json()
+    instance = detail["instances"][0]
+    assert instance["state"] == "processed"
+    assert instance["analysis"]["models"]
+    layers = instance["layers"]
+    assert {"radiograph", "segment-lung_right", "segment-lung_left"} <= set(layers)
+    picture = Image.open(io.BytesIO(web.call("GET", layers["segment-lung_right"]).body))
+    assert picture.mode == "RGBA" and picture.getextrema()[3][1] > 0  # something drawn
+    assert max(picture.size) <= 1024
+    assert {d["state"] for d in detail["deliveries"] if d["destination"] == "gone"} == {"dead"}
+    assert "study_uid" not in str(detail) and image.stem not in str(detail)
+    retried = web.call("POST", f"/api/studies/{study['id']}/retry").json()
+    assert retried["deliveries"] >= 2
+    assert web.call("GET", f"/api/studies/{study['id']}/instances/1/../../x.png").status == 404
+    assert web.call("GET", f"/api/studies/{study['id']}/instances/9/radiograph.png"
+                    ).status == 404
+
+
+def test_analysis_results_expire_after_the_retention(tmp_path: Path) -> None:
+    service = AnalysisService(folder=tmp_path / "api", make_engine=lambda: None,  # type: ignore[arg-type, return-value]
+                              retention_s=3600, max_upload_bytes=1)
+    (tmp_path / "api" / ("a" * 24)).mkdir()
+    assert service.expire(now=0) == 0
+    assert service.expire(now=time.time() + 3601) == 1
+    assert not list((tmp_path / "api").iterdir())
