@@ -101,7 +101,7 @@ class WebApp:
             review.retry_study(self.store, int(m["study"]))))
 
     def __call__(self, request: Request) -> Response:
-        route = "-"
+        route, reason = "-", None
         try:
             handler, match = self.router.find(request.method, request.path)
             route = match.re.pattern
@@ -109,15 +109,16 @@ class WebApp:
                     request.path == "/api/session":
                 request.holder = self._authenticate(request)
             response = handler(request, match)
-        except HttpError as error:
+        except HttpError as error:  # its reasons are fixed texts, never request data
             response = error_response(error)
+            reason = error.reason
         except Exception as error:  # never a traceback to the client
             log.error("web request failed", extra={"fields": {
                 "route": route, "error": type(error).__name__}})
             response = error_response(HttpError(500, "internal error"))
         log.info("web request", extra={"fields": {
             "method": request.method, "route": route, "status": response.status,
-            "holder": request.holder}})
+            "holder": request.holder, "reason": reason}})
         return response
 
     def _authenticate(self, request: Request) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from http.cookies import SimpleCookie
-from io import BufferedIOBase
+from io import BufferedIOBase, BytesIO
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs
@@ -28,6 +28,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 COPY_CHUNK = 1 << 20
+MAX_CHUNK_LINE = 1024
 
 
 class HttpError(Exception):
@@ -79,15 +80,24 @@ class Request:
         morsel = cookies.get(name)
         return morsel.value if morsel is not None else None
 
+    @property
+    def chunked(self) -> bool:
+        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+
     def read_body(self, *, max_bytes: int) -> bytes:
-        """The whole body, refused (413) past ``max_bytes`` before anything is read."""
-        length = self.content_length
-        if length > max_bytes:
-            raise HttpError(413, f"body larger than {max_bytes // 2**20} MiB")
-        return self.body.read(length)
+        """The whole body, refused (413) past ``max_bytes``."""
+        buffer = BytesIO()
+        self.copy_body(buffer, max_bytes=max_bytes)
+        return buffer.getvalue()
 
     def copy_body(self, target: IO[bytes], *, max_bytes: int) -> int:
-        """Stream the body into ``target`` (never whole in memory); returns its size."""
+        """Stream the body into ``target`` (never whole in memory); returns its size.
+
+        A declared length over ``max_bytes`` is refused (413) before anything is read; a
+        chunked body (as dicomweb-client sends) as soon as it passes the limit.
+        """
+        if self.chunked:
+            return self._copy_chunked(target, max_bytes)
         remaining = self.content_length
         if remaining > max_bytes:
             raise HttpError(413, f"body larger than {max_bytes // 2**20} MiB")
@@ -99,6 +109,29 @@ class Request:
             target.write(chunk)
             remaining -= len(chunk)
         return size
+
+    def _copy_chunked(self, target: IO[bytes], max_bytes: int) -> int:
+        size = 0
+        while True:
+            line = self.body.readline(MAX_CHUNK_LINE)
+            try:
+                length = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise HttpError(400, "malformed chunked body") from None
+            if length == 0:
+                while self.body.readline(MAX_CHUNK_LINE).strip():  # trailers
+                    pass
+                return size
+            size += length
+            if size > max_bytes:
+                raise HttpError(413, f"body larger than {max_bytes // 2**20} MiB")
+            while length:
+                chunk = self.body.read(min(COPY_CHUNK, length))
+                if not chunk:
+                    raise HttpError(400, "chunked body ended early")
+                target.write(chunk)
+                length -= len(chunk)
+            self.body.readline(MAX_CHUNK_LINE)  # the CRLF after the chunk
 
 
 @dataclass

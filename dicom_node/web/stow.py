@@ -29,7 +29,8 @@ from dicom_node.web.http import HttpError, Request, Response, json_response
 
 DICOM_JSON = "application/dicom+json"
 SENDER = "STOW-RS"
-_BOUNDARY = re.compile(r'boundary="?([^";]{1,70})"?', re.IGNORECASE)
+_BOUNDARY = re.compile(r'boundary="?([^";]{1,200})"?', re.IGNORECASE)
+"""RFC 2046 allows 70 characters; Orthanc's DICOMweb plugin sends 73."""
 _TYPE = re.compile(r'type="?([^";]+)"?', re.IGNORECASE)
 MAX_PART_HEADER = 8192
 
@@ -95,6 +96,7 @@ class StowService:
                 size = request.copy_body(handle, max_bytes=self.max_upload_bytes)
                 if size == 0:
                     raise HttpError(400, "empty body")
+                handle.flush()  # the map reads the file, not the write buffer
                 with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as body:
                     verdicts = [self._store_part(body, part)
                                 for part in parts(body, boundary)]
