@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript",
-                ".css": "text/css", ".json": "application/json"}
+                ".css": "text/css", ".json": "application/json", ".svg": "image/svg+xml"}
 MAX_LOGIN_BYTES = 4096
 PUBLIC = re.compile(r"/|/ui/.*|/api/openapi\.json|/api/session")
 
@@ -89,7 +89,7 @@ class WebApp:
             lambda _r, _m: Response(200, (static_folder() / "openapi.json").read_bytes()))
         add("POST", r"/api/session", self._login)
         add("DELETE", r"/api/session", self._logout)
-        add("GET", r"/api/session", lambda r, _m: json_response({"holder": r.holder}))
+        add("GET", r"/api/session", self._whoami)
         add("GET", r"/api/studies", lambda _r, _m: json_response(
             {"studies": review.study_list(self.store)}))
         add("GET", r"/api/studies/(?P<study>\d{1,9})", lambda _r, m: json_response(
@@ -105,8 +105,7 @@ class WebApp:
         try:
             handler, match = self.router.find(request.method, request.path)
             route = match.re.pattern
-            if not PUBLIC.fullmatch(request.path) or request.method == "GET" and \
-                    request.path == "/api/session":
+            if not PUBLIC.fullmatch(request.path):
                 request.holder = self._authenticate(request)
             response = handler(request, match)
         except HttpError as error:  # its reasons are fixed texts, never request data
@@ -138,6 +137,15 @@ class WebApp:
         except TokenError:
             log.error("tokens file unreadable")
             return None
+
+    def _whoami(self, request: Request, _match: re.Match[str]) -> Response:
+        """Who is signed in, or null: the page asks before anything else, so that a
+        signed-out visit makes no failing request (no console error)."""
+        try:
+            holder: str | None = self._authenticate(request)
+        except HttpError:
+            holder = None
+        return json_response({"holder": holder})
 
     def _login(self, request: Request, _match: re.Match[str]) -> Response:
         try:

@@ -1,14 +1,15 @@
 """The node's web face against real clients: dicomweb-client and Orthanc's DICOMweb plugin
 push by STOW-RS, the analysis API answers as ``cxr analyze`` does, the review data and
 layers, tokens and sessions, and no patient text in the log. One node serves the module
-(its engine loads once); the browser test (test_web_browser.py) has its own."""
+(its engine loads once): the ``web`` fixture in conftest.py, shared with the browser
+test."""
 
 from __future__ import annotations
 
 import http.client
 import io
+import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -20,12 +21,9 @@ from dicom_node.web.analyze import AnalysisService
 from tests.conftest import SHARED_DATA
 from tests.node.node_helpers import (
     CR_UNCOMPRESSED,
-    DEST_AE,
     DX_NIH,
     EXTREMITY,
-    NodeProcess,
     Orthanc,
-    Storescp,
     copy_with_new_uids,
     free_port,
     storescu,
@@ -38,38 +36,17 @@ MARKER = "ZZQMARKERQZZ"
 NIH_PNG = SHARED_DATA / "nih_cxr14_multilabel" / "images" / "00000284_000.png"
 
 
-def start_web_node(root: Path, *, extra: str = "") -> WebNode:
-    destination = Storescp(root / "dest").start()
-    node = NodeProcess(root / "node", destinations=[
-        ("pacs", DEST_AE, destination.port), ("gone", "GONE", free_port())],
-        extra="[retry]\nmax_attempts = 1\ninitial_backoff_s = 0.1\nmax_backoff_s = 0.1\n"
-              "[web]\nmax_upload_mb = 48\n" + extra)
-    created = node.cli("token", "create", "reviewer")
-    assert created.returncode == 0, created.stderr
-    node.start()
-    return WebNode(node, destination, created.stdout.strip(), root)
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebNode]:
-    started = start_web_node(tmp_path_factory.mktemp("web"))
-    try:
-        yield started
-    finally:
-        started.node.stop()
-        started.destination.stop()
-
-
 def test_without_a_valid_token_nothing_but_the_page_itself(web: WebNode) -> None:
     for method, path in [("GET", "/api/studies"), ("GET", "/api/studies/1"),
                          ("GET", "/api/studies/1/instances/1/radiograph.png"),
                          ("POST", "/api/studies/1/retry"), ("POST", "/studies"),
-                         ("POST", "/api/analyze"), ("GET", "/api/session")]:
+                         ("POST", "/api/analyze")]:
         for token in (None, "not-a-token"):
             reply = web.call(method, path, token=token, body=b"" if method == "POST" else None)
             assert reply.status == 401, (method, path, reply.status)
             assert reply.json() == {"error": "authentication required"}
             assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    assert web.call("GET", "/api/session", token="wrong").json() == {"holder": None}
     page = web.call("GET", "/ui/", token=None)
     assert page.status == 200 and b"AI output, not verified" in page.body
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
@@ -79,7 +56,7 @@ def test_without_a_valid_token_nothing_but_the_page_itself(web: WebNode) -> None
 def test_a_session_cookie_opens_the_api_and_closes_on_sign_out(web: WebNode) -> None:
     assert web.call("POST", "/api/session", token=None, body=b'{"token": "wrong"}').status == 401
     login = web.call("POST", "/api/session", token=None,
-                     body=('{"token": "%s"}' % web.token).encode())
+                     body=json.dumps({"token": web.token}).encode())
     assert login.status == 200 and login.json() == {"holder": "reviewer"}
     cookie = login.headers["Set-Cookie"].split(";")[0]
     assert "HttpOnly" in login.headers["Set-Cookie"]
@@ -175,7 +152,7 @@ def test_orthanc_dicomweb_plugin_pushes_a_study_to_the_node(web: WebNode, tmp_pa
     image = copy_with_new_uids(DX_NIH, tmp_path / "in")
     instance_id = orthanc.upload(image)["ID"]
     orthanc._request("/dicom-web/servers/cxrnode/stow",
-                     ('{"Resources": ["%s"]}' % instance_id).encode())
+                     json.dumps({"Resources": [instance_id]}).encode())
     web.node.wait_instances({image.stem}, {"received", "processed"}, timeout=60)
     assert web.node.query("SELECT calling_ae FROM instances WHERE sop_uid = ?",
                           (image.stem,)) == [("STOW-RS",)]

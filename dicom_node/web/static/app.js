@@ -36,7 +36,7 @@ async function loadStudies() {
   rows.replaceChildren();
   for (const study of studies) {
     const open = el("a", { href: `#study/${study.id}`, text: `#${study.id}` });
-    const actions = el("td");
+    const actions = el("td", { "data-label": "Actions" });
     if (study.dead) {
       const retry = el("button", { type: "button", class: "secondary",
         "aria-label": `Retry dead letters of study ${study.id}`, text: "Retry" });
@@ -44,19 +44,22 @@ async function loadStudies() {
       actions.append(retry);
     }
     rows.append(el("tr", { "data-study": String(study.id) },
-      el("td", {}, open), el("td", { text: when(study.received) }),
-      el("td", { class: `state-${study.state}`, text: study.state }),
-      el("td", { text: `${study.instances} (${study.processed} analysed)` }),
-      el("td", { text: `${study.sent} of ${study.deliveries}` }), actions));
+      el("td", { "data-label": "Study" }, open),
+      el("td", { "data-label": "Received", text: when(study.received) }),
+      el("td", { "data-label": "State", class: `state-${study.state}`, text: study.state }),
+      el("td", { "data-label": "Instances",
+        text: `${study.instances} (${study.processed} analysed)` }),
+      el("td", { "data-label": "Delivered", text: `${study.sent} of ${study.deliveries}` }),
+      actions));
   }
   $("studies-status").textContent = `${studies.length} studies`;
 }
 
 async function retryStudy(id) {
   const counts = await api(`/api/studies/${id}/retry`, { method: "POST" });
+  await loadStudies();
   $("studies-status").textContent =
     `Study ${id}: ${counts.deliveries} deliveries and ${counts.instances} instances requeued`;
-  await loadStudies();
 }
 
 function layerToggles(instance, stack) {
@@ -146,6 +149,11 @@ async function route() {
   }
 }
 
+async function start() {
+  const { holder } = await api("/api/session");
+  if (holder) await route(); else show("login");
+}
+
 async function login(event) {
   event.preventDefault();
   $("login-error").textContent = "";
@@ -166,5 +174,5 @@ document.addEventListener("DOMContentLoaded", () => {
     show("login");
   });
   window.addEventListener("hashchange", route);
-  route();
+  start();
 });
