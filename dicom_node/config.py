@@ -41,12 +41,15 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class Destination:
-    """A DICOM peer the results are sent to."""
+    """A peer the results are sent to: by C-STORE, or by STOW-RS when ``stow_url`` is set
+    (then ``authorization`` is sent as the HTTP Authorization header)."""
 
     name: str
-    ae_title: str
-    host: str
-    port: int
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    stow_url: str | None = None
+    authorization: str | None = None
     tls: bool = False
     timeout_s: float = 30.0
     """Connection, association and DIMSE timeout of each attempt (its own sender thread,
@@ -324,7 +327,8 @@ _WEB_KEYS: dict[str, Any] = {
     "max_upload_mb": _positive,
     "analysis_retention_hours": _positive,
 }
-_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s")
+_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s", "stow_url",
+                     "authorization")
 
 
 def _table(key: str, value: Any) -> Mapping[str, Any]:
@@ -349,6 +353,8 @@ def _destination(index: int, value: Any) -> Destination:
     key = f"destinations[{index}]"
     table = _table(key, value)
     _check_known(key, table, _DESTINATION_KEYS)
+    if "stow_url" in table:
+        return _dicomweb_destination(key, table)
     for name in ("ae_title", "host", "port"):
         if name not in table:
             raise ConfigError(f"{key}.{name}: missing")
@@ -360,6 +366,21 @@ def _destination(index: int, value: Any) -> Destination:
     return Destination(name=name, ae_title=ae_title, host=_host(f"{key}.host", table["host"]),
                        port=_port(f"{key}.port", table["port"]),
                        tls=_bool(f"{key}.tls", table.get("tls", False)),
+                       timeout_s=_positive(f"{key}.timeout_s", table.get("timeout_s", 30.0)))
+
+
+def _dicomweb_destination(key: str, table: Mapping[str, Any]) -> Destination:
+    url = table["stow_url"]
+    if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s]+", url):
+        raise ConfigError(f"{key}.stow_url: an http(s) URL, got {url!r}")
+    name = table.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise ConfigError(f"{key}.name: 1-64 letters, digits, '_', '.', '-' "
+                          "(required for a DICOMweb destination)")
+    authorization = table.get("authorization")
+    if authorization is not None and not isinstance(authorization, str):
+        raise ConfigError(f"{key}.authorization: a string such as \"Bearer ...\"")
+    return Destination(name=name, stow_url=url, authorization=authorization,
                        timeout_s=_positive(f"{key}.timeout_s", table.get("timeout_s", 30.0)))
 
 

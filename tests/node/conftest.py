@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pynetdicom import _config
 
-from tests.node.node_helpers import DEST_AE, NodeProcess, Storescp, free_port
-from tests.node.web_helpers import WebNode
+from tests.node.node_helpers import DEST_AE, NodeProcess, Orthanc, Storescp, free_port
+from tests.node.web_helpers import DICOMWEB_PLUGIN, WebNode
 
 
 @pytest.fixture
@@ -27,16 +27,31 @@ def chunked_sending(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
 
 
-def start_web_node(root: Path, *, extra: str = "") -> WebNode:
+def start_web_node(root: Path) -> WebNode:
+    """A node with three destinations: storescp by C-STORE, Orthanc by STOW-RS, and one
+    that never answers (its deliveries dead-letter at once); Orthanc can also push to
+    the node's STOW-RS with the node's token."""
     destination = Storescp(root / "dest").start()
+    orthanc_http = free_port()
     node = NodeProcess(root / "node", destinations=[
         ("pacs", DEST_AE, destination.port), ("gone", "GONE", free_port())],
-        extra="[retry]\nmax_attempts = 1\ninitial_backoff_s = 0.1\nmax_backoff_s = 0.1\n"
-              "[web]\nmax_upload_mb = 48\n" + extra)
+        extra="[[destinations]]\nname = \"web\"\n"
+              f'stow_url = "http://127.0.0.1:{orthanc_http}/dicom-web/"\n'
+              "[retry]\nmax_attempts = 1\ninitial_backoff_s = 0.1\nmax_backoff_s = 0.1\n"
+              "[web]\nmax_upload_mb = 48\n")
     created = node.cli("token", "create", "reviewer")
     assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert DICOMWEB_PLUGIN.is_file(), "apt package orthanc-dicomweb (scripts/install.sh --test)"
+    orthanc = Orthanc(root / "orthanc", node_port=free_port(), stable_age=3600, settings={
+        "HttpPort": orthanc_http, "Plugins": [str(DICOMWEB_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Servers": {"cxrnode": {
+            "Url": f"http://127.0.0.1:{node.http_port}/",
+            "HttpHeaders": {"Authorization": f"Bearer {token}"}}}}})
+    orthanc.http_port = orthanc_http
+    orthanc.start()
     node.start()
-    return WebNode(node, destination, created.stdout.strip(), root)
+    return WebNode(node, destination, token, root, orthanc)
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +62,4 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebNode]:
     finally:
         started.node.stop()
         started.destination.stop()
+        started.orthanc.stop()

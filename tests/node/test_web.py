@@ -23,15 +23,12 @@ from tests.node.node_helpers import (
     CR_UNCOMPRESSED,
     DX_NIH,
     EXTREMITY,
-    Orthanc,
     copy_with_new_uids,
-    free_port,
     storescu,
     wait_for,
 )
 from tests.node.web_helpers import WebNode, multipart
 
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 MARKER = "ZZQMARKERQZZ"
 NIH_PNG = SHARED_DATA / "nih_cxr14_multilabel" / "images" / "00000284_000.png"
 
@@ -140,22 +137,38 @@ def test_stow_rs_bounds_the_body_before_reading_it(web: WebNode) -> None:
     connection.close()
 
 
-def test_orthanc_dicomweb_plugin_pushes_a_study_to_the_node(web: WebNode, tmp_path: Path,
-                                                            processes: list) -> None:
-    assert DICOMWEB_PLUGIN.is_file(), "apt package orthanc-dicomweb (scripts/install.sh --test)"
-    orthanc = Orthanc(tmp_path / "orthanc", node_port=free_port(), stable_age=3600, settings={
-        "Plugins": [str(DICOMWEB_PLUGIN)],
-        "DicomWeb": {"Enable": True, "Servers": {"cxrnode": {
-            "Url": web.url + "/", "HttpHeaders": {"Authorization": f"Bearer {web.token}"}}}}})
-    processes.append(orthanc)
-    orthanc.start()
+def test_orthanc_dicomweb_plugin_pushes_a_study_to_the_node(web: WebNode,
+                                                            tmp_path: Path) -> None:
     image = copy_with_new_uids(DX_NIH, tmp_path / "in")
-    instance_id = orthanc.upload(image)["ID"]
-    orthanc._request("/dicom-web/servers/cxrnode/stow",
-                     json.dumps({"Resources": [instance_id]}).encode())
+    instance_id = web.orthanc.upload(image)["ID"]
+    web.orthanc._request("/dicom-web/servers/cxrnode/stow",
+                         json.dumps({"Resources": [instance_id]}).encode())
     web.node.wait_instances({image.stem}, {"received", "processed"}, timeout=60)
     assert web.node.query("SELECT calling_ae FROM instances WHERE sop_uid = ?",
                           (image.stem,)) == [("STOW-RS",)]
+
+
+def test_results_go_to_a_dicomweb_destination_exactly_once(web: WebNode,
+                                                           tmp_path: Path) -> None:
+    image = copy_with_new_uids(CR_UNCOMPRESSED, tmp_path / "out")
+    study_uid = str(pydicom.dcmread(image, stop_before_pixels=True).StudyInstanceUID)
+    assert storescu([image], web.node.port).returncode == 0
+    web.node.wait_instances({image.stem}, {"processed"}, timeout=240)
+
+    def sent_by_stow() -> list[tuple] | None:
+        rows = web.node.query(
+            "SELECT d.result_uid, d.state, d.attempts FROM deliveries d JOIN studies s "
+            "ON s.id = d.study_id WHERE s.study_uid = ? AND d.destination = 'web'",
+            (study_uid,))
+        return rows if rows and all(r[1] == "sent" for r in rows) else None
+    rows = wait_for(sent_by_stow, 60, "the results sent by STOW-RS")
+    assert {r[2] for r in rows} == {0}  # sent at the first attempt, never repeated
+    studies = [s for s in web.orthanc.get("/studies?expand")
+               if s["MainDicomTags"]["StudyInstanceUID"] == study_uid]
+    in_orthanc = {i["MainDicomTags"]["SOPInstanceUID"]
+                  for i in web.orthanc.get(f"/studies/{studies[0]['ID']}/instances?expand")}
+    assert in_orthanc == {r[0] for r in rows}
+    assert len(rows) >= 2  # SEG and SR
 
 
 def test_analysis_api_answers_as_the_command_does(web: WebNode) -> None:

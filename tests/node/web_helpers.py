@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.node.node_helpers import NodeProcess, Storescp
+from tests.node.node_helpers import NodeProcess, Orthanc, Storescp
 
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 BOUNDARY = "cxr-test-boundary-7f3a"
 
 
@@ -31,6 +32,7 @@ class WebNode:
     destination: Storescp
     token: str
     root: Path
+    orthanc: Orthanc
 
     @property
     def url(self) -> str:
