@@ -136,6 +136,8 @@ class WebConfig:
     """
 
     review_page: bool = True
+    tls: bool = False
+    """Serve HTTPS with the node's ``[tls]`` certificate (TLS 1.2 or later)."""
     stow: bool = True
     analysis_api: bool = True
     tokens_file: Path | None = None
@@ -321,6 +323,7 @@ _TLS_KEYS: dict[str, Any] = {
 }
 _WEB_KEYS: dict[str, Any] = {
     "review_page": _bool,
+    "tls": _bool,
     "stow": _bool,
     "analysis_api": _bool,
     "tokens_file": _path,
@@ -443,6 +446,8 @@ def validate_config(config: NodeConfig) -> NodeConfig:
         if destination.tls and (config.tls is None or config.tls.ca_certificates is None):
             raise ConfigError(f"destinations[{index}].tls: needs [tls] with ca_certificates "
                               "(to verify the destination) and the node's certificate")
+    if config.web.tls and config.tls is None:
+        raise ConfigError("[web].tls: needs [tls] with the node's certificate and key")
     if config.tls is not None:
         for name in ("certificate", "private_key", "ca_certificates"):
             path = getattr(config.tls, name)

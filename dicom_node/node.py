@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sqlite3
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -99,11 +100,21 @@ class Node:
         if self.config.http_port:
             self.http = HealthServer(address=self.config.http_address,
                                      port=self.config.http_port, metrics=self.metrics,
-                                     health=self.health, app=self.web)
+                                     health=self.health, app=self.web,
+                                     tls=self._http_tls())
             self.http.start()
         self.scp.start()
         for thread in (*self.workers, *self.senders, self.scheduler):
             thread.start()
+
+    def _http_tls(self) -> ssl.SSLContext | None:
+        tls = self.config.tls
+        if not self.config.web.tls or tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(tls.certificate, tls.private_key)
+        return context
 
     def wake_senders(self) -> None:
         for wake in self.wakes:

@@ -28,15 +28,17 @@ def chunked_sending(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def start_web_node(root: Path) -> WebNode:
-    """A node with three destinations: storescp by C-STORE, Orthanc by STOW-RS, and one
-    that never answers (its deliveries dead-letter at once); Orthanc can also push to
-    the node's STOW-RS with the node's token."""
+    """A node with four destinations: storescp by C-STORE, Orthanc by STOW-RS, and a
+    C-STORE and a STOW-RS one that nobody answers (their deliveries dead-letter at once);
+    Orthanc can also push to the node's STOW-RS with the node's token."""
     destination = Storescp(root / "dest").start()
     orthanc_http = free_port()
     node = NodeProcess(root / "node", destinations=[
         ("pacs", DEST_AE, destination.port), ("gone", "GONE", free_port())],
         extra="[[destinations]]\nname = \"web\"\n"
               f'stow_url = "http://127.0.0.1:{orthanc_http}/dicom-web/"\n'
+              "[[destinations]]\nname = \"webgone\"\n"
+              f'stow_url = "http://127.0.0.1:{free_port()}/dicom-web/"\ntimeout_s = 5\n'
               "[retry]\nmax_attempts = 1\ninitial_backoff_s = 0.1\nmax_backoff_s = 0.1\n"
               "[web]\nmax_upload_mb = 48\n")
     created = node.cli("token", "create", "reviewer")
