@@ -68,6 +68,8 @@ _PUBLIC: dict[str, str] = {
     "write_outputs": "cxr_core.writers.files",
     "WrittenOutputs": "cxr_core.writers.files",
     "safe_folder_name": "cxr_core.writers.files",
+    "write_review_layers": "cxr_core.writers.review",
+    "ReviewLayers": "cxr_core.writers.review",
     "is_own_output": "cxr_core.writers.identity",
     "MANUFACTURER": "cxr_core.writers.identity",
     "LabelStore": "cxr_core.writers.labelstore",
@@ -88,7 +90,8 @@ __all__ = [
     "RefusedInput", "check_dicom_decode_limits", "check_inflated_size", "MAX_DECODED_BYTES",
     "MAX_INFLATED_BYTES", "read_seg", "SegContent", "Engine", "StageError", "DEFAULT_STAGES",
     "ModelCard", "default_models_dir", "build_dicom_results", "DicomOptions", "DicomResults",
-    "build_seg", "write_outputs", "WrittenOutputs", "safe_folder_name", "is_own_output",
+    "build_seg", "write_outputs", "WrittenOutputs", "safe_folder_name",
+    "write_review_layers", "ReviewLayers", "is_own_output",
     "MANUFACTURER", "LabelStore", "LabelEntry", "image_key", "utc_now", "train_lung",
     "train_findings", "train_pneumothorax",
 ]
@@ -148,6 +151,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from cxr_core.writers.files import WrittenOutputs, safe_folder_name, write_outputs
     from cxr_core.writers.identity import MANUFACTURER, is_own_output
     from cxr_core.writers.labelstore import LabelEntry, LabelStore, image_key, utc_now
+    from cxr_core.writers.review import ReviewLayers, write_review_layers
     from cxr_core.writers.seg import build_seg
 
     __version__: str

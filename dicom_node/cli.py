@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", help="requeue dead deliveries and failed instances")
     _add_location(retry)
     retry.add_argument("--study", help="only this Study Instance UID")
+    token = sub.add_parser("token", help="API and review-page tokens (only hashes are kept)")
+    token.add_argument("action", choices=("create", "revoke", "list"))
+    token.add_argument("name", nargs="?", help="who holds the token (create, revoke)")
+    _add_location(token)
     return parser
 
 
@@ -163,6 +167,29 @@ def _run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_token(args: argparse.Namespace) -> int:
+    """``create`` prints the token once (to stdout: nothing else is printed there)."""
+    from dicom_node.web.auth import TokenError, Tokens
+
+    config = load_config(args.config) if args.config else NodeConfig(storage=args.storage)
+    tokens = Tokens(path=config.tokens_file)
+    try:
+        if args.action == "list":
+            for entry in tokens.entries():
+                print(f"{entry.name}\tcreated {entry.created}")
+            return 0
+        if not args.name:
+            raise ConfigError(f"token {args.action}: give the holder's name")
+        if args.action == "create":
+            print(tokens.create(args.name))
+            return 0
+        if not tokens.revoke(args.name):
+            raise ConfigError(f"token revoke: no token named {args.name!r}")
+    except TokenError as error:
+        raise ConfigError(f"token {args.action}: {error}") from None
+    return 0
+
+
 def _run_retry(args: argparse.Namespace) -> int:
     counts = _open_store(args).retry(study_uid=args.study)
     print(f"requeued {counts['deliveries']} deliveries and {counts['instances']} instances")
@@ -171,7 +198,8 @@ def _run_retry(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"serve": _run_serve, "status": _run_status, "retry": _run_retry}
+    handlers = {"serve": _run_serve, "status": _run_status, "retry": _run_retry,
+                "token": _run_token}
     try:
         return handlers[args.command](args)
     except ConfigError as error:

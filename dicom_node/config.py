@@ -45,12 +45,15 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class Destination:
-    """A DICOM peer the results are sent to."""
+    """A peer the results are sent to: by C-STORE, or by STOW-RS when ``stow_url`` is set
+    (then ``authorization`` is sent as the HTTP Authorization header)."""
 
     name: str
-    ae_title: str
-    host: str
-    port: int
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    stow_url: str | None = None
+    authorization: str | None = None
     tls: bool = False
     timeout_s: float = 30.0
     """Connection, association and DIMSE timeout of each attempt (its own sender thread,
@@ -127,6 +130,26 @@ class Limits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebConfig:
+    """The web face on the HTTP port (``[http]`` besides address and port).
+
+    ``review_page`` also keeps the display layers the page shows for each analysed
+    instance; ``tokens_file`` holds the hashes of the API tokens (default: in the storage
+    folder); ``max_upload_mb`` bounds one STOW-RS or analysis request;
+    ``analysis_retention_hours`` is how long ``POST /api/analyze`` results are kept.
+    """
+
+    review_page: bool = True
+    tls: bool = False
+    """Serve HTTPS with the node's ``[tls]`` certificate (TLS 1.2 or later)."""
+    stow: bool = True
+    analysis_api: bool = True
+    tokens_file: Path | None = None
+    max_upload_mb: float = 256.0
+    analysis_retention_hours: float = 24.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything ``cxr-node serve`` needs; see ``resources/node.example.toml``."""
 
@@ -155,6 +178,7 @@ class NodeConfig:
     min_free_disk_mb: float = 500.0
     http_address: str = "127.0.0.1"
     http_port: int = 8080
+    web: WebConfig = field(default_factory=WebConfig)
     models_dir: Path | None = None
     log_level: str = "INFO"
     tls: TlsConfig | None = None
@@ -171,6 +195,10 @@ class NodeConfig:
         if self.store_url is not None:
             return Store(url=self.store_url)
         return Store(path=self.database)
+
+    @property
+    def tokens_file(self) -> Path:
+        return self.web.tokens_file or self.storage / "web-tokens.json"
 
 
 # --- TOML layout: section -> key -> (field name, validator) -------------------------
@@ -323,7 +351,17 @@ _TLS_KEYS: dict[str, Any] = {
     "ca_certificates": _path,
     "require_client_certificate": _bool,
 }
-_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s")
+_WEB_KEYS: dict[str, Any] = {
+    "review_page": _bool,
+    "tls": _bool,
+    "stow": _bool,
+    "analysis_api": _bool,
+    "tokens_file": _path,
+    "max_upload_mb": _positive,
+    "analysis_retention_hours": _positive,
+}
+_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s", "stow_url",
+                     "authorization")
 
 
 def _table(key: str, value: Any) -> Mapping[str, Any]:
@@ -348,6 +386,8 @@ def _destination(index: int, value: Any) -> Destination:
     key = f"destinations[{index}]"
     table = _table(key, value)
     _check_known(key, table, _DESTINATION_KEYS)
+    if "stow_url" in table:
+        return _dicomweb_destination(key, table)
     for name in ("ae_title", "host", "port"):
         if name not in table:
             raise ConfigError(f"{key}.{name}: missing")
@@ -362,10 +402,25 @@ def _destination(index: int, value: Any) -> Destination:
                        timeout_s=_positive(f"{key}.timeout_s", table.get("timeout_s", 30.0)))
 
 
+def _dicomweb_destination(key: str, table: Mapping[str, Any]) -> Destination:
+    url = table["stow_url"]
+    if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s]+", url):
+        raise ConfigError(f"{key}.stow_url: an http(s) URL, got {url!r}")
+    name = table.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise ConfigError(f"{key}.name: 1-64 letters, digits, '_', '.', '-' "
+                          "(required for a DICOMweb destination)")
+    authorization = table.get("authorization")
+    if authorization is not None and not isinstance(authorization, str):
+        raise ConfigError(f"{key}.authorization: a string such as \"Bearer ...\"")
+    return Destination(name=name, stow_url=url, authorization=authorization,
+                       timeout_s=_positive(f"{key}.timeout_s", table.get("timeout_s", 30.0)))
+
+
 def config_from_mapping(data: Mapping[str, Any], *, base: NodeConfig | None = None
                         ) -> NodeConfig:
     """Build a :class:`NodeConfig` from parsed TOML (unknown keys are errors)."""
-    known = [*_SECTIONS, "retry", "filters", "limits", "tls", "destinations"]
+    known = [*_SECTIONS, "retry", "filters", "limits", "tls", "web", "destinations"]
     _check_known("(top level)", data, known)
     config = base or NodeConfig()
     values: dict[str, Any] = {}
@@ -384,6 +439,9 @@ def config_from_mapping(data: Mapping[str, Any], *, base: NodeConfig | None = No
     if "limits" in data:
         values["limits"] = replace(config.limits, **_parse_keys(
             "[limits]", _table("[limits]", data["limits"]), _LIMIT_KEYS))
+    if "web" in data:
+        values["web"] = replace(config.web, **_parse_keys(
+            "[web]", _table("[web]", data["web"]), _WEB_KEYS))
     if "tls" in data:
         values["tls"] = _tls(_table("[tls]", data["tls"]))
     if "destinations" in data:
@@ -421,6 +479,8 @@ def validate_config(config: NodeConfig) -> NodeConfig:
         if destination.tls and (config.tls is None or config.tls.ca_certificates is None):
             raise ConfigError(f"destinations[{index}].tls: needs [tls] with ca_certificates "
                               "(to verify the destination) and the node's certificate")
+    if config.web.tls and config.tls is None:
+        raise ConfigError("[web].tls: needs [tls] with the node's certificate and key")
     if config.tls is not None:
         for name in ("certificate", "private_key", "ca_certificates"):
             path = getattr(config.tls, name)

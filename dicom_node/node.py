@@ -6,6 +6,7 @@ import logging
 import os
 import queue
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from dicom_node.scp import StorageSCP
 from dicom_node.sender import Sender
 from dicom_node.spool import Spool, UnsafeUID, checked_instance_key, checked_uid
 from dicom_node.supervise import Heartbeat, run_supervised
+from dicom_node.web.app import WebApp
 from dicom_node.worker import JobQueue, LocalJobQueue, Worker, storage_fault
 
 if TYPE_CHECKING:
@@ -80,6 +82,8 @@ class Node:
         self.scp = StorageSCP(config=config, spool=self.spool, store=self.store,
                               metrics=self.metrics)
         make_engine = make_engine or default_engine_factory(config)
+        self.web = WebApp(config=config, store=self.store, spool=self.spool,
+                          ingest=self.scp.ingest, make_engine=make_engine)
         self.workers = [
             Worker(index=i, config=config, store=self.store, spool=self.spool, jobs=self.jobs,
                    metrics=self.metrics, make_engine=make_engine, stop=self.stop_event,
@@ -129,7 +133,8 @@ class Node:
         if self.config.http_port:
             self.http = HealthServer(address=self.config.http_address,
                                      port=self.config.http_port, metrics=self.metrics,
-                                     health=self.health)
+                                     health=self.health, app=self.web,
+                                     tls=self._http_tls())
             self.http.start()
         if self.takes_input:
             self.scp.start()
@@ -166,6 +171,15 @@ class Node:
             self.store.requeue(study_id)
             raise StudyBusy(f"study {study_id} returned unfinished (stopping)")
         self.store.worker_finished_job(worker_id)
+
+    def _http_tls(self) -> ssl.SSLContext | None:
+        tls = self.config.tls
+        if not self.config.web.tls or tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(tls.certificate, tls.private_key)
+        return context
 
     def wake_senders(self) -> None:
         for wake in self.wakes:

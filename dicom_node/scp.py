@@ -26,7 +26,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import pydicom
 from pydicom import Dataset
 from pydicom.uid import (
     JPEG2000,
@@ -44,14 +43,12 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import split_dataset
 
-from cxr_core import RefusedInput, check_dicom_decode_limits, check_inflated_size
 from dicom_node.config import NodeConfig
-from dicom_node.db import STORE_OR_DISK_ERRORS
 from dicom_node.guard import GuardedServer, PeerLimits
+from dicom_node.ingest import SUCCESS, Ingest, Received
 from dicom_node.metrics import Metrics
-from dicom_node.spool import Spool, UnsafeUID, checked_uid, instance_key
+from dicom_node.spool import Spool
 from dicom_node.store import Store
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -63,33 +60,11 @@ TRANSFER_SYNTAXES = [
     JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
     JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless,
 ]
-SUCCESS = 0x0000
-DEFER_BYTES = 64 * 1024
-"""Values larger than this stay in the received file until read (pixel data)."""
 MAXIMUM_PDU_BYTES = 256 * 1024
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
-DUPLICATE_UID = 0xC0D1
-"""Failure (the C-STORE "cannot understand" range): this SOP Instance UID was already
-accepted with other content, or in another study; the accepted instance is kept."""
 # A-ASSOCIATE-RJ (result, source, diagnostic)
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)   # permanent, service user, calling AE unknown
 REJECT_NO_REASON = (0x01, 0x01, 0x01)    # permanent, service user, no reason given
 REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, presentation, local limit exceeded
-
-
-def _file_ends_with(path: Path, data: bytes) -> bool:
-    """True when the file at ``path`` ends with ``data`` (a spooled file is preamble,
-    File Meta, then the dataset bytes exactly as received)."""
-    try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, 2)
-            if size < len(data):
-                return False
-            handle.seek(size - len(data))
-            return handle.read() == data
-    except OSError:
-        return False
 
 
 def _failure(status: int, comment: str) -> Dataset:
@@ -120,9 +95,9 @@ class StorageSCP:
                  on_received: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.spool = spool
-        self.store = store
         self.metrics = metrics
-        self.on_received = on_received
+        self.ingest = Ingest(config=config, spool=spool, store=store, metrics=metrics,
+                             on_received=on_received)
         self._networks = [ipaddress.ip_network(n, strict=False) for n in config.allowed_ips]
         self._server: GuardedServer | None = None
 
@@ -237,95 +212,15 @@ class StorageSCP:
 
     def on_store(self, event: evt.Event) -> int | Dataset:
         """pynetdicom has streamed the dataset to a file in ``incoming/`` (see
-        :meth:`start`); it is checked from there and hard-linked into the spool."""
-        if self.spool.free_mb() < self.config.min_free_disk_mb:
-            self.metrics.instances_rejected.labels(reason="disk_full").inc()
-            return _failure(OUT_OF_RESOURCES, "storage nearly full")
-        received = Path(event.dataset_path)
-        try:
-            if received.stat().st_size > self.config.limits.max_dataset_mb * 2**20:
-                raise RefusedInput(f"dataset larger than "
-                                   f"{self.config.limits.max_dataset_mb:.0f} MiB")
-            offset = split_dataset(received)[1]
-            self._check_inflated_size(event, received, offset)
-            dataset = pydicom.dcmread(received, defer_size=DEFER_BYTES)
-            study_uid, sop_uid, sop_class = self._identify(event, dataset)
-            check_dicom_decode_limits(
-                dataset, max_bytes=int(self.config.limits.max_decoded_mb * 2**20))
-        except (UnsafeUID, RefusedInput) as error:
-            return self._refuse(str(error))
-        except Exception as error:  # a dataset that cannot be decoded at all
-            return self._refuse(f"undecodable dataset ({type(error).__name__})")
-        try:
-            key = self._instance_key(received, offset, study_uid, sop_uid)
-        except STORE_OR_DISK_ERRORS:
-            return _failure(OUT_OF_RESOURCES, "could not read the store")
-        if not isinstance(key, str):
-            return key
-        path = self.spool.instance_path(study_uid, key)
-        try:
-            self.spool.adopt_durably(received, path)
-            new = self.store.record_instance(study_uid=study_uid, sop_uid=key,
-                                             sop_class=sop_class, path=path,
-                                             calling_ae=event.assoc.requestor.ae_title)
-        except STORE_OR_DISK_ERRORS as error:  # disk full, I/O error, database locked
-            self.metrics.instances_rejected.labels(reason="storage_error").inc()
-            log.error("instance not stored", extra={"fields": {
-                "error": type(error).__name__}})
-            return _failure(OUT_OF_RESOURCES, f"could not store ({type(error).__name__})")
-        self.metrics.instances_received.inc()
-        if new:
-            self.on_received()
-        return SUCCESS
-
-    def _instance_key(self, received: Path, offset: int, study_uid: str, sop_uid: str
-                      ) -> str | int | Dataset:
-        """The key to store a received instance under, or the answer when not stored.
-
-        A new UID is its own key. The same bytes in the same study as an accepted version
-        are a resend (a lost response, a PACS retry): Success, nothing written. Other
-        content or another study is never written over the accepted instance: with
-        ``reused_uids = "refuse"`` it is refused with :data:`DUPLICATE_UID`, with
-        ``"version"`` it is stored as the next version (``<UID>~<n>``) and analysed.
-        """
-        versions = self.store.instance_versions(sop_uid)
-        if not versions:
-            return sop_uid
-        with received.open("rb") as handle:
-            handle.seek(offset)
-            content = handle.read()
-        if any(study == study_uid and _file_ends_with(path, content)
-               for study, path in versions):
-            return SUCCESS
-        if self.config.reused_uids == "version":
-            return instance_key(sop_uid, len(versions) + 1)
-        why = ("SOP Instance UID already accepted in another study"
-               if all(study != study_uid for study, _ in versions)
-               else "SOP Instance UID already accepted with other content")
-        self.metrics.instances_rejected.labels(reason="reused_uid").inc()
-        log.warning("instance refused", extra={"fields": {"reason": why}})
-        return _failure(DUPLICATE_UID, why)
-
-    def _check_inflated_size(self, event: evt.Event, received: Path, offset: int) -> None:
-        """Before pydicom inflates a deflated dataset (whole, in memory): its size."""
-        if event.context.transfer_syntax != DeflatedExplicitVRLittleEndian:
-            return
-        with received.open("rb") as handle:
-            handle.seek(offset)
-            deflated = handle.read()
-        check_inflated_size(deflated, max_bytes=int(self.config.limits.max_inflated_mb * 2**20))
-
-    def _identify(self, event: evt.Event, dataset: Dataset) -> tuple[str, str, str]:
+        :meth:`start`); :class:`~dicom_node.ingest.Ingest` checks it from there and
+        hard-links it into the spool."""
         request = event.request
         assert isinstance(request, C_STORE)  # only C-STORE is handled here
-        sop_uid = checked_uid(request.AffectedSOPInstanceUID, "AffectedSOPInstanceUID")
-        sop_class = checked_uid(request.AffectedSOPClassUID, "AffectedSOPClassUID")
-        study_uid = checked_uid(dataset.get("StudyInstanceUID"), "StudyInstanceUID")
-        if checked_uid(dataset.get("SOPInstanceUID"), "SOPInstanceUID") != sop_uid:
-            raise UnsafeUID("SOPInstanceUID differs from the C-STORE request")
-        return study_uid, sop_uid, sop_class
-
-    def _refuse(self, reason: str) -> Dataset:
-        self.metrics.instances_rejected.labels(reason="invalid").inc()
-        log.warning("instance refused", extra={"fields": {"reason": reason}})
-        return _failure(CANNOT_UNDERSTAND, reason)
+        verdict = self.ingest.accept(Received(
+            path=Path(event.dataset_path), sop_uid=request.AffectedSOPInstanceUID,
+            sop_class=request.AffectedSOPClassUID,
+            transfer_syntax=str(event.context.transfer_syntax),
+            sender=event.assoc.requestor.ae_title))
+        if verdict.accepted:
+            return SUCCESS
+        return _failure(verdict.status, verdict.reason or "")

@@ -1,5 +1,5 @@
-"""C-STORE SCU: results go to each destination, one association per study, one thread
-per destination.
+"""C-STORE SCU (or STOW-RS for a DICOMweb destination): results go to each destination,
+one association (or one request) per study, one thread per destination.
 
 Exactly once per destination: a delivery (result UID, destination) is marked ``sent``
 right after the peer's Success and never attempted again. The one window left is a crash
@@ -21,6 +21,7 @@ from pynetdicom import AE
 from dicom_node.config import Destination, NodeConfig
 from dicom_node.metrics import Metrics
 from dicom_node.store import Delivery, Store
+from dicom_node.stow_client import stow
 from dicom_node.supervise import Heartbeat, run_supervised
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,26 @@ class Sender(threading.Thread):
         for (study_id, _), deliveries in due.items():
             if self.stop_event.is_set():
                 return
-            self.send_study(study_id, self.destination, deliveries)
+            if self.destination.stow_url:
+                self.stow_study(study_id, self.destination, deliveries)
+            else:
+                self.send_study(study_id, self.destination, deliveries)
+
+    def stow_study(self, study_id: int, destination: Destination,
+                   deliveries: list[Delivery]) -> None:
+        """Send one study's pending results to a DICOMweb destination in one request."""
+        assert destination.stow_url is not None
+        outcome = stow(destination.stow_url, {d.result_uid: d.path for d in deliveries},
+                       authorization=destination.authorization,
+                       timeout_s=destination.timeout_s)
+        for delivery in deliveries:
+            error = outcome.errors[delivery.result_uid]
+            if error is None:
+                self.store.mark_sent(delivery)
+                self.metrics.results_sent.labels(destination=delivery.destination).inc()
+            else:
+                self._failed(delivery, error)
+        self._log_if_delivered(study_id, destination)
 
     def send_study(self, study_id: int, destination: Destination,
                    deliveries: list[Delivery]) -> None:
@@ -110,6 +130,9 @@ class Sender(threading.Thread):
         finally:
             if assoc.is_established:
                 assoc.release()
+        self._log_if_delivered(study_id, destination)
+
+    def _log_if_delivered(self, study_id: int, destination: Destination) -> None:
         if self.store.study_fully_sent(study_id, destination.name):
             latency = time.time() - self.store.study_last_received(study_id)
             self.metrics.latency.observe(latency)

@@ -84,7 +84,9 @@ class Spool:
         self.received = self.root / "spool"
         self.quarantine = self.root / "quarantine"
         self.results = self.root / "results"
-        for folder in (self.incoming, self.received, self.quarantine, self.results):
+        self.review = self.root / "review"
+        for folder in (self.incoming, self.received, self.quarantine, self.results,
+                       self.review):
             folder.mkdir(parents=True, exist_ok=True)
         self._known_dirs: set[Path] = set()
 
@@ -93,6 +95,11 @@ class Spool:
 
     def result_path(self, study_uid: str, sop_uid: str) -> Path:
         return self.results / study_uid / f"{sop_uid}.dcm"
+
+    def review_folder(self, study_uid: str, instance: str) -> Path:
+        """The review page's layers of one analysed instance (not fsync'ed: they can be
+        rebuilt, and a lost one only leaves the page without a picture)."""
+        return self._inside(self.review / study_uid / instance)
 
     def write_durably(self, target: Path, chunks: list[bytes]) -> Path:
         """Write ``chunks`` to ``target`` atomically: temp file, fsync, rename, fsync dir.

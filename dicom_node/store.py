@@ -494,3 +494,45 @@ class Store:
             groups.setdefault((r[2], r[1]), []).append(
                 Delivery(r[0], r[1], r[2], Path(r[3]), r[4]))
         return groups
+    # --- review page -------------------------------------------------------------
+
+    def study(self, study_id: int) -> Row | None:
+        row: Row | None = self._connection().execute(
+            "SELECT id, study_uid, state, first_received, last_received, job_started, "
+            "job_finished FROM studies WHERE id = ?", (study_id,)).fetchone()
+        return row
+
+    def study_instances(self, study_id: int) -> list[Row]:
+        """The study's instances in the order they arrived (the page numbers them so)."""
+        return self._connection().execute(
+            "SELECT sop_uid, sop_class, state, reason, received_at FROM instances "
+            "WHERE study_id = ? ORDER BY received_at, sop_uid", (study_id,)).fetchall()
+
+    def study_deliveries(self, study_id: int) -> list[Row]:
+        return self._connection().execute(
+            "SELECT d.destination, r.kind, r.source_sop_uid, d.state, d.attempts, "
+            "d.last_error, d.sent_at FROM deliveries d JOIN results r "
+            "ON r.sop_uid = d.result_uid WHERE d.study_id = ? "
+            "ORDER BY d.destination, r.kind", (study_id,)).fetchall()
+
+    def study_summaries(self, limit: int = 200, *, study_id: int | None = None
+                        ) -> list[Row]:
+        """Newest first (or the one ``study_id``), with what the page's state needs."""
+        where, args = ("", (limit,)) if study_id is None else (
+            "WHERE s.id = ? ", (study_id, limit))
+        return self._connection().execute(
+            "SELECT s.id, s.state, s.first_received, s.last_received, "
+            "(SELECT COUNT(*) FROM instances i WHERE i.study_id = s.id) AS instances, "
+            "(SELECT COUNT(*) FROM instances i WHERE i.study_id = s.id "
+            " AND i.state = 'processed') AS processed, "
+            "(SELECT COUNT(*) FROM instances i WHERE i.study_id = s.id "
+            " AND i.state = 'ignored') AS ignored, "
+            "(SELECT COUNT(*) FROM instances i WHERE i.study_id = s.id "
+            " AND i.state IN ('refused', 'failed')) AS failed, "
+            "(SELECT COUNT(*) FROM deliveries d WHERE d.study_id = s.id) AS deliveries, "
+            "(SELECT COUNT(*) FROM deliveries d WHERE d.study_id = s.id "
+            " AND d.state = 'sent') AS sent, "
+            "(SELECT COUNT(*) FROM deliveries d WHERE d.study_id = s.id "
+            " AND d.state = 'dead') AS dead "
+            "FROM studies s " + where + "ORDER BY s.last_received DESC LIMIT ?", args
+        ).fetchall()

@@ -28,6 +28,7 @@ from cxr_core import (
     build_dicom_results,
     is_own_output,
     read_radiograph,
+    write_review_layers,
 )
 from dicom_node.config import Filters, NodeConfig
 from dicom_node.db import STORE_ERRORS
@@ -167,11 +168,14 @@ class Analyzer:
         Also make a Secondary Capture of the overlay.
     heatmap_seg:
         Make the FRACTIONAL heat-map SEG when a finding is positive.
+    review_layers:
+        Also keep the display layers the review page shows (:mod:`dicom_node.web`).
     """
 
     def __init__(self, *, engine: Engine, spool: Spool, filters: Filters, overlay: bool,
-                 heatmap_seg: bool = True) -> None:
+                 heatmap_seg: bool = True, review_layers: bool = False) -> None:
         self.engine = engine
+        self.review_layers = review_layers
         self.spool = spool
         self.filters = filters
         self.options = DicomOptions(overlay=overlay, heatmaps=heatmap_seg)
@@ -200,8 +204,18 @@ class Analyzer:
             # a valid image that is not a frontal chest radiograph (a lateral view in a
             # chest study, a mislabelled body part): stored, not analysed, no error
             return Outcome("ignored", str(error))
-        return Outcome("processed", results=self._write_results(analysis, study_uid,
-                                                                instance.sop_uid))
+        results = self._write_results(analysis, study_uid, instance.sop_uid)
+        if self.review_layers:
+            self._write_review_layers(analysis, study_uid, instance.sop_uid)
+        return Outcome("processed", results=results)
+
+    def _write_review_layers(self, analysis: Analysis, study_uid: str, key: str) -> None:
+        """The review page's pictures; their loss costs a picture, never the results."""
+        try:
+            write_review_layers(analysis, self.spool.review_folder(study_uid, key))
+        except OSError as error:
+            log.warning("review layers not written", extra={"fields": {
+                "error": type(error).__name__}})
 
     def _write_results(self, analysis: Analysis, study_uid: str, source_uid: str) -> list[Result]:
         source = analysis.radiograph.source_dataset
@@ -257,7 +271,8 @@ class Worker(threading.Thread):
             return False
         self.analyzer = Analyzer(engine=engine, spool=self.spool, filters=self.config.filters,
                                  overlay=self.config.overlay,
-                                 heatmap_seg=self.config.heatmap_seg)
+                                 heatmap_seg=self.config.heatmap_seg,
+                                 review_layers=self.config.web.review_page)
         self.state = "ready"
         return True
 

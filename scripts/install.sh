@@ -18,12 +18,16 @@ if $with_test; then
     [node]=nodejs [npm]=npm
     # the distributed node's tests (tests/node/test_distributed.py) start their own
     [rabbitmq-server]=rabbitmq-server
+    # the review page's browser test (tests/node/test_web_browser.py)
+    [chromium]=chromium [chromedriver]=chromium-driver
   )
   missing=()
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
   for tool in "${!package_of[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
   done
+  # Orthanc's DICOMweb plugin pushes to the node's STOW-RS (tests/node/test_web.py)
+  [[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] || missing+=(orthanc-dicomweb)
   if ((${#missing[@]})); then
     packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
     echo "installing test peers: $packages"

@@ -299,7 +299,7 @@ class Orthanc:
     ``OnStableStudy``) and stores what the node sends back."""
 
     def __init__(self, root: Path, *, node_port: int, ae_title: str = "ORTHANC",
-                 stable_age: int = 1) -> None:
+                 stable_age: int = 1, settings: dict[str, Any] | None = None) -> None:
         self.root = root
         self.ae_title = ae_title
         self.node_port = node_port
@@ -323,6 +323,7 @@ class Orthanc:
             "DicomModalities": {"cxrnode": [NODE_AE, "127.0.0.1", node_port]},
             "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
             "DicomScuTimeout": 30, "ConcurrentJobs": 1, "HttpTimeout": 30,
+            **(settings or {}),
         }))
         self.process: subprocess.Popen | None = None
 
