@@ -226,8 +226,7 @@ class Store:
         with self._transaction() as db:
             db.execute("UPDATE studies SET state = 'queued', owner = NULL "
                        "WHERE state = 'processing'")
-            db.execute("UPDATE deliveries SET state = 'pending', owner = NULL "
-                       "WHERE state = 'sending'")
+            db.execute("UPDATE deliveries SET owner = NULL WHERE owner IS NOT NULL")
             return [row[0] for row in db.execute(
                 "SELECT id FROM studies WHERE state = 'queued' ORDER BY last_received")]
 
@@ -321,7 +320,7 @@ class Store:
         with self._transaction() as db:
             db.execute("UPDATE deliveries SET state = 'sent', sent_at = ?, last_error = NULL, "
                        "owner = NULL WHERE result_uid = ? AND destination = ? "
-                       "AND state IN ('pending', 'sending')",
+                       "AND state = 'pending'",
                        (time.time(), delivery.result_uid, delivery.destination))
 
     def mark_failed(self, delivery: Delivery, error: str, policy: RetryPolicy) -> bool:
@@ -332,7 +331,7 @@ class Store:
             db.execute(
                 "UPDATE deliveries SET attempts = ?, last_error = ?, state = ?, "
                 "next_attempt = ?, owner = NULL WHERE result_uid = ? AND destination = ? "
-                "AND state IN ('pending', 'sending')",
+                "AND state = 'pending'",
                 (attempts, error[:500], "dead" if dead else "pending",
                  time.time() + policy.delay_after(attempts), delivery.result_uid,
                  delivery.destination))
@@ -475,20 +474,22 @@ class Store:
 
     def claim_deliveries(self, destination: str, owner: str, now: float | None = None
                          ) -> dict[tuple[int, str], list[Delivery]]:
-        """Take the due deliveries of ``destination`` for ``owner`` (and those a dead
-        owner held), grouped per study as :meth:`due_deliveries` groups them."""
+        """Take the due deliveries of ``destination`` for ``owner`` (free ones, its own,
+        and those a dead owner held), grouped per study as :meth:`due_deliveries` groups
+        them. A claim is only an owner: the delivery stays ``pending`` until sent."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             db.execute(
-                "UPDATE deliveries SET state = 'sending', owner = ? WHERE destination = ? "
-                "AND ((state = 'pending' AND next_attempt <= ?) OR (state = 'sending' AND "
-                "(owner IS NULL OR owner NOT IN (SELECT id FROM workers WHERE seen >= ?))))",
-                (owner, destination, now, now - WORKER_LEASE_S))
+                "UPDATE deliveries SET owner = ? WHERE destination = ? AND state = 'pending' "
+                "AND next_attempt <= ? AND (owner IS NULL OR owner = ? OR owner NOT IN "
+                "(SELECT id FROM workers WHERE seen >= ?))",
+                (owner, destination, now, owner, now - WORKER_LEASE_S))
             rows = db.execute(
                 "SELECT d.result_uid, d.destination, d.study_id, r.path, d.attempts "
                 "FROM deliveries d JOIN results r ON r.sop_uid = d.result_uid "
-                "WHERE d.state = 'sending' AND d.owner = ? AND d.destination = ? "
-                "ORDER BY d.study_id, r.kind", (owner, destination)).fetchall()
+                "WHERE d.state = 'pending' AND d.owner = ? AND d.destination = ? "
+                "AND d.next_attempt <= ? ORDER BY d.study_id, r.kind",
+                (owner, destination, now)).fetchall()
         groups: dict[tuple[int, str], list[Delivery]] = {}
         for r in rows:
             groups.setdefault((r[2], r[1]), []).append(
