@@ -31,6 +31,10 @@ DEFAULT_BODY_PARTS: tuple[str, ...] = ("", *sorted(CHEST_BODY_PARTS))
 """The engine's chest list, plus "" (not given: the engine analyses those too)."""
 OTHER_INSTANCE_POLICIES = ("ignore", "refuse")
 REUSED_UID_POLICIES = ("refuse", "version")
+IN_DOUBT_POLICIES = ("resend", "c-find")
+"""What the node does with a delivery whose last C-STORE got no status (it died during
+it, or the association was lost): send it again, or first ask the destination with a
+C-FIND at IMAGE level whether it holds that SOP Instance UID (only then resend)."""
 """What a SOP Instance UID already accepted with other content, or in another study,
 becomes: refused (C-STORE 0xC0D1) or stored as a new version with its own analysis."""
 
@@ -54,6 +58,10 @@ class Destination:
     timeout_s: float = 30.0
     """Connection, association and DIMSE timeout of each attempt (its own sender thread,
     so a slow or hung destination delays only its own deliveries)."""
+    in_doubt: str = "resend"
+    """An unconfirmed C-STORE: ``resend`` (the DIMSE-safe default: the same file, same
+    SOP Instance UID) or ``c-find`` (query the destination first; resend only when it
+    does not hold the instance or cannot answer)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -330,8 +338,8 @@ _WEB_KEYS: dict[str, Any] = {
     "max_upload_mb": _positive,
     "analysis_retention_hours": _positive,
 }
-_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s", "stow_url",
-                     "authorization")
+_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s", "in_doubt",
+                     "stow_url", "authorization")
 
 
 def _table(key: str, value: Any) -> Mapping[str, Any]:
@@ -369,7 +377,9 @@ def _destination(index: int, value: Any) -> Destination:
     return Destination(name=name, ae_title=ae_title, host=_host(f"{key}.host", table["host"]),
                        port=_port(f"{key}.port", table["port"]),
                        tls=_bool(f"{key}.tls", table.get("tls", False)),
-                       timeout_s=_positive(f"{key}.timeout_s", table.get("timeout_s", 30.0)))
+                       timeout_s=_positive(f"{key}.timeout_s", table.get("timeout_s", 30.0)),
+                       in_doubt=_choice(IN_DOUBT_POLICIES)(f"{key}.in_doubt",
+                                                           table.get("in_doubt", "resend")))
 
 
 def _dicomweb_destination(key: str, table: Mapping[str, Any]) -> Destination:

@@ -144,7 +144,7 @@ class NodeProcess:
     def __init__(self, root: Path, *, destinations: list[tuple[str, str, int]],
                  allowed: tuple[str, ...] = (PACS_AE,), quiet_period: float = 0.5,
                  extra: str = "", port: int | None = None, tmpfs_mb: int = 0,
-                 heatmap_seg: bool = False) -> None:
+                 heatmap_seg: bool = False, in_doubt: dict[str, str] | None = None) -> None:
         self.root = root
         self.tmpfs_mb = tmpfs_mb
         root.mkdir(parents=True, exist_ok=True)
@@ -165,6 +165,8 @@ class NodeProcess:
         for name, ae_title, port in destinations:
             lines += ["[[destinations]]", f'name = "{name}"', f'ae_title = "{ae_title}"',
                       'host = "127.0.0.1"', f"port = {port}"]
+            if in_doubt and name in in_doubt:
+                lines.append(f'in_doubt = "{in_doubt[name]}"')
         self.config_path.write_text("\n".join(lines) + "\n" + extra)
         self.process: subprocess.Popen | None = None
 

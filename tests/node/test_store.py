@@ -87,3 +87,38 @@ def test_failed_instances_are_requeued_by_retry(tmp_path: Path) -> None:
     store.finish_job(study_id, [])
     assert store.retry(study_uid="1.1") == {"deliveries": 0, "instances": 1}
     assert store.queue_quiet_studies(10.0) == [study_id]  # now, without a quiet period
+
+
+def test_attempt_without_a_status_leaves_the_delivery_in_doubt(tmp_path: Path) -> None:
+    """An attempt is on disk before its request goes out; one that never got a status
+    (the process died, the association was lost) marks the delivery in doubt until a
+    later attempt gets one."""
+    store = _store(tmp_path)
+    _receive(store, "1.1", "1.1.1", now=0.0)
+    [study_id] = store.queue_quiet_studies(0.0, now=1.0)
+    store.claim_job(study_id)
+    store.record_outcome(sop_uid="1.1.1", state="processed",
+                         results=[Result("9.1", "1.1.1", "seg", Path("/r/9.1.dcm"))])
+    store.finish_job(study_id, ["a"])
+    [delivery] = store.due_deliveries()[(study_id, "a")]
+    assert not delivery.in_doubt
+    store.begin_attempt(delivery)
+    store.close()  # as if killed here: the attempt was committed, its answer never came
+    reopened = _store(tmp_path)
+    [delivery] = reopened.due_deliveries()[(study_id, "a")]
+    assert delivery.in_doubt
+    query = reopened.begin_attempt(delivery, "c-find")
+    reopened.end_attempt(query, 0, "not held")
+    assert reopened.due_deliveries()[(study_id, "a")][0].in_doubt  # a query is no C-STORE
+    policy = RetryPolicy(max_attempts=5, initial_backoff_s=1.0)
+    attempt = reopened.begin_attempt(delivery)
+    reopened.mark_failed(delivery, "status 0xA700", policy, attempt=attempt, status=0xA700)
+    [delivery] = reopened.due_deliveries(now=10**12)[(study_id, "a")]
+    assert not delivery.in_doubt  # the destination answered: it did not store it
+    attempt = reopened.begin_attempt(delivery)
+    reopened.mark_sent(delivery, attempt=attempt, status=0)
+    rows = reopened._connection().execute(
+        "SELECT kind, status FROM attempts ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [("c-store", None), ("c-find", 0),
+                                        ("c-store", 0xA700), ("c-store", 0)]
+    assert reopened.counts()["deliveries"] == {"sent": 1}
