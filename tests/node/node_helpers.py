@@ -293,7 +293,8 @@ class Orthanc:
     ``OnStableStudy``) and stores what the node sends back."""
 
     def __init__(self, root: Path, *, node_port: int, ae_title: str = "ORTHANC",
-                 stable_age: int = 1, settings: dict[str, Any] | None = None) -> None:
+                 stable_age: int = 1, route: bool = True, lua: str = "",
+                 settings: dict[str, Any] | None = None) -> None:
         self.root = root
         self.ae_title = ae_title
         self.node_port = node_port
@@ -301,11 +302,11 @@ class Orthanc:
         self.dicom_port = free_port()
         root.mkdir(parents=True, exist_ok=True)
         script = root / "route.lua"
-        script.write_text(
+        script.write_text(lua + (
             "function OnStableStudy(studyId, tags, metadata)\n"
             # Lua's SendToModality() takes instances; the REST route sends a whole study
             "  RestApiPost('/modalities/cxrnode/store', studyId)\n"
-            "end\n")
+            "end\n" if route else ""))
         self.config = root / "orthanc.json"
         self.config.write_text(json.dumps({
             "Name": "test-pacs", "StorageDirectory": str(root / "db"),
