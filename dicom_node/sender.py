@@ -134,7 +134,8 @@ class Sender(threading.Thread):
             return
         try:
             for delivery, header in zip(deliveries, headers, strict=True):
-                if query and delivery.in_doubt and self._held(assoc, delivery, header):
+                if delivery.in_doubt and self._settled_in_doubt(assoc, delivery, header,
+                                                                query=query):
                     continue
                 self._send_one(assoc, delivery)
         finally:
@@ -161,10 +162,22 @@ class Sender(threading.Thread):
         context.load_cert_chain(tls.certificate, tls.private_key)
         return context
 
+    def _settled_in_doubt(self, assoc: object, delivery: Delivery, header: Dataset, *,
+                          query: bool) -> bool:
+        """An in-doubt delivery: True when the destination's C-FIND says it holds it
+        (then ``sent``); False when the caller is to resend it."""
+        held = query and self._held(assoc, delivery, header)
+        self.metrics.deliveries_in_doubt.labels(
+            destination=delivery.destination, settled="held" if held else "resent").inc()
+        log.info("delivery in doubt", extra={"fields": {
+            "study": delivery.study_id, "destination": delivery.destination,
+            "rule": self.destination.in_doubt, "settled": "held" if held else "resent"}})
+        return held
+
     def _held(self, assoc: object, delivery: Delivery, header: Dataset) -> bool:
         """Ask the destination (C-FIND, Study Root, IMAGE level) whether it holds an
         in-doubt delivery; True (and the delivery ``sent``) when it answers with a match.
-        No match, a failed query or none at all: False, and the caller resends."""
+        No match, a failed query or none at all: False."""
         attempt = self.store.begin_attempt(delivery, "c-find")
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "IMAGE"
@@ -184,9 +197,6 @@ class Sender(threading.Thread):
         except (ValueError, RuntimeError, OSError) as error:  # e.g. C-FIND not accepted
             self.store.end_attempt(attempt, None, f"query failed ({type(error).__name__})")
             return False
-        log.info("delivery in doubt", extra={"fields": {
-            "study": delivery.study_id, "destination": delivery.destination,
-            "held_by_destination": found}})
         if found:
             self.store.mark_sent(delivery, attempt=attempt, status=final or 0,
                                  detail="held by the destination (C-FIND)")

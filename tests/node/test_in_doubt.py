@@ -71,4 +71,8 @@ def test_unanswered_store_then_kill9_is_settled_by_the_in_doubt_rule(
     assert resent[seg_uid] == 2 and len(resent) == 2  # the repeat: same UID...
     copies = sorted((tmp_path / "resent").glob(f"{seg_uid}.*.dcm"))
     assert filecmp.cmp(copies[0], copies[1], shallow=False)  # ...and the same content
+    metrics = node.http("/metrics")[1]
+    for name, settled in (("asked", "held"), ("asked-lost", "resent"), ("resent", "resent")):
+        assert (f'cxr_node_deliveries_in_doubt_total{{destination="{name}",'
+                f'settled="{settled}"}} 1.0') in metrics, name
     assert node.stop() == 0
