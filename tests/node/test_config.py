@@ -26,7 +26,7 @@ def test_example_config_loads() -> None:
     config = load_config(EXAMPLE)
     assert config.ae_title == "CXRNODE" and config.port == 11112
     assert config.allowed_ae_titles == ("PACS",)
-    assert [d.name for d in config.destinations] == ["pacs"]
+    assert [(d.name, d.in_doubt) for d in config.destinations] == [("pacs", "resend")]
     assert config.retry.max_attempts == 5 and config.filters.other_instances == "ignore"
 
 
@@ -43,6 +43,8 @@ def test_example_config_loads() -> None:
     ({"security": {"allowed_ips": ["not-an-ip"]}}, "[security].allowed_ips"),
     ({"destinations": [{"ae_title": "PACS", "port": 104}]}, "destinations[0].host"),
     ({"destinations": [{"ae_title": "PACS", "host": "h", "port": 0}]}, "destinations[0].port"),
+    ({"destinations": [{"ae_title": "PACS", "host": "h", "port": 1, "in_doubt": "ask"}]},
+     "destinations[0].in_doubt"),
     ({"tls": {"certificate": "/nonexistent.crt", "private_key": "/nonexistent.key"}},
      "[tls].certificate"),
     ({"destinations": [{"ae_title": "P", "host": "h", "port": 1, "tls": True}]},
