@@ -137,7 +137,7 @@ class Sender(threading.Thread):
                 if delivery.in_doubt and self._settled_in_doubt(assoc, delivery, header,
                                                                 query=query):
                     continue
-                self._send_one(assoc, delivery)
+                self._send_one(assoc, delivery, str(header.SOPClassUID))
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -205,15 +205,21 @@ class Sender(threading.Thread):
         self.store.end_attempt(attempt, final, "not held" if final == 0 else "no answer")
         return False
 
-    def _send_one(self, assoc: object, delivery: Delivery) -> None:
+    def _send_one(self, assoc: object, delivery: Delivery, sop_class: str) -> None:
         if not assoc.is_established:  # type: ignore[attr-defined]
             self._failed(delivery, "association lost")
+            return
+        if not any(context.abstract_syntax == sop_class
+                   for context in assoc.accepted_contexts):  # type: ignore[attr-defined]
+            # nothing goes out, so no attempt (and nothing in doubt)
+            self._failed(delivery, "not sent (the destination accepted no presentation "
+                                   "context for its SOP class)")
             return
         attempt = self.store.begin_attempt(delivery)  # committed before the request
         try:
             status = assoc.send_c_store(delivery.path)  # type: ignore[attr-defined]
         except (ValueError, RuntimeError, OSError) as error:
-            # e.g. the peer accepted no presentation context for this SOP class
+            # e.g. the association broke while sending: whether it arrived is unknown
             self._failed(delivery, f"not sent ({type(error).__name__}: {str(error)[:120]})",
                          attempt=attempt)
             return
