@@ -36,9 +36,11 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
         return EXIT_REFUSED
     from cxr_core.engine import Engine  # imports torch: only once there is work
     from cxr_core.writers.files import write_outputs
+    from cxr_core.writers.review_list import ReviewRow, write_review
 
     engine = Engine(models_dir=models_dir)
     refused = failed = 0
+    review: list[ReviewRow] = []
     progress = tqdm(files, desc="analyzing", unit="image", disable=len(files) < 2,
                     file=sys.stderr)
     for path in progress:
@@ -51,15 +53,19 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
         except RefusedInput as error:
             refused += 1
             tqdm.write(f"refused {path.name}: {error}", file=sys.stderr)
+            review.append(ReviewRow.not_analyzed(path, "refused", str(error)))
             continue
         except Exception as error:  # one bad input must not stop the others
             failed += 1
             log.exception("internal error on %s", path.name)
             tqdm.write(f"failed {path.name}: internal error ({type(error).__name__}: {error})",
                        file=sys.stderr)
+            review.append(ReviewRow.not_analyzed(path, "failed", type(error).__name__))
             continue
+        review.append(ReviewRow.analyzed(path, written.folder, analysis))
         flags = f" [{', '.join(analysis.quality_flags)}]" if analysis.quality_flags else ""
         tqdm.write(f"analyzed {path.name} -> {written.folder}{flags}")
+    print(f"review list (least trusted masks first): {write_review(review, out_dir)}")
     if failed:
         return EXIT_FAILED
     return EXIT_REFUSED if refused else EXIT_OK

@@ -44,6 +44,7 @@ from cxr_core.training.provenance import (
     next_version,
     runtime_settings,
 )
+from cxr_core.training.quality_eval import quality_figures
 from cxr_core.writers.overlay import overlay_rgb
 
 log = logging.getLogger(__name__)
@@ -152,17 +153,20 @@ def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: P
     a montage of the first ``montage_count`` images in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scores: dict[str, list[tuple[float, float]]] = {}
+    quality_rows: list[dict[str, dict[str, float]]] = []
     montage_rows: list[list[np.ndarray]] = []
     montage_labels: list[str] = []
     colors = {n: SEGMENT_TYPES[n].rgb for n in LUNG_STRUCTURES}
     for sample in tqdm(samples, desc="evaluating", unit="image"):
         image = read_radiograph(sample.image).pixels
         conditioned, box = condition(image)  # as the engine runs it
-        predicted = {name: paste(mask, box, image.shape)
-                     for name, mask in segmenter(conditioned).masks.items()}
+        output = segmenter(conditioned)
+        predicted = {name: paste(mask, box, image.shape) for name, mask in output.masks.items()}
         truth = sample_targets(sample, LUNG_STRUCTURES)
         for name, mask in truth.items():
             scores.setdefault(name, []).append(dice_iou(predicted[name], mask))
+        quality_rows.append({name: {"quality": output.agreement[name],
+                                    "dice": scores[name][-1][0]} for name in truth})
         if "right_lung" in truth and "left_lung" in truth:
             both_truth = truth["right_lung"] | truth["left_lung"]
             both_pred = predicted["right_lung"] | predicted["left_lung"]
@@ -187,4 +191,5 @@ def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: P
                    "iou_mean": round(float(np.mean([i for _, i in v])), 4)}
             for name, v in scores.items()
         },
+        "mask_quality": quality_figures(quality_rows) if len(quality_rows) >= 3 else {},
     }
