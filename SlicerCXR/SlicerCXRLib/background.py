@@ -156,12 +156,16 @@ class BackgroundProcess:
 
 
 def analyze_command(inputs: Sequence[Path | str], out_dir: Path | str, *,
-                    python: str | None = None, models_dir: Path | str | None = None
-                    ) -> list[str]:
-    """The ``cxr analyze`` command for ``inputs`` into ``out_dir`` (``review.csv`` too)."""
+                    python: str | None = None, models_dir: Path | str | None = None,
+                    pins: Mapping[str, str] | None = None) -> list[str]:
+    """The ``cxr analyze`` command for ``inputs`` into ``out_dir`` (``review.csv`` too),
+    with the models folder and pinned model versions given."""
     if not inputs:
         raise ValueError("inputs: nothing to analyse")
     command = [python or sys.executable, "-m", "cxr_core.cli", "analyze",
                *(str(p) for p in inputs), "--out", str(out_dir)]
-    return command + (["--models-dir", str(models_dir)] if models_dir else [])
+    command += ["--models-dir", str(models_dir)] if models_dir else []
+    for name, version in (pins or {}).items():
+        command += ["--pin", f"{name}@{version}"]
+    return command
 

@@ -21,14 +21,22 @@ def add_parser(sub: SubParsers) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="files or folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--pin", action="append", default=[], metavar="NAME@VERSION",
+                        help="run this kept model version instead of the active one "
+                        "(cxr models list shows them); repeatable")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return analyze_paths(args.inputs, args.out, models_dir=args.models_dir)
+    pins = dict(pin.partition("@")[::2] for pin in args.pin)
+    if any(not name or not version for name, version in pins.items()):
+        print("cxr analyze: --pin takes NAME@VERSION (e.g. lung_seg@1.0.0)", file=sys.stderr)
+        return EXIT_REFUSED
+    return analyze_paths(args.inputs, args.out, models_dir=args.models_dir, pins=pins)
 
 
-def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None = None) -> int:
+def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None = None,
+                  pins: dict[str, str] | None = None) -> int:
     """Analyse every input; print one line per refused input; return the exit code."""
     files = expand_inputs(inputs)
     if not files:
@@ -38,7 +46,11 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
     from cxr_core.writers.files import write_outputs
     from cxr_core.writers.review_list import ReviewRow, write_review
 
-    engine = Engine(models_dir=models_dir)
+    try:
+        engine = Engine(models_dir=models_dir, pins=pins)
+    except (FileNotFoundError, ValueError) as error:  # a pin that cannot be honoured
+        print(f"cxr analyze: {error}", file=sys.stderr)
+        return EXIT_REFUSED
     refused = failed = 0
     review: list[ReviewRow] = []
     progress = tqdm(files, desc="analyzing", unit="image", disable=len(files) < 2,

@@ -19,7 +19,6 @@ from cxr_core.analysis import Analysis
 from cxr_core.mask_quality import worst_first
 
 REVIEW_CSV = "review.csv"
-QUALITY_COLUMNS = ("right_lung", "left_lung", "heart")
 
 
 @dataclass
@@ -55,7 +54,8 @@ class ReviewRow:
     def analyzed(cls, path: Path, folder: Path, analysis: Analysis) -> ReviewRow:
         quality = {name: segment.quality for name, segment in analysis.segments.items()}
         return cls(str(Path(path).resolve()), folder.name, analysis.review_score,
-                   *(quality.get(name) for name in QUALITY_COLUMNS), status="analyzed",
+                   right_lung=quality.get("right_lung"), left_lung=quality.get("left_lung"),
+                   heart=quality.get("heart"), status="analyzed",
                    note="; ".join(str(flag) for flag in analysis.quality_flags))
 
     @classmethod
