@@ -20,6 +20,7 @@ from SlicerCXRLib.scene_bridge import (
     DicomFileLookup,
     load_radiograph_volume,
     show_analysis,
+    source_file,
     volume_to_radiograph,
 )
 from SlicerCXRLib.seg_loading import load_seg
@@ -82,6 +83,12 @@ class CXRLogic:
             place_engine(self._engine, device)
         self.device = device
 
+    def set_pins(self, pins: dict[str, str]) -> None:
+        """Run these model versions from now on (the engine reloads on next use)."""
+        if pins != self.pins:
+            self.pins = dict(pins)
+            self._engine = None
+
     def load_radiograph(self, path: Path | str) -> slicer.vtkMRMLScalarVolumeNode:
         """Read a DICOM or image file into a volume, header and spacing kept."""
         return load_radiograph_volume(self.scene, path)
@@ -110,6 +117,36 @@ class CXRLogic:
         command = analyze_command([str(p) for p in inputs], out_dir, python=python,
                                   models_dir=self.models_dir, pins=self.pins)
         return BackgroundProcess(command, total=len(files), env=env).start()
+
+    def analyze_volume_in_background(self, volume_node: slicer.vtkMRMLScalarVolumeNode,
+                                     out_dir: Path | str, *, python: str | None = None,
+                                     env: dict[str, str] | None = None) -> BackgroundProcess:
+        """Start ``cxr analyze`` on the file ``volume_node`` was read from; when it has
+        ended, :meth:`show_background_result` puts the results on that volume.
+
+        Raises
+        ------
+        ValueError
+            When the volume has no file the engine can read (analyse it in-process).
+        """
+        path = source_file(volume_node, dicom_file_for_uid=self.dicom_file_for_uid)
+        if path is None:
+            raise ValueError(f"volume_node: {volume_node.GetName()!r} has no source file")
+        return self.analyze_in_background([path], out_dir, python=python, env=env)
+
+    def show_background_result(self, volume_node: slicer.vtkMRMLScalarVolumeNode,
+                               out_dir: Path | str) -> OpenedCase:
+        """The finished background analysis of ``volume_node`` shown on it.
+
+        Raises
+        ------
+        cxr_core.RefusedInput
+            When the engine refused the image (with its reason).
+        """
+        row = cxr_core.read_review(Path(out_dir))[0]
+        if row.status != "analyzed":
+            raise cxr_core.RefusedInput(row.note or row.status)
+        return Worklist(out_dir).open(self.scene, row, volume=volume_node)
 
     def open_worklist(self, run_dir: Path | str) -> Worklist:
         """The cases of a finished ``cxr analyze`` run, least trusted masks first."""

@@ -84,11 +84,13 @@ class Worklist:
                             ("heart", row.heart)) if value is not None)
         return f"case {rank}/{len(self.cases)}: {Path(row.input).name} ({scores})"
 
-    def open(self, scene: slicer.vtkMRMLScene, row: cxr_core.ReviewRow) -> OpenedCase:
-        """Load ``row``'s radiograph and its results from the run folder into ``scene``."""
+    def open(self, scene: slicer.vtkMRMLScene, row: cxr_core.ReviewRow,
+             volume: slicer.vtkMRMLScalarVolumeNode | None = None) -> OpenedCase:
+        """Load ``row``'s radiograph (unless its ``volume`` is already in the scene) and
+        its results from the run folder into ``scene``."""
         folder = self.run_dir / row.folder
         summary: dict[str, Any] = json.loads((folder / "analysis.json").read_text())
-        volume = load_radiograph_volume(scene, row.input)
+        volume = volume or load_radiograph_volume(scene, row.input)
         masks = {path.stem: np.asarray(Image.open(path)) > 127
                  for path in sorted((folder / "masks").glob("*.png"))
                  if path.stem in cxr_core.SEGMENT_TYPES}

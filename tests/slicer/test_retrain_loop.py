@@ -18,9 +18,9 @@ from SlicerCXRLib import scene_bridge
 from SlicerCXRLib.logic import retrain_command
 
 from cxr_core.models import ModelCard
-from cxr_core.writers.labelstore import LabelStore
 from cxr_core.segmentation import Segmenter
 from cxr_core.training.metrics import dice_iou
+from cxr_core.writers.labelstore import LabelStore
 from tests.conftest import REPO
 from tests.slicer.conftest import GB_MASK_COLUMNS, gb_rows, gb_truth, path_of
 
