@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from SlicerCXRLib.background import BackgroundProcess
 from SlicerCXRLib.export import segmentation_masks
 
@@ -92,3 +93,35 @@ def test_cancel_stops_a_running_analysis(logic, tmp_path):
     # a cancelled run writes no review list: only a finished run has one
     assert not (tmp_path / "run" / "review.csv").exists()
     assert np.isfinite(process.progress.fraction)
+
+
+def test_one_volume_analysed_in_background_lands_on_that_volume(logic, tmp_path):
+    from PIL import Image
+
+    from cxr_core import RefusedInput
+
+    volume = logic.load_radiograph(path_of(GOOD[0]))
+    logic.set_pins({"lung_seg": "1.0.0"})  # the active version: honoured, and named
+    process = logic.analyze_volume_in_background(volume, tmp_path / "one")
+    assert "--pin" in process.command and "lung_seg@1.0.0" in process.command
+    _wait(process)
+    assert process.returncode == 0
+    case = logic.show_background_result(volume, tmp_path / "one")
+    assert case.volume is volume  # no second copy of the radiograph
+    assert case.segmentation.GetSegmentation().GetNumberOfSegments() >= 3
+    assert "lung_seg@1.0.0" in case.models
+
+    logic.set_pins({"lung_seg": "0.0.1"})  # a version that is not kept: refused, not run
+    process = logic.analyze_volume_in_background(volume, tmp_path / "pinned")
+    lines = _wait(process)
+    assert process.returncode == 2 and any("lung_seg@0.0.1 is not available" in line
+                                           for line in lines)
+    logic.set_pins({})
+
+    noise = tmp_path / "noise.png"  # not a chest radiograph
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 400), np.uint8)).save(noise)
+    other = logic.load_radiograph(noise)
+    process = logic.analyze_volume_in_background(other, tmp_path / "refused")
+    _wait(process)
+    with pytest.raises(RefusedInput, match="not a"):
+        logic.show_background_result(other, tmp_path / "refused")
