@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from cxr_core.analysis import Measurement, Segment
@@ -42,12 +43,12 @@ def mask_agreement(probabilities: torch.Tensor) -> list[float]:
 
     A channel with no pixel above :data:`EXTENT` (nothing drawn) agrees perfectly (1).
     """
-    core = (probabilities > CORE).flatten(1).sum(dim=1).double()
-    extent = (probabilities > EXTENT).flatten(1).sum(dim=1).double()
+    values = probabilities.numpy().reshape(probabilities.shape[0], -1)
+    core = np.count_nonzero(values > CORE, axis=1)
+    extent = np.count_nonzero(values > EXTENT, axis=1)
     # the core lies inside the extent, so their overlap is the core
-    total = core + extent
-    agreement = torch.where(total > 0, 2 * core / total.clamp(min=1), torch.ones_like(total))
-    return [round(float(value), 4) for value in agreement]
+    return [round(2 * int(c) / (int(c) + int(e)), 4) if c + e else 1.0
+            for c, e in zip(core, extent, strict=True)]
 
 
 def quality_measurements(segments: Iterable[Segment]) -> list[Measurement]:
