@@ -178,8 +178,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
     base_root, tune_root = simulation_roots(work, Path(args.data_root))
     samples = shared_lung_samples(Path(args.data_root))
-    pool = [s for s in samples if s.source == GB and s.split == "train"]
-    test = [s for s in samples if s.source == GB and s.split == "test"]
+    pool = [s for s in samples if s.source == GB and s.split == "train"
+            and {"right_lung", "left_lung"} <= set(s.masks)]
+    # both lungs outlined (one GB test image has no left lung mask)
+    test = [s for s in samples if s.source == GB and s.split == "test"
+            and {"right_lung", "left_lung"} <= set(s.masks)]
     started = time.monotonic()
     base_dir = train_base(base_root, work / "base", args)
     base = Segmenter.load(base_dir)
