@@ -91,17 +91,31 @@ def simulation_roots(work: Path, data_root: Path) -> tuple[Path, Path]:
 
 
 # ------------------------------------------------------------------------- scoring
-def both_lung_dice(segmenter: Segmenter, samples: Sequence[SegSample]) -> np.ndarray:
-    """Per image, Dice of both lungs together against the dataset's masks."""
-    values = []
+def test_dice(segmenter: Segmenter, samples: Sequence[SegSample]) -> dict[str, np.ndarray]:
+    """Per image, Dice of both lungs together and of the heart against the dataset's
+    masks (images without a heart mask count for the lungs only)."""
+    lungs, heart = [], []
     for sample in samples:
         image = read_radiograph(sample.image).pixels
         conditioned, box = condition(image)
         masks = {n: paste(m, box, image.shape) for n, m in segmenter(conditioned).masks.items()}
         truth = sample_targets(sample, LUNG_STRUCTURES)
-        values.append(dice_iou(masks["right_lung"] | masks["left_lung"],
-                               truth["right_lung"] | truth["left_lung"])[0])
-    return np.array(values)
+        lungs.append(dice_iou(masks["right_lung"] | masks["left_lung"],
+                              truth["right_lung"] | truth["left_lung"])[0])
+        heart.append(dice_iou(masks["heart"], truth["heart"])[0] if "heart" in truth
+                     else np.nan)
+    return {"both_lungs": np.array(lungs), "heart": np.array(heart)}
+
+
+def figures(dice: dict[str, np.ndarray], base: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """Mean Dice with CIs per structure, and the paired gain over ``base``."""
+    result: dict[str, Any] = {}
+    for name, values in dice.items():
+        known = ~np.isnan(values)
+        result[name] = mean_ci(values[known])
+        if base is not None:
+            result[name]["gain"] = mean_ci(values[known] - base[name][known])
+    return result
 
 
 def mean_ci(values: np.ndarray, seed: int = 0) -> dict[str, Any]:
@@ -186,11 +200,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     base_dir = train_base(base_root, work / "base", args)
     base = Segmenter.load(base_dir)
-    base_dice = both_lung_dice(base, test)
+    base_dice = test_dice(base, test)
     scores = review_scores(base, pool)
     results: dict[str, Any] = {
         "size": args.size, "n_test": len(test), "pool": len(pool),
-        "base": {"model": base.card.identifier, **mean_ci(base_dice),
+        "base": {"model": base.card.identifier, **figures(base_dice, None),
                  "minutes": base.card.provenance.minutes}, "runs": []}
     for n in args.n:
         for strategy in ["quality", *(f"random{seed}" for seed in args.random_seeds)]:
@@ -199,10 +213,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             datalist = fill_store(work / "stores" / name, chosen, base)
             tuned_dir = fine_tune(base_dir, datalist, tune_root, work / name, args,
                                   version=f"0.2.{n}")
-            dice = both_lung_dice(Segmenter.load(tuned_dir), test)
+            dice = test_dice(Segmenter.load(tuned_dir), test)
             results["runs"].append({
-                "n": n, "strategy": strategy, **mean_ci(dice),
-                "gain": mean_ci(dice - base_dice),
+                "n": n, "strategy": strategy, **figures(dice, base_dice),
                 "picked_mean_review_score": round(float(np.mean(
                     [scores[s.key] for s in chosen])), 4)})
             log.info("%s: %s", name, results["runs"][-1])
@@ -211,17 +224,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _cell(entry: dict[str, Any], signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    low, high = entry["ci95"]
+    return f"{entry['mean']:{sign}.4f} ({low:{sign}.4f} to {high:{sign}.4f})"
+
+
 def table(results: dict[str, Any]) -> str:
     """A markdown table of the results."""
     base = results["base"]
-    lines = [f"Base ({base['model']}, no GB image, {results['size']} px): GB test both-lung "
-             f"Dice {base['mean']:.4f} (95% CI {base['ci95'][0]:.4f}-{base['ci95'][1]:.4f}), "
-             f"n={results['n_test']}", "",
-             "| N | picked by | Dice (95% CI) | gain over base (95% CI) |", "|---|---|---|---|"]
+    lines = [f"Base ({base['model']}, no GB image, {results['size']} px), GB test "
+             f"(n={results['n_test']}): both lungs {_cell(base['both_lungs'])}, heart "
+             f"{_cell(base['heart'])}", "",
+             "| N | picked by | both lungs Dice (95% CI) | gain over base | heart Dice | "
+             "heart gain |", "|---|---|---|---|---|---|"]
     for r in results["runs"]:
-        lines.append(f"| {r['n']} | {r['strategy']} | {r['mean']:.4f} ({r['ci95'][0]:.4f}-"
-                     f"{r['ci95'][1]:.4f}) | {r['gain']['mean']:+.4f} ({r['gain']['ci95'][0]:+.4f}"
-                     f" to {r['gain']['ci95'][1]:+.4f}) |")
+        lungs, heart = r["both_lungs"], r["heart"]
+        lines.append(f"| {r['n']} | {r['strategy']} | {_cell(lungs)} | "
+                     f"{_cell(lungs['gain'], True)} | {_cell(heart)} | "
+                     f"{_cell(heart['gain'], True)} |")
     return "\n".join(lines)
 
 
