@@ -19,12 +19,15 @@ order does not rest on it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from cxr_core.analysis import Measurement, Segment
 from cxr_core.terminology import MASK_AGREEMENT, MASK_AGREEMENT_METHOD, SEGMENT_TYPES
+
+if TYPE_CHECKING:  # only for the annotation: reading review.csv needs no torch
+    import torch
 
 CORE = 0.9
 """Probability above which a pixel is in the confident core."""
