@@ -22,9 +22,11 @@ from PIL import Image
 
 import cxr_core
 from SlicerCXRLib.scene_bridge import (
+    heatmap_to_volume,
     load_radiograph_volume,
     masks_to_segmentation,
     record_model_output,
+    show_in_slice_views,
 )
 
 ANALYZED = "analyzed"
@@ -41,6 +43,8 @@ class OpenedCase:
     table: slicer.vtkMRMLTableNode
     models: list[str] = field(default_factory=list)
     """``name@version`` of every model that made this result."""
+    heatmaps: dict[str, slicer.vtkMRMLScalarVolumeNode] = field(default_factory=dict)
+    """The positive findings' heat maps, by finding name."""
 
 
 class Worklist:
@@ -101,7 +105,28 @@ class Worklist:
                             model_sha256=", ".join(m["sha256"] for m in summary.get("models", []))
                             or None)
         table = summary_table(scene, summary, f"{volume.GetName()} results")
-        return OpenedCase(row, volume, segmentation, table, models)
+        heatmaps = _heatmaps(scene, volume, folder, summary)
+        # the most probable finding's heat map is the one worth seeing first, as in-process
+        shown = max((f for f in summary.get("findings", []) if f["name"] in heatmaps),
+                    key=lambda f: f["probability"], default=None)
+        show_in_slice_views(scene, volume, heatmaps[shown["name"]] if shown else None)
+        return OpenedCase(row, volume, segmentation, table, models, heatmaps)
+
+
+def _heatmaps(scene: slicer.vtkMRMLScene, volume: slicer.vtkMRMLScalarVolumeNode, folder: Path,
+              summary: dict[str, Any]) -> dict[str, slicer.vtkMRMLScalarVolumeNode]:
+    """The run's heat map PNGs (255 = hottest) as volumes over the radiograph."""
+    nodes = {}
+    for entry in summary.get("findings", []):
+        path = folder / "heatmaps" / f"{cxr_core.safe_folder_name(entry['name'])}.png"
+        if not path.is_file() or entry["name"] not in cxr_core.FINDING_CODES:
+            continue
+        finding = cxr_core.Finding(
+            entry["name"], cxr_core.FINDING_CODES[entry["name"]], float(entry["probability"]),
+            float(entry["threshold"]), bool(entry["positive"]),
+            heatmap=np.asarray(Image.open(path), dtype=np.float32) / 255.0)
+        nodes[entry["name"]] = heatmap_to_volume(scene, volume, finding)
+    return nodes
 
 
 def summary_table(scene: slicer.vtkMRMLScene, summary: dict[str, Any],

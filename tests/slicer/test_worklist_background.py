@@ -71,8 +71,12 @@ def test_folder_analysis_in_background_then_worklist_worst_first(logic, scene, t
     names = [first.table.GetCellText(r, 1) for r in range(first.table.GetNumberOfRows())]
     assert {"right_lung_mask_agreement", "left_lung_mask_agreement"} <= set(names)
     assert any(name.startswith("lung_seg@") for name in names)  # which version made it
-    seen = [first.row.input] + [logic.next_case(worklist).row.input for _ in range(2)]
-    assert len(set(seen)) == 3
+    cases = [first, *(logic.next_case(worklist) for _ in range(2))]
+    assert len({case.row.input for case in cases}) == 3
+    for case in cases:  # each positive finding's heat map comes back over its radiograph
+        folder = out / case.row.folder / "heatmaps"
+        assert set(case.heatmaps) == ({p.stem for p in folder.glob("*.png")}
+                                      if folder.is_dir() else set())
     assert logic.next_case(worklist) is None  # past the last case
 
 
