@@ -176,6 +176,8 @@ class NodeConfig:
     http_port: int = 8080
     web: WebConfig = field(default_factory=WebConfig)
     models_dir: Path | None = None
+    model_pins: tuple[tuple[str, str], ...] = ()
+    """``(model name, version)`` pairs the engine runs instead of the active versions."""
     log_level: str = "INFO"
     tls: TlsConfig | None = None
     limits: Limits = field(default_factory=Limits)
@@ -265,6 +267,13 @@ def _path(key: str, value: Any) -> Path:
     return Path(value).expanduser()
 
 
+def _pin(key: str, value: str) -> tuple[str, str]:
+    name, _, version = value.partition("@")
+    if not name or not version or "/" in value:
+        raise ConfigError(f"{key}: each pin must be name@version, got {value!r}")
+    return name, version
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
     def check(key: str, value: Any) -> str:
         if value not in choices:
@@ -281,6 +290,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "port": ("port", _port),
         "storage": ("storage", _path),
         "models_dir": ("models_dir", _path),
+        "model_pins": ("model_pins", lambda k, v: tuple(_pin(k, s) for s in _strings(k, v))),
         "log_level": ("log_level", _choice(_LOG_LEVELS)),
         "overlay": ("overlay", _bool),
         "heatmap_seg": ("heatmap_seg", _bool),

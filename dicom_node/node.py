@@ -39,7 +39,7 @@ def default_engine_factory(config: NodeConfig) -> Callable[[], Engine]:
     def make() -> Engine:
         from cxr_core import Engine  # imports torch: slow, so off the main thread
 
-        return Engine(models_dir=config.models_dir)
+        return Engine(models_dir=config.models_dir, pins=dict(config.model_pins))
     return make
 
 
@@ -155,8 +155,11 @@ class Node:
                   "ready" if all(s == "ready" for s in states) else "loading")
         stale = [beat.name for beat in self.heartbeats() if beat.stale()]
         healthy = engine != "failed" and free_mb >= self.config.min_free_disk_mb and not stale
-        details: dict[str, Any] = {"engine": engine, "free_mb": round(free_mb),
-                                   "stale_loops": stale}
+        # which model versions make the results (pinned ones included)
+        models = sorted({model.id for worker in self.workers if worker.analyzer is not None
+                         for model in worker.analyzer.engine.model_refs})
+        details: dict[str, Any] = {"engine": engine, "models": models,
+                                   "free_mb": round(free_mb), "stale_loops": stale}
         try:
             details.update(queue_depth=self.store.queue_depth(),
                            pending_deliveries=self.store.pending_deliveries())

@@ -117,3 +117,18 @@ def test_unsafe_uids_never_become_file_names(value: object) -> None:
 def test_valid_uids_pass() -> None:
     assert checked_uid("1.2.840.10008.5.1.4.1.1.1 ", "x") == "1.2.840.10008.5.1.4.1.1.1"
     assert checked_uid("1.2.03.4", "x") == "1.2.03.4"  # leading zeros: seen in the wild
+
+
+def test_model_pins_reach_the_engine() -> None:
+    from dicom_node.node import default_engine_factory
+
+    config = config_from_mapping(MINIMAL | {"node": {"model_pins": ["lung_seg@1.0.0"]}})
+    assert config.model_pins == (("lung_seg", "1.0.0"),)
+    engine = default_engine_factory(config)()
+    assert engine.pins == {"lung_seg": "1.0.0"}
+    assert "lung_seg@1.0.0" in [card.identifier for card in engine.cards]
+    with pytest.raises(ConfigError, match=r"\[node\]\.model_pins"):
+        config_from_mapping(MINIMAL | {"node": {"model_pins": ["lung_seg"]}})
+    missing = config_from_mapping(MINIMAL | {"node": {"model_pins": ["lung_seg@0.0.1"]}})
+    with pytest.raises(FileNotFoundError, match="lung_seg@0.0.1 is not available"):
+        default_engine_factory(missing)()
