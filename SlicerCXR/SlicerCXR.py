@@ -84,6 +84,17 @@ class SlicerCXRWidget(ScriptedLoadableModuleWidget):
         self.ui.editButton.connect("clicked(bool)", self.onEdit)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.retrainButton.connect("clicked(bool)", self.onRetrain)
+        self.ui.analyzeFolderButton.connect("clicked(bool)", self.onAnalyzeFolder)
+        self.ui.openWorklistButton.connect("clicked(bool)", self.onOpenWorklist)
+        self.ui.nextCaseButton.connect("clicked(bool)", self.onNextCase)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.pinsLineEdit.connect("editingFinished()", self.onPinsChanged)
+        self.job = None  # the running background process, if any
+        self.onJobDone = None
+        self.worklist = None
+        self.jobTimer = qt.QTimer()
+        self.jobTimer.setInterval(300)
+        self.jobTimer.connect("timeout()", self.pollJob)
         self.ui.reviewerLineEdit.text = qt.QSettings().value("SlicerCXR/Reviewer", "")
         self.updateDependencyStatus()
         self.updateButtons()
@@ -135,10 +146,115 @@ class SlicerCXRWidget(ScriptedLoadableModuleWidget):
             segmentation = self.logic.loadSeg(path, self.ui.inputVolumeSelector.currentNode())
             self.ui.segmentationSelector.setCurrentNode(segmentation)
 
+    # background jobs -------------------------------------------------------------------
+    def startJob(self, job, onDone) -> None:
+        """Follow ``job`` from a timer (the GUI stays free); ``onDone(job)`` at its end."""
+        self.job, self.onJobDone = job, onDone
+        self.ui.jobProgressBar.setValue(0)
+        self.ui.cancelButton.enabled = True
+        self.jobTimer.start()
+
+    def pollJob(self) -> None:
+        job = self.job
+        if job is None:
+            return
+        for line in job.poll():
+            self.ui.statusLog.appendPlainText(line)
+        fraction = job.progress.fraction
+        if fraction is not None:
+            self.ui.jobProgressBar.setValue(int(100 * fraction))
+        if job.running:
+            return
+        self.jobTimer.stop()
+        job.wait(5)
+        self.job = None
+        self.ui.cancelButton.enabled = False
+        if job.cancelled:
+            self.log("Cancelled.")
+            return
+        with slicer.util.tryWithErrorDisplay("The background job failed."):
+            self.onJobDone(job)
+
+    def onCancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def busy(self) -> bool:
+        if self.job is not None:
+            slicer.util.warningDisplay("Another analysis or retraining is running: wait for "
+                                       "it or cancel it.")
+            return True
+        return False
+
+    def onPinsChanged(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Model versions are name@version, comma separated."):
+            self.logic.setPins(self.ui.pinsLineEdit.text)
+
+    # worklist ----------------------------------------------------------------------------
+    def onAnalyzeFolder(self) -> None:
+        folder = self.ui.worklistInputPathLineEdit.currentPath
+        out = self.ui.worklistOutputPathLineEdit.currentPath
+        if not folder or not out:
+            slicer.util.warningDisplay("Choose the radiographs folder and a results folder.")
+            return
+        if self.busy() or not self.logic.ensurePackages(self.ui.deviceComboBox.currentIndex == 1):
+            return
+        with slicer.util.tryWithErrorDisplay("Could not start the analysis."):
+            self.startJob(self.logic.analyzeFolder(folder, out),
+                          lambda job: self.openWorklist(out) if job.returncode in (0, 2)
+                          else self.log(f"cxr analyze ended with status {job.returncode}"))
+
+    def onOpenWorklist(self) -> None:
+        out = self.ui.worklistOutputPathLineEdit.currentPath
+        with slicer.util.tryWithErrorDisplay("Could not open the results folder."):
+            self.openWorklist(out)
+
+    def openWorklist(self, out: str) -> None:
+        self.worklist = self.logic.openWorklist(out)
+        skipped = len(self.worklist.not_analyzed)
+        self.ui.worklistStatusLabel.text = (
+            f"{len(self.worklist)} cases, least trusted masks first"
+            + (f"; {skipped} not analysed (see review.csv)" if skipped else ""))
+        self.ui.nextCaseButton.enabled = len(self.worklist) > 0
+
+    def onNextCase(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not open the case.", waitCursor=True):
+            case = self.logic.nextCase(self.worklist)
+            if case is None:
+                self.ui.worklistStatusLabel.text = "End of the worklist."
+                self.ui.nextCaseButton.enabled = False
+                return
+            self.showCase(case)
+            self.ui.worklistStatusLabel.text = self.worklist.describe(case.row)
+
+    def showCase(self, case) -> None:
+        self.ui.inputVolumeSelector.setCurrentNode(case.volume)
+        self.ui.segmentationSelector.setCurrentNode(case.segmentation)
+        self.ui.resultsTableView.setMRMLTableNode(case.table)
+        slicer.util.setSliceViewerLayers(background=case.volume, fit=True)
+        self.log(f"Results made by {', '.join(case.models)}")
+
     def onAnalyze(self) -> None:
-        if not self.logic.ensurePackages(self.ui.deviceComboBox.currentIndex == 1):
+        if self.busy() or not self.logic.ensurePackages(self.ui.deviceComboBox.currentIndex == 1):
             return
         from cxr_core import RefusedInput
+
+        volume = self.ui.inputVolumeSelector.currentNode()
+        try:  # in a background process when the volume has a file the engine can read
+            out = tempfile.mkdtemp(prefix="slicercxr-")
+            job = self.logic.analyzeVolumeInBackground(volume, out)
+        except ValueError:
+            job = None
+        if job is not None:
+            def done(_job) -> None:
+                try:
+                    self.showCase(self.logic.showBackgroundResult(volume, out))
+                except RefusedInput as refusal:
+                    self.log(f"Not analysed: {refusal}")
+                    slicer.util.warningDisplay(f"SlicerCXR does not analyse this image:\n\n"
+                                               f"{refusal}", windowTitle="Not analysed")
+            self.startJob(job, done)
+            return
 
         with slicer.util.tryWithErrorDisplay("Analysis failed.", waitCursor=True):
             try:
@@ -185,9 +301,18 @@ class SlicerCXRWidget(ScriptedLoadableModuleWidget):
         if not store or not out:
             slicer.util.warningDisplay("Choose the label store and a folder for the new model.")
             return
-        with slicer.util.tryWithErrorDisplay("Retraining failed.", waitCursor=True):
-            card = self.logic.retrain(store, out, epochs=self.ui.epochsSpinBox.value)
-            self.log(self.logic.describeRetrain(card))
+        if self.busy():
+            return
+        from cxr_core import ModelCard
+
+        def done(job) -> None:
+            if job.returncode != 0:
+                raise RuntimeError(f"cxr train ended with status {job.returncode}")
+            self.log(self.logic.describeRetrain(ModelCard.load(Path(out) / "model.json")))
+
+        with slicer.util.tryWithErrorDisplay("Could not start retraining."):
+            self.startJob(self.logic.retrain(store, out, epochs=self.ui.epochsSpinBox.value),
+                          done)
 
 
 class SlicerCXRLogic(ScriptedLoadableModuleLogic):
@@ -279,31 +404,70 @@ class SlicerCXRLogic(ScriptedLoadableModuleLogic):
     def export(self, segmentationNode, volumeNode, store: str, *, user: str, split: str):
         return self.core.export(segmentationNode, volumeNode, store, user=user, split=split)
 
-    # retraining -----------------------------------------------------------------------
-    def retrain(self, store: str, out: str, *, epochs: int):
-        """Fine-tune the lung model on the label store in a separate process (so Slicer
-        stays responsive and a crash cannot take the scene down); returns the new card."""
-        from SlicerCXRLib.logic import retrain_command
-
-        from cxr_core import ModelCard
-
+    # background processes (PythonSlicer running cxr_core) -------------------------------
+    @staticmethod
+    def processSettings() -> tuple[str, dict[str, str]]:
         python = shutil.which("PythonSlicer") or sys.executable
-        command = retrain_command(store, out, python=python, epochs=epochs)
-        self.log("Running: " + " ".join(command))
         environment = {"PYTHONPATH": os.pathsep.join(
             p for p in (str(ENGINE_ROOT or ""), os.environ.get("PYTHONPATH", "")) if p)}
-        process = slicer.util.launchConsoleProcess(command, updateEnvironment=environment)
-        slicer.util.logProcessOutput(process, logCallback=self.log)  # raises on failure
-        return ModelCard.load(Path(out) / "model.json")
+        return python, environment
+
+    def setPins(self, text: str) -> None:
+        """``name@version`` pins, comma separated ('' = the active versions)."""
+        pins = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, _, version = item.partition("@")
+            if not name or not version:
+                raise ValueError(f"{item!r} is not name@version")
+            pins[name] = version
+        self.core.set_pins(pins)
+
+    def analyzeFolder(self, folder: str, out: str):
+        python, environment = self.processSettings()
+        return self.core.analyze_in_background([folder], out, python=python, env=environment)
+
+    def analyzeVolumeInBackground(self, volumeNode, out: str):
+        if volumeNode is None:
+            raise ValueError("volumeNode: select a radiograph first")
+        python, environment = self.processSettings()
+        return self.core.analyze_volume_in_background(volumeNode, out, python=python,
+                                                      env=environment)
+
+    def showBackgroundResult(self, volumeNode, out: str):
+        return self.core.show_background_result(volumeNode, out)
+
+    def openWorklist(self, out: str):
+        return self.core.open_worklist(out)
+
+    def nextCase(self, worklist):
+        return self.core.next_case(worklist)
+
+    # retraining -----------------------------------------------------------------------
+    def retrain(self, store: str, out: str, *, epochs: int):
+        """Start fine-tuning the lung model on the label store in a background process
+        (Slicer stays responsive; a crash cannot take the scene down); the new card is
+        ``out/model.json`` once it has ended."""
+        from SlicerCXRLib.background import BackgroundProcess
+        from SlicerCXRLib.logic import retrain_command
+
+        python, environment = self.processSettings()
+        command = retrain_command(store, out, python=python, epochs=epochs)
+        self.log("Running: " + " ".join(command))
+        return BackgroundProcess(command, env=environment).start()
 
     @staticmethod
     def describeRetrain(card) -> str:
         figures = card.evaluation.get("datalist_train", {})
         before = figures.get("before", {}).get("both_lungs", {}).get("dice_mean")
         after = figures.get("after", {}).get("both_lungs", {}).get("dice_mean")
-        test = card.evaluation.get("per_structure", {}).get("both_lungs", {}).get("dice_mean")
-        return (f"New model {card.identifier}: Dice on the corrected images {before} -> "
-                f"{after}; held-out test Dice {test}. Card: model.json in the output folder.")
+        held = card.evaluation.get("held_out_vs_parent", {})
+        held_before = held.get("before", {}).get("both_lungs", {}).get("dice_mean")
+        held_after = held.get("after", {}).get("both_lungs", {}).get("dice_mean")
+        return (f"New model {card.identifier} (parent {card.provenance.parent_model}): Dice "
+                f"on the corrected images {before} -> {after}; on {held.get('n_images')} "
+                f"held-out test images {held_before} -> {held_after}. Promote it with "
+                "cxr models promote (refused if held-out Dice fell). Card: model.json in "
+                "the output folder.")
 
 
 class SlicerCXRTest(ScriptedLoadableModuleTest):

@@ -76,6 +76,9 @@ _PUBLIC: dict[str, str] = {
     "LabelEntry": "cxr_core.writers.labelstore",
     "image_key": "cxr_core.writers.labelstore",
     "utc_now": "cxr_core.writers.labelstore",
+    "REVIEW_CSV": "cxr_core.writers.review_list",
+    "ReviewRow": "cxr_core.writers.review_list",
+    "read_review": "cxr_core.writers.review_list",
     # training entry points (import the training package, and torch, on first use)
     "train_lung": "cxr_core.training.lung",
     "train_findings": "cxr_core.training.findings",
@@ -92,7 +95,8 @@ __all__ = [
     "ModelCard", "default_models_dir", "build_dicom_results", "DicomOptions", "DicomResults",
     "build_seg", "write_outputs", "WrittenOutputs", "safe_folder_name",
     "write_review_layers", "ReviewLayers", "is_own_output",
-    "MANUFACTURER", "LabelStore", "LabelEntry", "image_key", "utc_now", "train_lung",
+    "MANUFACTURER", "LabelStore", "LabelEntry", "image_key", "utc_now", "REVIEW_CSV",
+    "ReviewRow", "read_review", "train_lung",
     "train_findings", "train_pneumothorax",
 ]
 
@@ -152,6 +156,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from cxr_core.writers.identity import MANUFACTURER, is_own_output
     from cxr_core.writers.labelstore import LabelEntry, LabelStore, image_key, utc_now
     from cxr_core.writers.review import ReviewLayers, write_review_layers
+    from cxr_core.writers.review_list import REVIEW_CSV, ReviewRow, read_review
     from cxr_core.writers.seg import build_seg
 
     __version__: str

@@ -23,6 +23,8 @@ class Segment:
     """Only when the spacing is trustworthy (PixelSpacing or calibrated)."""
     model_id: str | None = None
     """``name@version`` of the model that drew this mask (SEG algorithm identification)."""
+    quality: float | None = None
+    """How far to trust the mask, 0..1 (:mod:`cxr_core.mask_quality`), or None."""
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Measurement:
     """Where: the structure measured (lung, heart, pneumothorax), if any."""
     laterality: Code | None = None
     """The patient side of ``site``, if it has one."""
+    method: Code | None = None
+    """How it was measured, when the concept alone does not say (the SR's method)."""
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "value": self.value, "unit": self.unit,
@@ -117,6 +121,14 @@ class Analysis:
         return ", ".join(model.id for model in self.models)
 
     @property
+    def review_score(self) -> float | None:
+        """The worst lung's mask agreement (:func:`cxr_core.mask_quality.review_score`):
+        review the lowest first; None without lung estimates."""
+        from cxr_core.mask_quality import review_score
+
+        return review_score(self.segments)
+
+    @property
     def mask_models(self) -> str:
         """The models that drew the masks, ``name@version`` joined by commas, in order."""
         drawn = dict.fromkeys(s.model_id for s in self.segments.values() if s.model_id)
@@ -131,9 +143,11 @@ class Analysis:
             "view_position": self.radiograph.view_position,
             "pixel_spacing": self.radiograph.spacing.as_dict(),
             "segments": [
-                {"name": s.name, "pixel_count": s.pixel_count, "area_mm2": s.area_mm2}
+                {"name": s.name, "pixel_count": s.pixel_count, "area_mm2": s.area_mm2,
+                 **({"quality": s.quality} if s.quality is not None else {})}
                 for s in self.segments.values()
             ],
+            **({"review_score": self.review_score} if self.review_score is not None else {}),
             "measurements": [m.summary() for m in self.measurements],
             "findings": [f.summary() for f in self.findings],
             "quality_flags": [str(flag) for flag in self.quality_flags],

@@ -21,13 +21,15 @@ from cxr_core.analysis import Analysis, ModelRef
 from cxr_core.flags import QualityFlag
 from cxr_core.io import RefusedInput
 from cxr_core.models import ModelCard, default_models_dir
+from cxr_core.models.versions import pinned_models_dir
 from cxr_core.padding import condition, paste
 from cxr_core.quality import inverted
 from cxr_core.radiograph import Radiograph
 from cxr_core.stages.base import Stage, StageFactory
-from cxr_core.stages.findings import FindingsStage
-from cxr_core.stages.gate import GateStage
-from cxr_core.stages.lungs import LungStage
+from cxr_core.stages.findings import FINDINGS_MODEL, FindingsStage
+from cxr_core.stages.gate import GATE_MODEL, GateStage
+from cxr_core.stages.lungs import LUNG_MODEL, LungStage
+from cxr_core.stages.pneumothorax import MODEL_NAME as PNEUMOTHORAX_MODEL
 from cxr_core.stages.pneumothorax import PneumothoraxStage
 from cxr_core.timing import timed
 
@@ -40,6 +42,11 @@ STAGES: Mapping[str, StageFactory] = {
 """Every stage the engine knows, by name."""
 DEFAULT_STAGES = (GateStage.name, LungStage.name, FindingsStage.name, PneumothoraxStage.name)
 """The stages a plain ``Engine()`` runs, in order."""
+STAGE_MODELS: Mapping[str, str] = {
+    GateStage.name: GATE_MODEL, LungStage.name: LUNG_MODEL,
+    FindingsStage.name: FINDINGS_MODEL, PneumothoraxStage.name: PNEUMOTHORAX_MODEL,
+}
+"""The model folder each stage loads from the models folder."""
 
 
 class StageError(RuntimeError):
@@ -65,16 +72,34 @@ class Engine:
     fill_padding:
         Fill frames and corners before the stages (default); off only to measure what
         the filling changes.
+    pins:
+        Model versions to run instead of the active ones, by model name
+        (``{"lung_seg": "1.0.0"}``): the active version when it is that one, else its
+        kept copy (:mod:`cxr_core.models.versions`).
+
+    Raises
+    ------
+    FileNotFoundError
+        When a pinned version is not available.
     """
 
     def __init__(self, *, models_dir: Path | None = None, device: str | torch.device = "cpu",
-                 stages: Sequence[str] = DEFAULT_STAGES, fill_padding: bool = True) -> None:
+                 stages: Sequence[str] = DEFAULT_STAGES, fill_padding: bool = True,
+                 pins: Mapping[str, str] | None = None) -> None:
         _check_stage_names(stages)
         self.fill_padding = fill_padding
         self.models_dir = Path(models_dir) if models_dir else default_models_dir()
         self.device = torch.device(device)
-        self.stages: list[Stage] = [STAGES[name](self.models_dir, device=self.device)
+        self.pins = _check_pins(pins or {}, stages)
+        self.stages: list[Stage] = [STAGES[name](self._folder_for(name), device=self.device)
                                     for name in stages]
+
+    def _folder_for(self, stage: str) -> Path:
+        """The models folder ``stage`` loads from: its pinned version's, or the active."""
+        model = STAGE_MODELS[stage]
+        if model not in self.pins:
+            return self.models_dir
+        return pinned_models_dir(self.models_dir, model, self.pins[model])
 
     @property
     def cards(self) -> list[ModelCard]:
@@ -161,6 +186,15 @@ def _uncrop(analysis: Analysis, received: Radiograph, box: tuple[slice, slice]) 
              if QualityFlag.PHOTOMETRIC_MISMATCH in analysis.quality_flags
              else received.pixels)
     analysis.radiograph = dataclasses.replace(analysis.radiograph, pixels=shown)
+
+
+def _check_pins(pins: Mapping[str, str], stages: Sequence[str]) -> dict[str, str]:
+    run = {STAGE_MODELS[stage] for stage in stages}
+    unknown = sorted(set(pins) - run)
+    if unknown:
+        raise ValueError(f"pins: this engine runs no model {unknown}; it runs "
+                         f"{', '.join(sorted(run))}")
+    return dict(pins)
 
 
 def _check_stage_names(stages: Sequence[str]) -> None:

@@ -16,10 +16,11 @@ LUNG_SEGMENTS = ("right_lung", "left_lung")
 
 
 def make_segment(name: str, mask: np.ndarray, spacing: PixelSpacing,
-                 model_id: str | None = None) -> Segment:
+                 model_id: str | None = None, quality: float | None = None) -> Segment:
     pixels = int(mask.sum())
     area = pixels * spacing.pixel_area_mm2 if spacing.trusted else None  # type: ignore[operator]
-    return Segment(name=name, mask=mask, pixel_count=pixels, area_mm2=area, model_id=model_id)
+    return Segment(name=name, mask=mask, pixel_count=pixels, area_mm2=area, model_id=model_id,
+                   quality=quality)
 
 
 def lung_union(masks: Mapping[str, np.ndarray]) -> np.ndarray | None:

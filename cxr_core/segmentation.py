@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
+from cxr_core.mask_quality import mask_agreement
 from cxr_core.models import ModelCard, PostProcess, load_model
 from cxr_core.models.networks import network_device
 from cxr_core.preprocess import ToModelInput, resize_probabilities
@@ -27,6 +28,8 @@ class SegmentationOutput:
     uncertainty: float
     """Pixels with probability in (0.1, 0.9) per foreground pixel: how unsure the model is
     about where its structures end (low on images like those it was trained on)."""
+    agreement: dict[str, float] = field(default_factory=dict)
+    """Per structure, how far to trust its mask (:func:`cxr_core.mask_quality.mask_agreement`)."""
 
 
 class Segmenter:
@@ -73,7 +76,8 @@ class Segmenter:
         if mirrored:
             full = full[:, :, ::-1]
         masks = {name: np.ascontiguousarray(full[i]) for i, name in enumerate(self.card.labels)}
-        return SegmentationOutput(masks, probabilities, _uncertainty(probabilities))
+        agreement = dict(zip(self.card.labels, mask_agreement(probabilities), strict=True))
+        return SegmentationOutput(masks, probabilities, _uncertainty(probabilities), agreement)
 
     def _clean(self, probabilities: torch.Tensor) -> torch.Tensor:
         """Zero the probabilities outside the kept components (at model resolution)."""

@@ -70,6 +70,12 @@ PNEUMOTHORAX_COLLINS_PERCENT = Code("PTXCOLL", PRIVATE_SCHEME,
 PNEUMOTHORAX_HILUM_RIM = Code("PTXRIM", PRIVATE_SCHEME,
                               "Pneumothorax interpleural distance at the hilum")
 
+MASK_AGREEMENT = Code("MASKAGREE", PRIVATE_SCHEME, "Segmentation mask agreement estimate")
+"""How far to trust a mask (:mod:`cxr_core.mask_quality`): no standard code either."""
+MASK_AGREEMENT_METHOD = Code("COREXTDICE", PRIVATE_SCHEME,
+                             "Dice of confident core and widest extent of model output")
+"""The method of :data:`MASK_AGREEMENT` (the SR's Measurement Method)."""
+
 # ------------------------------------------------------------------------- units
 UNITS: dict[str, Code] = {
     "mm2": Code("mm2", "UCUM", "square millimeter"),

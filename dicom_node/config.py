@@ -34,9 +34,13 @@ DEFAULT_BODY_PARTS: tuple[str, ...] = ("", *sorted(CHEST_BODY_PARTS))
 """The engine's chest list, plus "" (not given: the engine analyses those too)."""
 OTHER_INSTANCE_POLICIES = ("ignore", "refuse")
 REUSED_UID_POLICIES = ("refuse", "version")
-ROLES = ("all", "ingest", "worker")
 """What a SOP Instance UID already accepted with other content, or in another study,
 becomes: refused (C-STORE 0xC0D1) or stored as a new version with its own analysis."""
+IN_DOUBT_POLICIES = ("resend", "c-find")
+"""What the node does with a delivery whose last C-STORE got no status (it died during
+it, or the association was lost): send it again, or first ask the destination with a
+C-FIND at IMAGE level whether it holds that SOP Instance UID (only then resend)."""
+ROLES = ("all", "ingest", "worker")
 
 
 class ConfigError(ValueError):
@@ -58,6 +62,10 @@ class Destination:
     timeout_s: float = 30.0
     """Connection, association and DIMSE timeout of each attempt (its own sender thread,
     so a slow or hung destination delays only its own deliveries)."""
+    in_doubt: str = "resend"
+    """An unconfirmed C-STORE: ``resend`` (the DIMSE-safe default: the same file, same
+    SOP Instance UID) or ``c-find`` (query the destination first; resend only when it
+    does not hold the instance or cannot answer)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +188,8 @@ class NodeConfig:
     http_port: int = 8080
     web: WebConfig = field(default_factory=WebConfig)
     models_dir: Path | None = None
+    model_pins: tuple[tuple[str, str], ...] = ()
+    """``(model name, version)`` pairs the engine runs instead of the active versions."""
     log_level: str = "INFO"
     tls: TlsConfig | None = None
     limits: Limits = field(default_factory=Limits)
@@ -284,6 +294,13 @@ def _path(key: str, value: Any) -> Path:
     return Path(value).expanduser()
 
 
+def _pin(key: str, value: str) -> tuple[str, str]:
+    name, _, version = value.partition("@")
+    if not name or not version or "/" in value:
+        raise ConfigError(f"{key}: each pin must be name@version, got {value!r}")
+    return name, version
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
     def check(key: str, value: Any) -> str:
         if value not in choices:
@@ -300,6 +317,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
         "port": ("port", _port),
         "storage": ("storage", _path),
         "models_dir": ("models_dir", _path),
+        "model_pins": ("model_pins", lambda k, v: tuple(_pin(k, s) for s in _strings(k, v))),
         "log_level": ("log_level", _choice(_LOG_LEVELS)),
         "overlay": ("overlay", _bool),
         "heatmap_seg": ("heatmap_seg", _bool),
@@ -360,8 +378,8 @@ _WEB_KEYS: dict[str, Any] = {
     "max_upload_mb": _positive,
     "analysis_retention_hours": _positive,
 }
-_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s", "stow_url",
-                     "authorization")
+_DESTINATION_KEYS = ("name", "ae_title", "host", "port", "tls", "timeout_s", "in_doubt",
+                     "stow_url", "authorization")
 
 
 def _table(key: str, value: Any) -> Mapping[str, Any]:
@@ -399,7 +417,9 @@ def _destination(index: int, value: Any) -> Destination:
     return Destination(name=name, ae_title=ae_title, host=_host(f"{key}.host", table["host"]),
                        port=_port(f"{key}.port", table["port"]),
                        tls=_bool(f"{key}.tls", table.get("tls", False)),
-                       timeout_s=_positive(f"{key}.timeout_s", table.get("timeout_s", 30.0)))
+                       timeout_s=_positive(f"{key}.timeout_s", table.get("timeout_s", 30.0)),
+                       in_doubt=_choice(IN_DOUBT_POLICIES)(f"{key}.in_doubt",
+                                                           table.get("in_doubt", "resend")))
 
 
 def _dicomweb_destination(key: str, table: Mapping[str, Any]) -> Destination:

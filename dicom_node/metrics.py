@@ -47,6 +47,11 @@ class Metrics:
         self.deliveries_dead = Counter(
             "cxr_node_deliveries_dead", "Deliveries dead-lettered", ["destination"],
             registry=r)
+        self.deliveries_in_doubt = Counter(
+            "cxr_node_deliveries_in_doubt",
+            "Deliveries whose last C-STORE got no status, by how they were settled "
+            "(held: the destination's C-FIND found it; resent)",
+            ["destination", "settled"], registry=r)
         self.latency = Histogram(
             "cxr_node_study_latency_seconds",
             "Last instance received to results delivered, per study and destination",

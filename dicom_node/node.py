@@ -24,7 +24,14 @@ from dicom_node.sender import Sender
 from dicom_node.spool import Spool, UnsafeUID, checked_instance_key, checked_uid
 from dicom_node.supervise import Heartbeat, run_supervised
 from dicom_node.web.app import WebApp
-from dicom_node.worker import JobQueue, LocalJobQueue, Worker, storage_fault
+from dicom_node.worker import (
+    WORKER_NICE,
+    JobQueue,
+    LocalJobQueue,
+    Worker,
+    lower_priority,
+    storage_fault,
+)
 
 if TYPE_CHECKING:
     from cxr_core import Engine
@@ -46,7 +53,7 @@ def default_engine_factory(config: NodeConfig) -> Callable[[], Engine]:
     def make() -> Engine:
         from cxr_core import Engine  # imports torch: slow, so off the main thread
 
-        return Engine(models_dir=config.models_dir)
+        return Engine(models_dir=config.models_dir, pins=dict(config.model_pins))
     return make
 
 
@@ -159,8 +166,9 @@ class Node:
     def _process_claimed(self, worker_id: str, study_id: int) -> None:
         """A study this process's ``worker_id`` claimed from the broker (Dramatiq thread)."""
         worker: Worker | None = getattr(self._thread_worker, "worker", None)
-        if worker is None:
+        if worker is None:  # this Dramatiq thread's first job: its engine, its niceness
             worker = self._thread_worker.worker = self._idle_workers.get()
+            lower_priority(WORKER_NICE)
         try:
             finished = worker.process(study_id)
         except Exception as error:
@@ -220,8 +228,11 @@ class Node:
                   "ready" if all(s == "ready" for s in states) else "loading")
         stale = [beat.name for beat in self.heartbeats() if beat.stale()]
         healthy = engine != "failed" and free_mb >= self.config.min_free_disk_mb and not stale
-        details: dict[str, Any] = {"engine": engine, "free_mb": round(free_mb),
-                                   "stale_loops": stale}
+        # which model versions make the results (pinned ones included)
+        models = sorted({model.id for worker in self.workers if worker.analyzer is not None
+                         for model in worker.analyzer.engine.model_refs})
+        details: dict[str, Any] = {"engine": engine, "models": models,
+                                   "free_mb": round(free_mb), "stale_loops": stale}
         try:
             details.update(queue_depth=self.store.queue_depth(),
                            pending_deliveries=self.store.pending_deliveries())

@@ -1,11 +1,15 @@
 """C-STORE SCU (or STOW-RS for a DICOMweb destination): results go to each destination,
 one association (or one request) per study, one thread per destination.
 
-Exactly once per destination: a delivery (result UID, destination) is marked ``sent``
-right after the peer's Success and never attempted again. The one window left is a crash
-between the peer's Success and that commit; the repeat then carries the same SOP
-Instance UID (cxr_core's UIDs are deterministic), which a PACS stores as the same
-instance, not a copy.
+Each C-STORE is an *attempt* committed (fsync'ed) before the request goes out; the
+destination's status is committed right after, in the transaction that marks the
+delivery ``sent`` (never attempted again) or failed. A delivery whose last C-STORE has
+no status (the node died during it, or the association was lost) is *in doubt*: DIMSE
+has no way to learn whether the destination stored it except asking. With the
+destination's ``in_doubt = "c-find"`` the node asks (C-FIND at IMAGE level) and resends
+only when the destination does not hold it or cannot answer; with ``"resend"`` (default)
+it resends the same file, same SOP Instance UID (cxr_core's UIDs are deterministic),
+which a PACS that keeps or replaces stores once and storescp stores twice.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import threading
 import time
 
 import pydicom
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 
 from dicom_node.config import Destination, NodeConfig
@@ -30,6 +35,9 @@ SENDER_STALE_S = 600.0
 """A round's attempts are bounded by the destination's timeouts; 10 minutes means stuck."""
 # Success, and the storage warnings under which the instance was stored all the same
 STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
+FIND_PENDING = frozenset({0xFF00, 0xFF01})
+IMAGE_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+"""Study Root Query/Retrieve Information Model - FIND: asks an in-doubt destination."""
 
 
 class Sender(threading.Thread):
@@ -65,6 +73,7 @@ class Sender(threading.Thread):
         self.heartbeat = Heartbeat(self.name, stale_after_s=SENDER_STALE_S)
 
     def run(self) -> None:
+        self.store.sync_every_commit()  # this thread's attempts survive a power loss too
         run_supervised(self.heartbeat, self.send_due, stop=self.stop_event,
                        period_s=self.poll_s, wait=self._wait)
 
@@ -113,6 +122,9 @@ class Sender(threading.Thread):
         for context in {(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID))
                         for h in headers}:
             ae.add_requested_context(context[0], context[1])
+        query = destination.in_doubt == "c-find" and any(d.in_doubt for d in deliveries)
+        if query:
+            ae.add_requested_context(IMAGE_FIND)
         # no server host name: peers are identified by their certificate chain (see
         # _client_context); pynetdicom's hint wants a str, ssl wants None for "none"
         tls_args = (self._client_context(), None) if destination.tls else None
@@ -125,8 +137,11 @@ class Sender(threading.Thread):
                 self._failed(delivery, f"association {why}")
             return
         try:
-            for delivery in deliveries:
-                self._send_one(assoc, delivery)
+            for delivery, header in zip(deliveries, headers, strict=True):
+                if delivery.in_doubt and self._settled_in_doubt(assoc, delivery, header,
+                                                                query=query):
+                    continue
+                self._send_one(assoc, delivery, str(header.SOPClassUID))
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -151,25 +166,79 @@ class Sender(threading.Thread):
         context.load_cert_chain(tls.certificate, tls.private_key)
         return context
 
-    def _send_one(self, assoc: object, delivery: Delivery) -> None:
+    def _settled_in_doubt(self, assoc: object, delivery: Delivery, header: Dataset, *,
+                          query: bool) -> bool:
+        """An in-doubt delivery: True when the destination's C-FIND says it holds it
+        (then ``sent``); False when the caller is to resend it."""
+        held = query and self._held(assoc, delivery, header)
+        self.metrics.deliveries_in_doubt.labels(
+            destination=delivery.destination, settled="held" if held else "resent").inc()
+        log.info("delivery in doubt", extra={"fields": {
+            "study": delivery.study_id, "destination": delivery.destination,
+            "rule": self.destination.in_doubt, "settled": "held" if held else "resent"}})
+        return held
+
+    def _held(self, assoc: object, delivery: Delivery, header: Dataset) -> bool:
+        """Ask the destination (C-FIND, Study Root, IMAGE level) whether it holds an
+        in-doubt delivery; True (and the delivery ``sent``) when it answers with a match.
+        No match, a failed query or none at all: False."""
+        attempt = self.store.begin_attempt(delivery, "c-find")
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.StudyInstanceUID = header.StudyInstanceUID
+        identifier.SeriesInstanceUID = header.SeriesInstanceUID
+        identifier.SOPInstanceUID = delivery.result_uid
+        found, final = False, None
+        try:
+            for status, match in assoc.send_c_find(  # type: ignore[attr-defined]
+                    identifier, IMAGE_FIND):
+                code = int(status.Status) if status and "Status" in status else None
+                if code in FIND_PENDING:
+                    found = found or str(getattr(match, "SOPInstanceUID", "")) == (
+                        delivery.result_uid)
+                else:
+                    final = code
+        except (ValueError, RuntimeError, OSError) as error:  # e.g. C-FIND not accepted
+            self.store.end_attempt(attempt, None, f"query failed ({type(error).__name__})")
+            return False
+        if found:
+            self.store.mark_sent(delivery, attempt=attempt, status=final or 0,
+                                 detail="held by the destination (C-FIND)")
+            self.metrics.results_sent.labels(destination=delivery.destination).inc()
+            return True
+        self.store.end_attempt(attempt, final, "not held" if final == 0 else "no answer")
+        return False
+
+    def _send_one(self, assoc: object, delivery: Delivery, sop_class: str) -> None:
         if not assoc.is_established:  # type: ignore[attr-defined]
             self._failed(delivery, "association lost")
             return
+        if not any(context.abstract_syntax == sop_class
+                   for context in assoc.accepted_contexts):  # type: ignore[attr-defined]
+            # nothing goes out, so no attempt (and nothing in doubt)
+            self._failed(delivery, "not sent (the destination accepted no presentation "
+                                   "context for its SOP class)")
+            return
+        attempt = self.store.begin_attempt(delivery)  # committed before the request
         try:
             status = assoc.send_c_store(delivery.path)  # type: ignore[attr-defined]
         except (ValueError, RuntimeError, OSError) as error:
-            # e.g. the peer accepted no presentation context for this SOP class
-            self._failed(delivery, f"not sent ({type(error).__name__}: {str(error)[:120]})")
+            # e.g. the association broke while sending: whether it arrived is unknown
+            self._failed(delivery, f"not sent ({type(error).__name__}: {str(error)[:120]})",
+                         attempt=attempt)
             return
         code = int(status.Status) if status and "Status" in status else None
         if code in STORED_STATUSES:
-            self.store.mark_sent(delivery)
+            self.store.mark_sent(delivery, attempt=attempt, status=code)
             self.metrics.results_sent.labels(destination=delivery.destination).inc()
         else:
-            self._failed(delivery, "no response" if code is None else f"status 0x{code:04X}")
+            self._failed(delivery, "no response" if code is None else f"status 0x{code:04X}",
+                         attempt=attempt, status=code)
 
-    def _failed(self, delivery: Delivery, error: str) -> None:
-        dead = self.store.mark_failed(delivery, error, self.config.retry)
+    def _failed(self, delivery: Delivery, error: str, *, attempt: int | None = None,
+                status: int | None = None) -> None:
+        dead = self.store.mark_failed(delivery, error, self.config.retry, attempt=attempt,
+                                      status=status)
         self.metrics.delivery_failures.labels(destination=delivery.destination).inc()
         if dead:
             self.metrics.deliveries_dead.labels(destination=delivery.destination).inc()

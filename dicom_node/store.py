@@ -11,6 +11,10 @@ leaves a state the node resumes from):
 * instance: ``received`` -> ``processed`` | ``ignored`` | ``refused`` | ``failed``.
 * delivery (one result to one destination): ``pending`` -> ``sent`` | ``dead`` (after
   the retry policy's bounded attempts); ``cxr-node retry`` moves ``dead`` to ``pending``.
+* attempt (one C-STORE, or one C-FIND for an unconfirmed C-STORE, of a delivery): a row
+  committed before the request goes out, completed with the destination's status (or
+  none) in the transaction that moves the delivery on. A delivery whose last C-STORE has
+  no status is *in doubt*: the destination may or may not hold it.
 
 Each connection belongs to one thread; with SQLite, WAL lets the SCP, the workers, the
 sender and a ``cxr-node status`` process use the file at once; with PostgreSQL any number
@@ -82,6 +86,17 @@ CREATE TABLE IF NOT EXISTS workers (
     current_study INTEGER,
     jobs_done INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    id {id},
+    result_uid TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    started_at {float} NOT NULL,
+    ended_at {float},
+    status INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(result_uid, destination, id);
 CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at {float} NOT NULL
@@ -119,15 +134,27 @@ class Delivery:
     study_id: int
     path: Path
     attempts: int
+    in_doubt: bool = False
+    """The last C-STORE of it got no status (the node died during it, or the association
+    was lost): the destination may hold it already."""
+
+
+ATTEMPT_KINDS = ("c-store", "c-find")
+# whether the delivery's last C-STORE got no status, in SQL (d: the deliveries row)
+_IN_DOUBT = (
+    "(SELECT a.status IS NULL FROM attempts a WHERE a.result_uid = d.result_uid "
+    "AND a.destination = d.destination AND a.kind = 'c-store' ORDER BY a.id DESC LIMIT 1)")
 
 
 class Store:
-    """Thread-safe access to the node's SQLite database.
+    """Thread-safe access to the node's database.
 
     Parameters
     ----------
     path:
-        The database file (created with its schema if missing).
+        The SQLite file (created with its schema if missing); or
+    url:
+        A ``postgresql://`` URL (tables created if missing).
     """
 
     def __init__(self, *, path: Path | None = None, url: str | None = None) -> None:
@@ -156,6 +183,14 @@ class Store:
 
     def _connection(self) -> Connection:
         return self._pool.get()
+
+    def sync_every_commit(self) -> None:
+        """This thread's commits are fsync'ed (WAL ``synchronous=FULL``): a sender's record
+        of an attempt and of its response then survives a power loss too, not only a
+        killed process. (PostgreSQL commits are fsync'ed by default.)"""
+        db = self._connection()
+        if db.dialect == "sqlite":
+            db.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -294,7 +329,8 @@ class Store:
         now = time.time() if now is None else now
         only = "" if destination is None else " AND d.destination = ?"
         rows = self._connection().execute(
-            "SELECT d.result_uid, d.destination, d.study_id, r.path, d.attempts "
+            "SELECT d.result_uid, d.destination, d.study_id, r.path, d.attempts, "
+            f"COALESCE({_IN_DOUBT}, FALSE) "
             "FROM deliveries d JOIN results r ON r.sop_uid = d.result_uid "
             "WHERE d.state = 'pending' AND d.next_attempt <= ?" + only +
             " ORDER BY d.study_id, d.destination, r.kind",
@@ -302,7 +338,7 @@ class Store:
         groups: dict[tuple[int, str], list[Delivery]] = {}
         for r in rows:
             groups.setdefault((r[2], r[1]), []).append(
-                Delivery(r[0], r[1], r[2], Path(r[3]), r[4]))
+                Delivery(r[0], r[1], r[2], Path(r[3]), r[4], bool(r[5])))
         return groups
 
     def dead_letter_unconfigured(self, destinations: Iterable[str]) -> int:
@@ -316,18 +352,53 @@ class Store:
                 f"longer configured' WHERE state = 'pending' AND {kept}",  # noqa: S608
                 names).rowcount
 
-    def mark_sent(self, delivery: Delivery) -> None:
+    def begin_attempt(self, delivery: Delivery, kind: str = "c-store") -> int:
+        """Record, before the request goes out, that ``delivery`` is being attempted
+        (``kind``: ``c-store``, or ``c-find`` to ask the destination whether it holds
+        it); return the attempt's id for :meth:`end_attempt`, :meth:`mark_sent` or
+        :meth:`mark_failed`."""
+        if kind not in ATTEMPT_KINDS:
+            raise ValueError(f"kind: unknown attempt kind {kind!r}")
         with self._transaction() as db:
+            row = db.execute(
+                "INSERT INTO attempts(result_uid, destination, kind, started_at) "
+                "VALUES (?, ?, ?, ?) RETURNING id", (delivery.result_uid, delivery.destination,
+                                                     kind, time.time())).fetchone()
+            return int(row[0])
+
+    @staticmethod
+    def _end_attempt(db: Connection, attempt: int | None, status: int | None,
+                     detail: str | None) -> None:
+        if attempt is not None:
+            db.execute("UPDATE attempts SET ended_at = ?, status = ?, detail = ? WHERE id = ?",
+                       (time.time(), status, detail, attempt))
+
+    def end_attempt(self, attempt: int, status: int | None, detail: str | None = None) -> None:
+        """Record an attempt's outcome that does not move its delivery on (a C-FIND that
+        did not find the instance)."""
+        with self._transaction() as db:
+            self._end_attempt(db, attempt, status, detail)
+
+    def mark_sent(self, delivery: Delivery, *, attempt: int | None = None, status: int = 0,
+                  detail: str | None = None) -> None:
+        """The destination holds the result: it answered ``status`` to ``attempt``
+        (recorded in the same transaction)."""
+        with self._transaction() as db:
+            self._end_attempt(db, attempt, status, detail)
             db.execute("UPDATE deliveries SET state = 'sent', sent_at = ?, last_error = NULL, "
                        "owner = NULL WHERE result_uid = ? AND destination = ? "
                        "AND state = 'pending'",
                        (time.time(), delivery.result_uid, delivery.destination))
 
-    def mark_failed(self, delivery: Delivery, error: str, policy: RetryPolicy) -> bool:
-        """Count a failed attempt; return True when the delivery is now dead-lettered."""
+    def mark_failed(self, delivery: Delivery, error: str, policy: RetryPolicy, *,
+                    attempt: int | None = None, status: int | None = None) -> bool:
+        """Count a failed attempt (ending ``attempt`` with the destination's ``status``,
+        None when it gave none, in the same transaction); return True when the delivery
+        is now dead-lettered."""
         attempts = delivery.attempts + 1
         dead = attempts >= policy.max_attempts
         with self._transaction() as db:
+            self._end_attempt(db, attempt, status, error[:500])
             db.execute(
                 "UPDATE deliveries SET attempts = ?, last_error = ?, state = ?, "
                 "next_attempt = ?, owner = NULL WHERE result_uid = ? AND destination = ? "
@@ -485,7 +556,8 @@ class Store:
                 "(SELECT id FROM workers WHERE seen >= ?))",
                 (owner, destination, now, owner, now - WORKER_LEASE_S))
             rows = db.execute(
-                "SELECT d.result_uid, d.destination, d.study_id, r.path, d.attempts "
+                "SELECT d.result_uid, d.destination, d.study_id, r.path, d.attempts, "
+                f"COALESCE({_IN_DOUBT}, FALSE) "
                 "FROM deliveries d JOIN results r ON r.sop_uid = d.result_uid "
                 "WHERE d.state = 'pending' AND d.owner = ? AND d.destination = ? "
                 "AND d.next_attempt <= ? ORDER BY d.study_id, r.kind",
@@ -493,7 +565,7 @@ class Store:
         groups: dict[tuple[int, str], list[Delivery]] = {}
         for r in rows:
             groups.setdefault((r[2], r[1]), []).append(
-                Delivery(r[0], r[1], r[2], Path(r[3]), r[4]))
+                Delivery(r[0], r[1], r[2], Path(r[3]), r[4], bool(r[5])))
         return groups
     # --- review page -------------------------------------------------------------
 

@@ -8,9 +8,11 @@ and everything else (instances, outcomes, results, deliveries) lives in the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
+import os
 import queue
 import threading
 import time
@@ -81,6 +83,10 @@ class Outcome:
 
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 WORKER_STALE_S = 600.0
+WORKER_NICE = 10
+"""Linux schedules threads one by one: the worker thread (and the torch threads it
+starts) runs at this niceness, so on a busy machine receiving, which a PACS waits on,
+comes before analysis, which is queued work."""
 """A worker beats after each instance; 10 minutes on one instance means it is stuck."""
 
 
@@ -231,6 +237,16 @@ class Analyzer:
         return results
 
 
+def lower_priority(nice: int) -> None:
+    """Run the calling thread at niceness ``nice`` at least (threads it starts later
+    inherit it). Where threads have no niceness of their own (not Linux), nothing
+    happens."""
+    with contextlib.suppress(AttributeError, OSError):
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, max(current, nice))
+
+
 class Worker(threading.Thread):
     """Takes study ids from the queue and processes each of their received instances.
 
@@ -277,6 +293,7 @@ class Worker(threading.Thread):
         return True
 
     def run(self) -> None:
+        lower_priority(WORKER_NICE)
         if not self.load_engine():
             return
         run_supervised(self.heartbeat, self._tick, stop=self.stop_event, period_s=0.2,

@@ -12,6 +12,7 @@ from pathlib import Path
 import slicer
 
 import cxr_core
+from SlicerCXRLib.background import BackgroundProcess, analyze_command
 from SlicerCXRLib.devices import CPU, check_device, place_engine
 from SlicerCXRLib.export import ExportResult, export_segmentation
 from SlicerCXRLib.scene_bridge import (
@@ -19,9 +20,11 @@ from SlicerCXRLib.scene_bridge import (
     DicomFileLookup,
     load_radiograph_volume,
     show_analysis,
+    source_file,
     volume_to_radiograph,
 )
 from SlicerCXRLib.seg_loading import load_seg
+from SlicerCXRLib.worklist import OpenedCase, Worklist
 
 RETRAIN_DEFAULTS = {"epochs": 20, "patience": 10, "learning_rate": 5e-4, "max_minutes": 15.0}
 """Fine-tuning on a handful of corrections: few epochs and a lower rate than training."""
@@ -43,11 +46,15 @@ class CXRLogic:
         DICOM database bring their header along.
     engine:
         An already loaded engine to use (``models_dir`` is then ignored).
+    pins:
+        Model versions to run instead of the active ones (``{"lung_seg": "1.0.0"}``);
+        every result names the versions that made it.
     """
 
     def __init__(self, scene: slicer.vtkMRMLScene, *, models_dir: Path | None = None,
                  device: str = CPU, dicom_file_for_uid: DicomFileLookup | None = None,
-                 engine: cxr_core.Engine | None = None) -> None:
+                 engine: cxr_core.Engine | None = None,
+                 pins: dict[str, str] | None = None) -> None:
         if scene is None:
             raise ValueError("scene: a vtkMRMLScene is required")
         self.scene = scene
@@ -55,6 +62,7 @@ class CXRLogic:
         self.device = device
         self.dicom_file_for_uid = dicom_file_for_uid
         self._engine = engine
+        self.pins = dict(pins or {})
         if engine is not None:
             place_engine(engine, device)
         self.analyses: dict[str, cxr_core.Analysis] = {}
@@ -65,7 +73,7 @@ class CXRLogic:
         """Loaded on first use (reading the weights takes a moment), straight onto the
         chosen device."""
         if self._engine is None:
-            self._engine = cxr_core.Engine(models_dir=self.models_dir,
+            self._engine = cxr_core.Engine(models_dir=self.models_dir, pins=self.pins,
                                            device=check_device(self.device))
         return self._engine
 
@@ -74,6 +82,12 @@ class CXRLogic:
         if self._engine is not None:
             place_engine(self._engine, device)
         self.device = device
+
+    def set_pins(self, pins: dict[str, str]) -> None:
+        """Run these model versions from now on (the engine reloads on next use)."""
+        if pins != self.pins:
+            self.pins = dict(pins)
+            self._engine = None
 
     def load_radiograph(self, path: Path | str) -> slicer.vtkMRMLScalarVolumeNode:
         """Read a DICOM or image file into a volume, header and spacing kept."""
@@ -85,6 +99,63 @@ class CXRLogic:
         analysis = self.engine.analyze(radiograph)
         self.analyses[volume_node.GetID()] = analysis
         return show_analysis(self.scene, volume_node, analysis)
+
+    def analyze_in_background(self, inputs: list[Path | str], out_dir: Path | str, *,
+                              python: str | None = None,
+                              env: dict[str, str] | None = None) -> BackgroundProcess:
+        """Start ``cxr analyze`` on files or folders into ``out_dir`` in its own process
+        (with this logic's models folder); poll it, cancel it, then :meth:`open_worklist`.
+
+        Raises
+        ------
+        ValueError
+            When ``inputs`` hold no radiograph file.
+        """
+        files = cxr_core.expand_inputs([Path(p) for p in inputs])
+        if not files:
+            raise ValueError("inputs: no radiograph files found")
+        command = analyze_command([str(p) for p in inputs], out_dir, python=python,
+                                  models_dir=self.models_dir, pins=self.pins)
+        return BackgroundProcess(command, total=len(files), env=env).start()
+
+    def analyze_volume_in_background(self, volume_node: slicer.vtkMRMLScalarVolumeNode,
+                                     out_dir: Path | str, *, python: str | None = None,
+                                     env: dict[str, str] | None = None) -> BackgroundProcess:
+        """Start ``cxr analyze`` on the file ``volume_node`` was read from; when it has
+        ended, :meth:`show_background_result` puts the results on that volume.
+
+        Raises
+        ------
+        ValueError
+            When the volume has no file the engine can read (analyse it in-process).
+        """
+        path = source_file(volume_node, dicom_file_for_uid=self.dicom_file_for_uid)
+        if path is None:
+            raise ValueError(f"volume_node: {volume_node.GetName()!r} has no source file")
+        return self.analyze_in_background([path], out_dir, python=python, env=env)
+
+    def show_background_result(self, volume_node: slicer.vtkMRMLScalarVolumeNode,
+                               out_dir: Path | str) -> OpenedCase:
+        """The finished background analysis of ``volume_node`` shown on it.
+
+        Raises
+        ------
+        cxr_core.RefusedInput
+            When the engine refused the image (with its reason).
+        """
+        row = cxr_core.read_review(Path(out_dir))[0]
+        if row.status != "analyzed":
+            raise cxr_core.RefusedInput(row.note or row.status)
+        return Worklist(out_dir).open(self.scene, row, volume=volume_node)
+
+    def open_worklist(self, run_dir: Path | str) -> Worklist:
+        """The cases of a finished ``cxr analyze`` run, least trusted masks first."""
+        return Worklist(run_dir)
+
+    def next_case(self, worklist: Worklist) -> OpenedCase | None:
+        """Open the worklist's next case in the scene (None when none is left)."""
+        row = worklist.next_case()
+        return worklist.open(self.scene, row) if row is not None else None
 
     def load_seg(self, path: Path | str, volume_node: slicer.vtkMRMLScalarVolumeNode | None = None
                  ) -> slicer.vtkMRMLSegmentationNode:

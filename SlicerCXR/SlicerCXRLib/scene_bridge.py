@@ -297,7 +297,8 @@ TABLE_COLUMNS = ("Kind", "Name", "Value", "Unit", "Threshold", "Result", "Deriva
 
 def results_table(scene: slicer.vtkMRMLScene, analysis: Analysis,
                   name: str) -> slicer.vtkMRMLTableNode:
-    """Findings, measurements and quality flags, one row each."""
+    """Findings, measurements (mask agreement included), quality flags and the model
+    versions that made them, one row each."""
     rows = [("finding", f.name, f.probability, "probability", f"{f.threshold:g}",
              "positive" if f.positive else "negative",
              f"{f.code.meaning} ({f.code.scheme_designator} {f.code.value})")
@@ -306,6 +307,8 @@ def results_table(scene: slicer.vtkMRMLScene, analysis: Analysis,
              for m in analysis.measurements]
     rows += [("quality flag", str(flag), float("nan"), "", "", "flagged", "")
              for flag in analysis.quality_flags]
+    rows += [("model", model.id, float("nan"), "", "", model.task, f"weights {model.sha256}")
+             for model in analysis.models]
     columns: list[vtk.vtkAbstractArray] = []
     for column_name in TABLE_COLUMNS:
         array = vtk.vtkDoubleArray() if column_name == "Value" else vtk.vtkStringArray()

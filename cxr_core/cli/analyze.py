@@ -21,14 +21,22 @@ def add_parser(sub: SubParsers) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="files or folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--pin", action="append", default=[], metavar="NAME@VERSION",
+                        help="run this kept model version instead of the active one "
+                        "(cxr models list shows them); repeatable")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return analyze_paths(args.inputs, args.out, models_dir=args.models_dir)
+    pins = dict(pin.partition("@")[::2] for pin in args.pin)
+    if any(not name or not version for name, version in pins.items()):
+        print("cxr analyze: --pin takes NAME@VERSION (e.g. lung_seg@1.0.0)", file=sys.stderr)
+        return EXIT_REFUSED
+    return analyze_paths(args.inputs, args.out, models_dir=args.models_dir, pins=pins)
 
 
-def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None = None) -> int:
+def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None = None,
+                  pins: dict[str, str] | None = None) -> int:
     """Analyse every input; print one line per refused input; return the exit code."""
     files = expand_inputs(inputs)
     if not files:
@@ -36,9 +44,15 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
         return EXIT_REFUSED
     from cxr_core.engine import Engine  # imports torch: only once there is work
     from cxr_core.writers.files import write_outputs
+    from cxr_core.writers.review_list import ReviewRow, write_review
 
-    engine = Engine(models_dir=models_dir)
+    try:
+        engine = Engine(models_dir=models_dir, pins=pins)
+    except (FileNotFoundError, ValueError) as error:  # a pin that cannot be honoured
+        print(f"cxr analyze: {error}", file=sys.stderr)
+        return EXIT_REFUSED
     refused = failed = 0
+    review: list[ReviewRow] = []
     progress = tqdm(files, desc="analyzing", unit="image", disable=len(files) < 2,
                     file=sys.stderr)
     for path in progress:
@@ -51,15 +65,19 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
         except RefusedInput as error:
             refused += 1
             tqdm.write(f"refused {path.name}: {error}", file=sys.stderr)
+            review.append(ReviewRow.not_analyzed(path, "refused", str(error)))
             continue
         except Exception as error:  # one bad input must not stop the others
             failed += 1
             log.exception("internal error on %s", path.name)
             tqdm.write(f"failed {path.name}: internal error ({type(error).__name__}: {error})",
                        file=sys.stderr)
+            review.append(ReviewRow.not_analyzed(path, "failed", type(error).__name__))
             continue
+        review.append(ReviewRow.analyzed(path, written.folder, analysis))
         flags = f" [{', '.join(analysis.quality_flags)}]" if analysis.quality_flags else ""
         tqdm.write(f"analyzed {path.name} -> {written.folder}{flags}")
+    print(f"review list (least trusted masks first): {write_review(review, out_dir)}")
     if failed:
         return EXIT_FAILED
     return EXIT_REFUSED if refused else EXIT_OK

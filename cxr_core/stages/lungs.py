@@ -19,6 +19,7 @@ import torch
 from cxr_core.analysis import Analysis, Measurement, Segment
 from cxr_core.flags import QualityFlag
 from cxr_core.io import RefusedInput
+from cxr_core.mask_quality import quality_measurements
 from cxr_core.measure import area_measurements, cardiothoracic_ratio, lung_ratio, make_segment
 from cxr_core.quality import check_polarity, inverted
 from cxr_core.segmentation import SegmentationOutput, Segmenter
@@ -77,7 +78,8 @@ class LungStage:
     def run(self, analysis: Analysis) -> None:
         output = self._segment_with_polarity(analysis)
         radiograph = analysis.radiograph
-        segments = {name: make_segment(name, mask, radiograph.spacing, self.card.identifier)
+        segments = {name: make_segment(name, mask, radiograph.spacing, self.card.identifier,
+                                       quality=output.agreement.get(name))
                     for name, mask in output.masks.items()}
         flags = plausibility_flags(segments, radiograph.shape)
         reason = (implausible_lungs(segments, radiograph.pixels, output.uncertainty,
@@ -89,6 +91,7 @@ class LungStage:
             analysis.flag(flag)
         analysis.segments.update(segments)
         analysis.measurements += area_measurements(segments, radiograph.spacing)
+        analysis.measurements += quality_measurements(segments.values())
         ratio = lung_ratio(segments)
         analysis.measurements += [ratio] if ratio is not None else []
         analysis.measurements += self._plausible_ratio(

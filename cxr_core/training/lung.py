@@ -44,6 +44,8 @@ from cxr_core.training.provenance import (
     next_version,
     runtime_settings,
 )
+from cxr_core.training.quality_eval import quality_figures
+from cxr_core.writers.labelstore import LabelStore
 from cxr_core.writers.overlay import overlay_rgb
 
 log = logging.getLogger(__name__)
@@ -104,12 +106,16 @@ def train_lung(
     sources = {str(d) for d in datalists}
     corrected = [s for s in by_split["train"] if s.source in sources]
     before: dict[str, Any] | None = None
+    held_out_before: dict[str, Any] | None = None
     network: torch.nn.Module
     if init_from is not None:
         network, parent_card = load_model(init_from)
         if corrected:
             before = evaluate_lung(Segmenter(network, parent_card), corrected, out_dir,
                                    montage_count=0)
+        # the parent on the same held-out images the new model is scored on
+        held_out_before = evaluate_lung(Segmenter(network, parent_card), by_split["test"],
+                                        out_dir, montage_count=0)
         network.train()
         kwargs, parent = parent_card.network.kwargs, parent_card.identifier
     else:
@@ -129,7 +135,8 @@ def train_lung(
             seed=config.seed, minutes=(time.monotonic() - started) / 60,
             epochs_run=len(history),
             details={"batch_size": config.batch_size, "learning_rate": config.learning_rate,
-                     "datalist_only": datalist_only}),
+                     "datalist_only": datalist_only,
+                     **({"corrections": corrections_used(datalists)} if datalists else {})}),
         description=carried_description(base, MODEL_NAME, "segmentation"),
         runtime=runtime_settings(fitted=RuntimeSettings(), base=base, default=DEFAULT_RUNTIME),
     )
@@ -141,9 +148,40 @@ def train_lung(
         card.evaluation["datalist_train"] = {
             "datalists": sorted(sources), "parent_model": parent, "n_images": len(corrected),
             "before": before["per_structure"], "after": after["per_structure"]}
+    if held_out_before is not None:
+        card.evaluation["held_out_vs_parent"] = held_out_comparison(
+            parent, held_out_before, card.evaluation)
     card.evaluation["evaluated_by"] = "cxr train lung (test split, after training)"
     save_model(network, card, out_dir, history=history)
     return card
+
+
+def corrections_used(datalists: Sequence[Path]) -> list[dict[str, Any]]:
+    """Which corrections a fine-tune learnt from: per label store entry, its id, who
+    exported it and when, the model it corrected and the segments edited (a datalist
+    outside a label store gives its entries' ids only)."""
+    used: list[dict[str, Any]] = []
+    for datalist in datalists:
+        entries = LabelStore(Path(datalist).parent).entries()
+        if entries:
+            used += [{"id": e.key, "split": e.split, "exported_by": e.exported_by,
+                      "exported_at": e.exported_at, "corrected_model": e.model,
+                      "edited": sorted(e.edited)} for e in entries]
+        else:
+            used += [{"id": s.key, "split": s.split}
+                     for s in datalist_samples(Path(datalist), LUNG_STRUCTURES)]
+    return used
+
+
+def held_out_comparison(parent: str | None, before: dict[str, Any],
+                        after: dict[str, Any]) -> dict[str, Any]:
+    """Parent and new model on the same held-out (test) images: Dice per structure,
+    before and after."""
+    keep = ("right_lung", "left_lung", "heart", "both_lungs")
+    return {"parent_model": parent, "split": before.get("split"),
+            "n_images": before.get("n_images"),
+            "before": {k: v for k, v in before["per_structure"].items() if k in keep},
+            "after": {k: v for k, v in after["per_structure"].items() if k in keep}}
 
 
 def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: Path,
@@ -152,17 +190,20 @@ def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: P
     a montage of the first ``montage_count`` images in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scores: dict[str, list[tuple[float, float]]] = {}
+    quality_rows: list[dict[str, dict[str, float]]] = []
     montage_rows: list[list[np.ndarray]] = []
     montage_labels: list[str] = []
     colors = {n: SEGMENT_TYPES[n].rgb for n in LUNG_STRUCTURES}
     for sample in tqdm(samples, desc="evaluating", unit="image"):
         image = read_radiograph(sample.image).pixels
         conditioned, box = condition(image)  # as the engine runs it
-        predicted = {name: paste(mask, box, image.shape)
-                     for name, mask in segmenter(conditioned).masks.items()}
+        output = segmenter(conditioned)
+        predicted = {name: paste(mask, box, image.shape) for name, mask in output.masks.items()}
         truth = sample_targets(sample, LUNG_STRUCTURES)
         for name, mask in truth.items():
             scores.setdefault(name, []).append(dice_iou(predicted[name], mask))
+        quality_rows.append({name: {"quality": output.agreement[name],
+                                    "dice": scores[name][-1][0]} for name in truth})
         if "right_lung" in truth and "left_lung" in truth:
             both_truth = truth["right_lung"] | truth["left_lung"]
             both_pred = predicted["right_lung"] | predicted["left_lung"]
@@ -187,4 +228,5 @@ def evaluate_lung(segmenter: Segmenter, samples: Sequence[SegSample], out_dir: P
                    "iou_mean": round(float(np.mean([i for _, i in v])), 4)}
             for name, v in scores.items()
         },
+        "mask_quality": quality_figures(quality_rows) if len(quality_rows) >= 3 else {},
     }

@@ -16,6 +16,20 @@ def print_lung_figures(figures: Mapping[str, Any]) -> None:
     for name, m in figures["per_structure"].items():
         print(f"{name:<36} {m['n']:>4} {m['dice_mean']:>7.4f} {m['dice_median']:>7.4f} "
               f"{m['iou_mean']:>7.4f}")
+    quality = figures.get("mask_quality") or {}
+    for name, q in quality.items():
+        if isinstance(q, Mapping) and "spearman" in q:
+            print(f"mask quality {name:<23} Spearman with Dice {q['spearman']:.3f} "
+                  f"(95% CI {q['spearman_ci95'][0]:.3f}-{q['spearman_ci95'][1]:.3f}); "
+                  f"Dice<{quality['poor_dice']}: {q['poor_in_lowest_20pct']}/{q['n_poor']} "
+                  "in the lowest-scored 20 %")
+    if quality.get("images", {}).get("n"):
+        images = quality["images"]
+        print(f"mask quality per image (worst lung) Spearman "
+              f"{images['spearman_with_worst_lung_dice']:.3f} (95% CI "
+              f"{images['spearman_ci95'][0]:.3f}-{images['spearman_ci95'][1]:.3f}); poor lung "
+              f"masks in the lowest-scored 20 % of images: "
+              f"{images['poor_lung_masks_in_lowest_20pct']}/{images['poor_lung_masks']}")
 
 
 def _with_ci(entry: Mapping[str, Any], key: str) -> str:

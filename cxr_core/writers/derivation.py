@@ -11,8 +11,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
-from pydicom import Dataset
+from pydicom import Dataset, config
+from pydicom.dataelem import DataElement
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, generate_uid
+from pydicom.valuerep import validate_value
 
 from cxr_core.radiograph import PixelSpacing, SpacingSource
 
@@ -61,6 +64,13 @@ def source_digest(header: Dataset, pixels: np.ndarray | None = None) -> str:
 # source; sources from secondary-capture converters often lack them.
 _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
                  "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+# what else they copy: Type 2C in the SEG (empty when unknown), Type 3 (left out)
+_TYPE2_OTHERS = ("PatientOrientation",)
+_TYPE3_COPIED = ("BodyPartExamined",)
+_ENUMERATED: dict[str, re.Pattern[str]] = {
+    "PatientSex": re.compile(r"[MFO]"),
+    "PatientOrientation": re.compile(r"[APRLHF]{1,3}"),  # PS3.3 C.7.6.1.1.1 directions
+}
 
 
 def result_digest(masks: Mapping[str, np.ndarray], findings: Sequence[tuple[str, float, bool]],
@@ -101,7 +111,48 @@ def source_for_derivation(header: Dataset, spacing: PixelSpacing) -> Dataset:
         del completed.PixelSpacing
     if "PatientAge" in completed and not _AGE.fullmatch(str(completed.PatientAge or "")):
         del completed.PatientAge
+    for keyword in (*_TYPE2_COPIED, *_TYPE2_OTHERS, *_TYPE3_COPIED):
+        if keyword in completed:
+            _conform(completed, keyword)
     return completed
+
+
+def _conforming_values(element: DataElement, pattern: re.Pattern[str] | None
+                       ) -> list[str] | None:
+    """The element's values as its VR (and ``pattern``, for enumerated values) allow
+    them, code strings upper-cased and stripped; None when one cannot be made to."""
+    raw = element.value
+    values = list(raw) if isinstance(raw, MultiValue) else [] if raw in (None, "") else [raw]
+    conforming = []
+    for value in values:
+        text = str(value).strip()
+        text = text.upper() if element.VR == "CS" else text
+        try:
+            validate_value(element.VR, text, config.RAISE)
+        except ValueError:
+            return None
+        if pattern is not None and not pattern.fullmatch(text):
+            return None
+        conforming.append(text)
+    return conforming
+
+
+def _conform(completed: Dataset, keyword: str) -> None:
+    """Make a copied attribute valid in the derived objects: code strings upper-cased,
+    and a value its VR or enumeration does not allow (free text in a CS such as
+    PatientSex, a date that is no date, an over-long SH) emptied (Type 2) or left out
+    (Type 3). A value written as received would fail the writer or make the object
+    invalid. The element is replaced, never changed: it is shared with the caller's
+    header."""
+    element = completed[keyword]
+    values = _conforming_values(element, _ENUMERATED.get(keyword))
+    if values is not None and element.VR != "CS":
+        return  # valid as it is
+    del completed[keyword]
+    if values is None and keyword in _TYPE3_COPIED:
+        return
+    value = None if not values else values[0] if len(values) == 1 else values
+    completed[keyword] = DataElement(element.tag, element.VR, value)
 
 
 @contextmanager

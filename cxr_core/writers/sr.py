@@ -351,7 +351,7 @@ def _drop_segment_number(group: PlanarROIMeasurementsAndQualitativeEvaluations) 
 
 def _measurement(measurement: EngineMeasurement) -> Measurement:
     return Measurement(name=measurement.concept, value=measurement.value,
-                       unit=UNITS[measurement.unit])
+                       unit=UNITS[measurement.unit], method=measurement.method)
 
 
 def _relations_group(analysis: Analysis, source: pydicom.Dataset,

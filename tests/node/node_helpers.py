@@ -145,8 +145,9 @@ class NodeProcess:
     def __init__(self, root: Path, *, destinations: list[tuple[str, str, int]],
                  allowed: tuple[str, ...] = (PACS_AE,), quiet_period: float = 0.5,
                  extra: str = "", port: int | None = None, tmpfs_mb: int = 0,
-                 heatmap_seg: bool = False, storage: Path | None = None,
-                 node_keys: str = "", jobs_keys: str = "") -> None:
+                 heatmap_seg: bool = False, in_doubt: dict[str, str] | None = None,
+                 storage: Path | None = None, node_keys: str = "", jobs_keys: str = ""
+                 ) -> None:
         self.root = root
         self.tmpfs_mb = tmpfs_mb
         root.mkdir(parents=True, exist_ok=True)
@@ -167,6 +168,8 @@ class NodeProcess:
         for name, ae_title, port in destinations:
             lines += ["[[destinations]]", f'name = "{name}"', f'ae_title = "{ae_title}"',
                       'host = "127.0.0.1"', f"port = {port}"]
+            if in_doubt and name in in_doubt:
+                lines.append(f'in_doubt = "{in_doubt[name]}"')
         self.config_path.write_text("\n".join(lines) + "\n" + extra)
         self.process: subprocess.Popen | None = None
 
@@ -299,7 +302,8 @@ class Orthanc:
     ``OnStableStudy``) and stores what the node sends back."""
 
     def __init__(self, root: Path, *, node_port: int, ae_title: str = "ORTHANC",
-                 stable_age: int = 1, settings: dict[str, Any] | None = None) -> None:
+                 stable_age: int = 1, route: bool = True, lua: str = "",
+                 settings: dict[str, Any] | None = None) -> None:
         self.root = root
         self.ae_title = ae_title
         self.node_port = node_port
@@ -307,11 +311,11 @@ class Orthanc:
         self.dicom_port = free_port()
         root.mkdir(parents=True, exist_ok=True)
         script = root / "route.lua"
-        script.write_text(
+        script.write_text(lua + (
             "function OnStableStudy(studyId, tags, metadata)\n"
             # Lua's SendToModality() takes instances; the REST route sends a whole study
             "  RestApiPost('/modalities/cxrnode/store', studyId)\n"
-            "end\n")
+            "end\n" if route else ""))
         self.config = root / "orthanc.json"
         self.config.write_text(json.dumps({
             "Name": "test-pacs", "StorageDirectory": str(root / "db"),

@@ -26,7 +26,7 @@ def test_example_config_loads() -> None:
     config = load_config(EXAMPLE)
     assert config.ae_title == "CXRNODE" and config.port == 11112
     assert config.allowed_ae_titles == ("PACS",)
-    assert [d.name for d in config.destinations] == ["pacs"]
+    assert [(d.name, d.in_doubt) for d in config.destinations] == [("pacs", "resend")]
     assert config.retry.max_attempts == 5 and config.filters.other_instances == "ignore"
 
 
@@ -43,6 +43,8 @@ def test_example_config_loads() -> None:
     ({"security": {"allowed_ips": ["not-an-ip"]}}, "[security].allowed_ips"),
     ({"destinations": [{"ae_title": "PACS", "port": 104}]}, "destinations[0].host"),
     ({"destinations": [{"ae_title": "PACS", "host": "h", "port": 0}]}, "destinations[0].port"),
+    ({"destinations": [{"ae_title": "PACS", "host": "h", "port": 1, "in_doubt": "ask"}]},
+     "destinations[0].in_doubt"),
     ({"tls": {"certificate": "/nonexistent.crt", "private_key": "/nonexistent.key"}},
      "[tls].certificate"),
     ({"destinations": [{"ae_title": "P", "host": "h", "port": 1, "tls": True}]},
@@ -115,3 +117,18 @@ def test_unsafe_uids_never_become_file_names(value: object) -> None:
 def test_valid_uids_pass() -> None:
     assert checked_uid("1.2.840.10008.5.1.4.1.1.1 ", "x") == "1.2.840.10008.5.1.4.1.1.1"
     assert checked_uid("1.2.03.4", "x") == "1.2.03.4"  # leading zeros: seen in the wild
+
+
+def test_model_pins_reach_the_engine() -> None:
+    from dicom_node.node import default_engine_factory
+
+    config = config_from_mapping(MINIMAL | {"node": {"model_pins": ["lung_seg@1.0.0"]}})
+    assert config.model_pins == (("lung_seg", "1.0.0"),)
+    engine = default_engine_factory(config)()
+    assert engine.pins == {"lung_seg": "1.0.0"}
+    assert "lung_seg@1.0.0" in [card.identifier for card in engine.cards]
+    with pytest.raises(ConfigError, match=r"\[node\]\.model_pins"):
+        config_from_mapping(MINIMAL | {"node": {"model_pins": ["lung_seg"]}})
+    missing = config_from_mapping(MINIMAL | {"node": {"model_pins": ["lung_seg@0.0.1"]}})
+    with pytest.raises(FileNotFoundError, match="lung_seg@0.0.1 is not available"):
+        default_engine_factory(missing)()

@@ -149,6 +149,7 @@ def test_status_health_and_metrics(flow) -> None:
     assert "studies:" in text and "failures" in text
     code, body = node.http("/healthz")
     assert code == 200 and json.loads(body)["engine"] == "ready"
+    assert any(model.startswith("lung_seg@") for model in json.loads(body)["models"])
     code, metrics = node.http("/metrics")
     assert code == 200
     assert "cxr_node_instances_received_total 6.0" in metrics  # 4 chests, 2 extremities

@@ -106,6 +106,9 @@ def test_destination_refusing_a_sop_class_fails_only_that_result(tmp_path: Path,
         ("sr", "sent"), ("sr", "sent")]
     assert all("presentation context" in (error or "") for kind, _, error in rows
                if kind == "overlay")
+    # nothing went out for them: no attempt on record, so nothing in doubt
+    assert node.query("SELECT COUNT(*) FROM attempts a JOIN results r ON "
+                      "r.sop_uid = a.result_uid WHERE r.kind = 'overlay'") == [(0,)]
     assert len(stored) == len(set(stored)) == 4
     assert len(associations) == 2  # one per study, not one per file
 

@@ -140,3 +140,38 @@ def test_deliveries_are_claimed_by_one_sender_and_freed_by_its_death(
     [(key, [delivery])] = store.claim_deliveries("pacs", "p2", now=later).items()
     store.mark_sent(delivery)
     assert store.claim_deliveries("pacs", "p1", now=later) == {}
+
+def test_attempt_without_a_status_leaves_the_delivery_in_doubt(
+        make_store: Callable[[], Store]) -> None:
+    """An attempt is on disk before its request goes out; one that never got a status
+    (the process died, the association was lost) marks the delivery in doubt until a
+    later attempt gets one."""
+    store = make_store()
+    _receive(store, "1.1", "1.1.1", now=0.0)
+    [study_id] = store.queue_quiet_studies(0.0, now=1.0)
+    store.claim_job(study_id)
+    store.record_outcome(sop_uid="1.1.1", state="processed",
+                         results=[Result("9.1", "1.1.1", "seg", Path("/r/9.1.dcm"))])
+    store.finish_job(study_id, ["a"])
+    [delivery] = store.due_deliveries()[(study_id, "a")]
+    assert not delivery.in_doubt
+    store.begin_attempt(delivery)
+    store.close()  # as if killed here: the attempt was committed, its answer never came
+    reopened = make_store()
+    [delivery] = reopened.due_deliveries()[(study_id, "a")]
+    assert delivery.in_doubt
+    query = reopened.begin_attempt(delivery, "c-find")
+    reopened.end_attempt(query, 0, "not held")
+    assert reopened.due_deliveries()[(study_id, "a")][0].in_doubt  # a query is no C-STORE
+    policy = RetryPolicy(max_attempts=5, initial_backoff_s=1.0)
+    attempt = reopened.begin_attempt(delivery)
+    reopened.mark_failed(delivery, "status 0xA700", policy, attempt=attempt, status=0xA700)
+    [delivery] = reopened.due_deliveries(now=10**12)[(study_id, "a")]
+    assert not delivery.in_doubt  # the destination answered: it did not store it
+    attempt = reopened.begin_attempt(delivery)
+    reopened.mark_sent(delivery, attempt=attempt, status=0)
+    rows = reopened._connection().execute(
+        "SELECT kind, status FROM attempts ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [("c-store", None), ("c-find", 0),
+                                        ("c-store", 0xA700), ("c-store", 0)]
+    assert reopened.counts()["deliveries"] == {"sent": 1}

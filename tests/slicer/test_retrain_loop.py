@@ -20,6 +20,7 @@ from SlicerCXRLib.logic import retrain_command
 from cxr_core.models import ModelCard
 from cxr_core.segmentation import Segmenter
 from cxr_core.training.metrics import dice_iou
+from cxr_core.writers.labelstore import LabelStore
 from tests.conftest import REPO
 from tests.slicer.conftest import GB_MASK_COLUMNS, gb_rows, gb_truth, path_of
 
@@ -105,6 +106,14 @@ def test_corrections_exported_from_the_scene_teach_the_model(logic, engine, shar
     assert card.runtime == _lung_segmenter(engine).card.runtime
     for name in ("both_lungs", "right_lung", "left_lung"):
         assert figures["after"][name]["dice_mean"] > figures["before"][name]["dice_mean"], name
+    # lineage: which corrections, by whom, when; parent and child on the same held-out set
+    used = card.provenance.details["corrections"]
+    assert sorted(c["id"] for c in used) == sorted(e.key for e in LabelStore(store).entries())
+    assert all(c["exported_by"] == "reviewer" and c["exported_at"] for c in used)
+    held_out = card.evaluation["held_out_vs_parent"]
+    assert held_out["parent_model"] == card.provenance.parent_model
+    assert held_out["n_images"] == card.evaluation["n_images"]
+    assert held_out["after"]["both_lungs"] == card.evaluation["per_structure"]["both_lungs"]
 
     # and independently of the card: the new weights segment the corrected cases better
     tuned = Segmenter.load(out)

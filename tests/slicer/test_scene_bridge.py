@@ -157,7 +157,7 @@ def test_findings_and_measurements_table(logic, scene):
     analysis.findings = [Finding("abnormal", FINDING_CODES["abnormal"], 0.73, 0.5, True)]
     table = scene_bridge.results_table(scene, analysis, "results")
     expected_rows = (len(analysis.findings) + len(analysis.measurements)
-                     + len(analysis.quality_flags))
+                     + len(analysis.quality_flags) + len(analysis.models))
     assert table.GetNumberOfRows() == expected_rows
     assert [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())] == list(
         scene_bridge.TABLE_COLUMNS)
@@ -167,6 +167,9 @@ def test_findings_and_measurements_table(logic, scene):
         assert table.GetCellText(row, 1) == measurement.name
         assert float(table.GetCellText(row, 2)) == pytest.approx(measurement.value)
         assert table.GetCellText(row, 3) == measurement.unit
+    names = [table.GetCellText(row, 1) for row in range(table.GetNumberOfRows())]
+    assert "left_lung_mask_agreement" in names  # how far to trust each mask
+    assert names[-len(analysis.models):] == [model.id for model in analysis.models]
 
 
 def test_volume_from_the_dicom_database_gets_its_header(scene):
