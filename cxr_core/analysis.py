@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, overload
 
 import numpy as np
 from pydicom.sr.coding import Code
@@ -50,6 +50,41 @@ class Measurement:
                 "derivation": self.derivation}
 
 
+class LazyHeatmap(Protocol):
+    """A heat map made at source resolution only when read (:class:`cxr_core.explain.HeatMap`)."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def full(self) -> np.ndarray:
+        """The map at source resolution, float32 0..1."""
+
+    def __getitem__(self, index: tuple[slice, slice]) -> np.ndarray:
+        """``map[::step, ::step]``, without making the full map."""
+
+
+class _HeatmapField:
+    """``Finding.heatmap``: set to an array, a :class:`LazyHeatmap` or None; read, the
+    array at source resolution (a lazy map makes it then). ``Finding.heat`` gives what
+    was set, for readers that need only a subsampled grid."""
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> None: ...
+
+    @overload
+    def __get__(self, obj: Finding, owner: type | None = None) -> np.ndarray | None: ...
+
+    def __get__(self, obj: Finding | None, owner: type | None = None) -> np.ndarray | None:
+        if obj is None:
+            return None  # the dataclass default
+        heat = obj.heat
+        return heat if heat is None or isinstance(heat, np.ndarray) else heat.full()
+
+    def __set__(self, obj: Finding, value: np.ndarray | LazyHeatmap | None) -> None:
+        # the dataclass passes the field's default, this descriptor, when none is given
+        obj.__dict__["_heat"] = None if isinstance(value, _HeatmapField) else value
+
+
 @dataclass
 class Finding:
     name: str
@@ -57,8 +92,9 @@ class Finding:
     probability: float
     threshold: float
     positive: bool
-    heatmap: np.ndarray | None = None
-    """0..1 float at source resolution, or None."""
+    heatmap: _HeatmapField = field(default=_HeatmapField(), repr=False, compare=False)
+    """0..1 float at source resolution, or None; may be set to a lazy map, made at
+    source resolution when first read."""
     model_id: str | None = None
     """``name@version`` of the model that made this finding (SR algorithm identification)."""
     note: str | None = None
@@ -67,6 +103,13 @@ class Finding:
     zones: list[LungZone] = field(default_factory=list)
     """The lung zones a positive finding's heat map lies in, most first
     (:mod:`cxr_core.zones`); empty without a map or lungs."""
+
+    @property
+    def heat(self) -> np.ndarray | LazyHeatmap | None:
+        """The heat map as set: read ``heat[::step, ::step]`` and ``heat.shape`` from it
+        to avoid making a lazy map at source resolution."""
+        heat: np.ndarray | LazyHeatmap | None = self.__dict__.get("_heat")
+        return heat
 
     def summary(self) -> dict[str, Any]:
         summary: dict[str, Any] = {

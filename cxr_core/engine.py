@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cxr_core.analysis import Analysis, ModelRef
+from cxr_core.explain import HeatMap
 from cxr_core.flags import QualityFlag
 from cxr_core.io import RefusedInput
 from cxr_core.models import ModelCard, default_models_dir
@@ -180,8 +181,11 @@ def _uncrop(analysis: Analysis, received: Radiograph, box: tuple[slice, slice]) 
     for segment in analysis.segments.values():
         segment.mask = paste(segment.mask, box, shape)
     for finding in analysis.findings:
-        if finding.heatmap is not None:
-            finding.heatmap = paste(finding.heatmap, box, shape)
+        heat = finding.heat
+        if isinstance(heat, HeatMap):
+            finding.heatmap = heat.pasted(box, shape)  # still lazy
+        elif heat is not None:
+            finding.heatmap = paste(heat, box, shape)
     shown = (inverted(received.pixels)
              if QualityFlag.PHOTOMETRIC_MISMATCH in analysis.quality_flags
              else received.pixels)

@@ -5,11 +5,17 @@ Grad-CAM's channel weights (the spatial mean of the class score's gradient) are 
 layer's weights divided by the map's area, so Grad-CAM equals the class activation map
 ``ReLU(sum_k w_ck A_k)`` up to scale. The map is therefore read off the forward pass that
 computes the probabilities: every label's map costs one weighted sum, no backward pass.
+
+A :class:`HeatMap` keeps that sum on the feature grid (7x7) and where it lands on the
+image; the map at source resolution is made only when someone reads it (the heat-map
+PNGs and SEG, Slicer), once. What the engine and the overlay need (lung zones, the tint)
+is read off a subsampled grid, computed from the 7x7 map directly: a 2k radiograph with
+ten positive findings no longer makes ten 3.6-megapixel maps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -75,15 +81,142 @@ class ClassActivationMaps:
     def heatmap(self, forward: Forward, class_index: int, shape: tuple[int, int]) -> np.ndarray:
         """The map of ``class_index`` resized to ``shape``, float32 scaled 0..1 on its own
         (it says *where* the model looked, not *how much*: the probability does)."""
+        return self.maps(forward, [class_index], shape)[0].full()
+
+    def maps(self, forward: Forward, class_indices: list[int], shape: tuple[int, int],
+             *, mirrored: bool = False) -> list[HeatMap]:
+        """The (lazy) maps of ``class_indices`` for an image of ``shape``, read off the
+        feature map (nothing at ``shape`` is made until asked); ``mirrored``: the network saw the image
+        flipped left-right, and the maps are flipped back."""
+        if not class_indices:
+            return []
         with torch.inference_mode():
-            weights = self.weights[class_index].detach().float().cpu()
-            cam = torch.relu(torch.einsum("k,khw->hw", weights, forward.activations))
-            full = F.interpolate(cam[None, None], size=shape, mode="bilinear",
-                                 align_corners=False)[0, 0]
-        low, high = float(full.min()), float(full.max())
-        return ((full - low) / max(high - low, 1e-8)).numpy().astype(np.float32)
+            weights = self.weights.detach().float().cpu()
+            # one small product per label (10 x 7x7): a batched one rounds differently
+            cams = [torch.relu(torch.einsum("k,khw->hw", weights[index], forward.activations))
+                    for index in class_indices]
+        return [HeatMap(cam, shape, mirrored=mirrored) for cam in cams]
 
     def __call__(self, network_input: torch.Tensor, class_index: int,
                  shape: tuple[int, int]) -> np.ndarray:
         """The map of ``class_index`` for a ``(1, 1, h, w)`` input (one forward pass)."""
         return self.heatmap(self.forward(network_input), class_index, shape)
+
+
+@dataclass(frozen=True, eq=False)
+class HeatMap:
+    """One class activation map on the feature grid, and the image grid it is read on.
+
+    The map at the image's resolution (:meth:`full`) is the feature-grid map resized
+    bilinearly (PyTorch, ``align_corners=False``) to ``shape``, scaled 0..1 by its own
+    minimum and maximum, flipped back when ``mirrored``, and pasted at ``box`` into a
+    zero image of ``received`` shape when the engine had cropped a frame away.
+    ``map[::step, ::step]`` gives the same values (to float32 rounding) without making
+    the full map, and ``map.shape`` its shape.
+    """
+
+    cam: torch.Tensor
+    """``(h, w)`` float32, ReLU of the weighted sum of the feature maps."""
+    image_shape: tuple[int, int]
+    """The grid the network's input was made from."""
+    mirrored: bool = False
+    box: tuple[slice, slice] | None = None
+    received: tuple[int, int] | None = None
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The shape of :meth:`full`."""
+        return self.received if self.box is not None and self.received else self.image_shape
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def pasted(self, box: tuple[slice, slice] | None, received: tuple[int, int]) -> HeatMap:
+        """This map placed at ``box`` in a zero image of ``received`` shape."""
+        if box is None:
+            return self
+        return replace(self, box=box, received=received, _cache={})
+
+    def full(self) -> np.ndarray:
+        """The map at source resolution, float32 0..1 (made on first use, then kept)."""
+        if "full" not in self._cache:
+            with torch.inference_mode():
+                full = F.interpolate(self.cam[None, None], size=self.image_shape,
+                                     mode="bilinear", align_corners=False)[0, 0]
+            low, high = float(full.min()), float(full.max())
+            scaled = ((full - low) / max(high - low, 1e-8)).numpy().astype(np.float32)
+            if self.mirrored:
+                scaled = np.ascontiguousarray(scaled[:, ::-1])
+            if self.box is not None and self.received is not None:
+                pasted = np.zeros(self.received, dtype=scaled.dtype)
+                pasted[self.box] = scaled
+                scaled = pasted
+            self._cache["full"] = scaled
+        return self._cache["full"]
+
+    def __getitem__(self, index: tuple[slice, slice]) -> np.ndarray:
+        """``map[::step, ::step]`` (positive steps, no start or stop): the subsampled map,
+        from the full map if it was made, otherwise from the feature grid."""
+        rows, columns = index
+        steps = (rows.step or 1, columns.step or 1)
+        if (rows.start, rows.stop, columns.start, columns.stop) != (None,) * 4 or min(steps) < 1:
+            raise IndexError("a heat map is read as map[::step, ::step] only")
+        if "full" in self._cache:
+            return self._cache["full"][index]
+        return self._sampled(*steps)
+
+    def _sampled(self, row_step: int, column_step: int) -> np.ndarray:
+        out_rows = np.arange(0, self.shape[0], row_step)
+        out_columns = np.arange(0, self.shape[1], column_step)
+        values = np.zeros((out_rows.size, out_columns.size), dtype=np.float32)
+        top, left = ((self.box[0].start or 0, self.box[1].start or 0) if self.box is not None
+                     else (0, 0))
+        rows = out_rows - top
+        columns = out_columns - left
+        inside_rows = (rows >= 0) & (rows < self.image_shape[0])
+        inside_columns = (columns >= 0) & (columns < self.image_shape[1])
+        columns = columns[inside_columns]
+        if self.mirrored:
+            columns = self.image_shape[1] - 1 - columns
+        cam = self.cam.double().numpy()
+        row_weights = _bilinear_weights(cam.shape[0], self.image_shape[0])
+        column_weights = _bilinear_weights(cam.shape[1], self.image_shape[1])
+        low, high = _extremes(cam, row_weights, column_weights)
+        sampled = row_weights[rows[inside_rows]] @ cam @ column_weights[columns].T
+        with torch.inference_mode():
+            scaled = (torch.from_numpy(sampled.astype(np.float32)) - low) / max(high - low, 1e-8)
+        values[np.ix_(inside_rows, inside_columns)] = scaled.numpy()
+        return values
+
+
+def _bilinear_weights(size: int, out: int) -> np.ndarray:
+    """``(out, size)``: row ``i`` holds the weights PyTorch's bilinear resize
+    (``align_corners=False``) gives the ``size`` source samples for output ``i``; source
+    positions computed in float32 as PyTorch does, so the same samples are picked."""
+    scale = np.float32(size) / np.float32(out)
+    source = np.maximum(scale * (np.arange(out, dtype=np.float32) + np.float32(0.5))
+                        - np.float32(0.5), np.float32(0.0))
+    first = np.minimum(source.astype(np.int64), size - 1)
+    second = np.minimum(first + 1, size - 1)
+    fraction = (source - first.astype(np.float32)).astype(np.float64)
+    weights = np.zeros((out, size))
+    np.add.at(weights, (np.arange(out), first), 1.0 - fraction)
+    np.add.at(weights, (np.arange(out), second), fraction)
+    return weights
+
+
+def _extremes(cam: np.ndarray, row_weights: np.ndarray,
+              column_weights: np.ndarray) -> tuple[float, float]:
+    """Minimum and maximum of the resized map without making it: along each axis the
+    resize is linear between two source samples, so over the output grid its extremes lie
+    on the first or last output of each such stretch."""
+    def ends(weights: np.ndarray) -> np.ndarray:
+        pattern = (weights > 0).astype(np.int8)
+        change = np.any(pattern[1:] != pattern[:-1], axis=1)
+        starts = np.flatnonzero(np.concatenate([[True], change]))
+        return np.unique(np.concatenate([starts, np.append(starts[1:] - 1, len(weights) - 1)]))
+
+    candidates = row_weights[ends(row_weights)] @ cam @ column_weights[ends(column_weights)].T
+    return float(np.float32(candidates.min())), float(np.float32(candidates.max()))

@@ -24,9 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:  # analysis imports this module
+    from cxr_core.analysis import LazyHeatmap
 
 LEVELS = ("upper", "middle", "lower")
 """The thirds of each lung, top to bottom."""
@@ -100,7 +104,7 @@ def zone_masks(lungs: Mapping[str, npt.NDArray[np.bool_]]) -> dict[str, npt.NDAr
     return zones
 
 
-def zone_shares(heatmap: npt.NDArray[np.floating],
+def zone_shares(heatmap: npt.NDArray[np.floating] | LazyHeatmap,
                 lungs: Mapping[str, npt.NDArray[np.bool_]]) -> list[LungZone]:
     """Every zone with its share of the heat in the lungs, most first; empty when there
     are no lungs or the heat within them is flat.
@@ -108,7 +112,7 @@ def zone_shares(heatmap: npt.NDArray[np.floating],
     Parameters
     ----------
     heatmap:
-        0..1 heat, shaped like the masks.
+        0..1 heat, shaped like the masks; a lazy map is read on the subsampled grid only.
     lungs:
         Boolean masks by segment name (``right_lung``, ``left_lung``).
     """
@@ -145,7 +149,7 @@ def reported_zones(shares: list[LungZone], min_share: float = MIN_SHARE) -> list
     return [zone for index, zone in enumerate(shares) if index == 0 or zone.share >= min_share]
 
 
-def finding_zones(heatmap: npt.NDArray[np.floating],
+def finding_zones(heatmap: npt.NDArray[np.floating] | LazyHeatmap,
                   lungs: Mapping[str, npt.NDArray[np.bool_]]) -> list[LungZone]:
     """The zones a positive finding with this heat map is reported in, most first."""
     return reported_zones(zone_shares(heatmap, lungs))

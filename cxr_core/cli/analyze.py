@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 from tqdm import tqdm
@@ -12,6 +13,7 @@ from tqdm import tqdm
 from cxr_core.cli.common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, SubParsers
 from cxr_core.io import RefusedInput, expand_inputs, read_radiograph
 from cxr_core.timing import timed_call
+from cxr_core.writers.outputs import DEFAULT_OUTPUTS, OUTPUT_KINDS, parse_outputs
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,11 @@ def add_parser(sub: SubParsers) -> None:
     parser.add_argument("--pin", action="append", default=[], metavar="NAME@VERSION",
                         help="run this kept model version instead of the active one "
                         "(cxr models list shows them); repeatable")
+    parser.add_argument(
+        "--outputs", default=",".join(DEFAULT_OUTPUTS), metavar="KINDS",
+        help=f"comma-separated files to write: {', '.join(OUTPUT_KINDS)}, or all "
+             f"(default: {','.join(DEFAULT_OUTPUTS)}; heat maps at source resolution are "
+             "written when asked)")
     parser.set_defaults(handler=run)
 
 
@@ -32,12 +39,20 @@ def run(args: argparse.Namespace) -> int:
     if any(not name or not version for name, version in pins.items()):
         print("cxr analyze: --pin takes NAME@VERSION (e.g. lung_seg@1.0.0)", file=sys.stderr)
         return EXIT_REFUSED
-    return analyze_paths(args.inputs, args.out, models_dir=args.models_dir, pins=pins)
+    try:
+        outputs = parse_outputs(args.outputs)
+    except ValueError as error:
+        print(f"cxr analyze: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    return analyze_paths(args.inputs, args.out, models_dir=args.models_dir, pins=pins,
+                         outputs=outputs)
 
 
 def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None = None,
-                  pins: dict[str, str] | None = None) -> int:
-    """Analyse every input; print one line per refused input; return the exit code."""
+                  pins: dict[str, str] | None = None,
+                  outputs: Collection[str] = DEFAULT_OUTPUTS) -> int:
+    """Analyse every input, writing the ``outputs`` kinds; print one line per refused
+    input; return the exit code."""
     files = expand_inputs(inputs)
     if not files:
         print("cxr analyze: no input files found", file=sys.stderr)
@@ -61,7 +76,7 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
             radiograph = timed_call(timings, "read", read_radiograph, path)
             analysis = engine.analyze(radiograph)
             analysis.timings = timings | analysis.timings
-            written = write_outputs(analysis, out_dir)
+            written = write_outputs(analysis, out_dir, outputs)
         except RefusedInput as error:
             refused += 1
             tqdm.write(f"refused {path.name}: {error}", file=sys.stderr)

@@ -140,18 +140,17 @@ class FindingsClassifier:
             lungs = None if lungs is None else lungs[:, ::-1]
         forward = self.heatmap.forward(self.input(pixels, lungs))
         probabilities = self.calibrate(forward.logits[None]).numpy()[0]
-        findings = []
-        for index, label in enumerate(self.card.labels):
-            probability = float(probabilities[index])
-            positive = probability >= self.thresholds[index]
-            heatmap = None
-            if positive and heatmaps:
-                heatmap = self.heatmap.heatmap(forward, index, pixels.shape)
-                heatmap = np.ascontiguousarray(heatmap[:, ::-1]) if mirrored else heatmap
-            findings.append(Finding(name=label, code=self.codes[label], probability=probability,
-                                    threshold=self.thresholds[index], positive=positive,
-                                    heatmap=heatmap, model_id=self.card.identifier))
-        return findings
+        positive = [float(p) >= t for p, t in zip(probabilities, self.thresholds, strict=True)]
+        # lazy maps, all from one product on the feature map: made at source resolution
+        # only if an output asks for them
+        wanted = [i for i, is_positive in enumerate(positive) if is_positive and heatmaps]
+        maps = dict(zip(wanted, self.heatmap.maps(forward, wanted, pixels.shape,
+                                                  mirrored=mirrored), strict=True))
+        return [Finding(name=label, code=self.codes[label],
+                        probability=float(probabilities[index]),
+                        threshold=self.thresholds[index], positive=positive[index],
+                        heatmap=maps.get(index), model_id=self.card.identifier)
+                for index, label in enumerate(self.card.labels)]
 
 
 class FindingsStage:
@@ -198,5 +197,5 @@ def add_zones(findings: Sequence[Finding], analysis: Analysis) -> None:
     segments (:mod:`cxr_core.zones`); a finding without a map or lungs gets none."""
     lungs = {name: segment.mask for name, segment in analysis.segments.items()}
     for finding in findings:
-        if finding.positive and finding.heatmap is not None:
-            finding.zones = finding_zones(finding.heatmap, lungs)
+        if finding.positive and finding.heat is not None:
+            finding.zones = finding_zones(finding.heat, lungs)

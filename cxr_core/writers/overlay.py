@@ -215,8 +215,8 @@ class _Heat:
 
 def _heat(analysis: Analysis, step: int, masks: dict[str, np.ndarray]) -> _Heat:
     # the engine draws maps for positive findings only; the tint shows those
-    maps = {f.name: f.heatmap[::step, ::step] for f in analysis.findings
-            if f.positive and f.heatmap is not None}
+    maps = {f.name: f.heat[::step, ::step] for f in analysis.findings
+            if f.positive and f.heat is not None}
     if not maps:
         return _Heat(None, [])
     lungs = lung_union(masks)

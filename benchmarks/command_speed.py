@@ -1,0 +1,177 @@
+"""What one 2k CR costs through ``cxr analyze``, against one DenseNet121@224 forward.
+
+The reference is MONAI's DenseNet121 (1 input channel, 18 outputs: what torchxrayvision
+and CheXNet run) at 224x224, batch 1, measured in this run between the other
+measurements, so the ratios hold on a busy machine. Every figure is a median; ratios are
+medians over rounds of (step / reference of that round).
+
+1. Per step, in this process: read, each engine stage, each output file (built and
+   written), and the in-process total (read + analyze + SEG + SR).
+2. The command, in subprocesses: start-up plus one file (wall), and the marginal time per
+   extra file (``N+1`` copies of the input against one), with its peak RSS.
+
+    .venv/bin/python benchmarks/command_speed.py [--rounds 5] [--extra 10] [--write FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from timing import DICOM_SAMPLES, median_time, reference_forward
+
+from cxr_core import Engine, read_radiograph
+from cxr_core.writers import files as output_files
+from cxr_core.writers.dicom import build_dicom_results
+from cxr_core.writers.heatmap_seg import build_heatmap_seg, mapped_findings
+from cxr_core.writers.seg import build_seg
+from cxr_core.writers.sr import build_sr
+
+DEFAULT_INPUT = DICOM_SAMPLES / "RG1_UNCR.dcm"
+CXR = Path(sys.executable).parent / "cxr"
+COMMAND_TARGET, ENGINE_TARGET, STARTUP_TARGET_S, RSS_TARGET_MB = 4.0, 2.5, 2.5, 600
+
+
+def step_functions(engine: Engine, path: Path, out: Path) -> dict[str, Callable[[], object]]:
+    """Every step of one analysis and its outputs, each runnable on its own."""
+    radiograph = read_radiograph(path)
+    analysis = engine.analyze(radiograph)
+    source = analysis.radiograph.source_dataset
+    masks = {name: s.mask for name, s in analysis.segments.items()}
+    seg = build_seg(source, masks, spacing=radiograph.spacing, algorithm=analysis.algorithm)
+    steps: dict[str, Callable[[], object]] = {
+        "read": lambda: read_radiograph(path),
+        "analyze (all stages)": lambda: engine.analyze(radiograph),
+        "SEG build": lambda: build_seg(source, masks, spacing=radiograph.spacing,
+                                       algorithm=analysis.algorithm),
+        "SR build": lambda: build_sr(source, analysis, seg=seg),
+    }
+    if mapped_findings(analysis.findings):
+        steps["heat-map SEG build"] = lambda: build_heatmap_seg(
+            source, analysis.findings, spacing=radiograph.spacing,
+            algorithm=analysis.algorithm)
+    steps["DICOM results (all, built)"] = lambda: build_dicom_results(source, analysis)
+    steps["write_outputs (all files)"] = lambda: output_files.write_outputs(analysis, out)
+    return steps
+
+
+def stage_seconds(engine: Engine, path: Path, runs: int) -> dict[str, float]:
+    """Median of each stage's own timing (``analysis.timings``) over ``runs`` analyses."""
+    radiograph = read_radiograph(path)
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs + 2):
+        for name, seconds in engine.analyze(radiograph).timings.items():
+            samples.setdefault(name, []).append(seconds)
+    return {f"stage {name}": statistics.median(values[2:]) for name, values in samples.items()}
+
+
+def in_process(path: Path, rounds: int, runs: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds and median ratio to the reference of every in-process step."""
+    engine = Engine()
+    seconds: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        steps = step_functions(engine, path, Path(folder))
+        for _ in range(rounds):
+            reference = reference_forward(runs)
+            timed = stage_seconds(engine, path, runs)
+            timed |= {name: median_time(function, runs) for name, function in steps.items()}
+            timed["TOTAL read+analyze+SEG+SR"] = (timed["read"] + timed["analyze (all stages)"]
+                                                 + timed["SEG build"] + timed["SR build"])
+            timed["reference DenseNet121@224"] = reference
+            for name, value in timed.items():
+                seconds.setdefault(name, []).append(value)
+                ratios.setdefault(name, []).append(value / reference)
+    return ({k: statistics.median(v) for k, v in seconds.items()},
+            {k: statistics.median(v) for k, v in ratios.items()})
+
+
+def run_command(inputs: list[Path], out: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of ``cxr analyze`` on ``inputs``."""
+    started = time.perf_counter()
+    process = subprocess.Popen([str(CXR), "analyze", *map(str, inputs), "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not all children's
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"cxr analyze exited {process.returncode}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def command(path: Path, rounds: int, extra: int, runs: int) -> dict[str, list[float]]:
+    """Start-up + one file, marginal seconds per extra file, peak RSS, and the reference,
+    per round."""
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        copies = []
+        for index in range(extra + 1):
+            copy = Path(folder) / "in" / f"{index:02d}" / path.name
+            copy.parent.mkdir(parents=True)
+            shutil.copy(path, copy)
+            copies.append(copy)
+        for round_index in range(rounds):
+            reference = reference_forward(runs)
+            one, rss_one = run_command(copies[:1], Path(folder) / f"one{round_index}")
+            many, _ = run_command(copies, Path(folder) / f"many{round_index}")
+            marginal = (many - one) / extra
+            for name, value in {"reference": reference, "one file": one, "marginal": marginal,
+                                "marginal ratio": marginal / reference,
+                                "peak RSS one file": rss_one}.items():
+                results.setdefault(name, []).append(value)
+    return results
+
+
+def table(seconds: dict[str, float], ratios: dict[str, float]) -> list[str]:
+    lines = ["| step | median ms | x DenseNet121@224 |", "|---|---:|---:|"]
+    lines += [f"| {name} | {seconds[name] * 1000:.1f} | {ratios[name]:.2f} |"
+              for name in seconds]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, default=DEFAULT_INPUT)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7, help="timed calls per step and round")
+    parser.add_argument("--extra", type=int, default=10, help="extra files for the marginal")
+    parser.add_argument("--skip-command", action="store_true")
+    parser.add_argument("--write", type=Path, help="also write the report (markdown) here")
+    args = parser.parse_args()
+
+    lines = [f"input {args.input.name}, torch threads {torch.get_num_threads()}, "
+             f"{args.rounds} rounds x {args.runs} runs", ""]
+    seconds, ratios = in_process(args.input, args.rounds, args.runs)
+    lines += table(seconds, ratios)
+    total = ratios["TOTAL read+analyze+SEG+SR"]
+    lines += ["", f"engine in-process total: {total:.2f}x the reference "
+              f"(target <= {ENGINE_TARGET}x)"]
+    if not args.skip_command:
+        results = command(args.input, args.rounds, args.extra, args.runs)
+        median = {name: statistics.median(values) for name, values in results.items()}
+        lines += [
+            "", f"`cxr analyze`, {args.rounds} rounds (median, all rounds):",
+            f"- marginal per extra file: {median['marginal'] * 1000:.0f} ms = "
+            f"{median['marginal ratio']:.2f}x the reference (target <= {COMMAND_TARGET}x); "
+            f"rounds {', '.join(f'{r:.2f}' for r in results['marginal ratio'])}",
+            f"- start-up + one file: {median['one file']:.2f} s wall (target <= "
+            f"{STARTUP_TARGET_S} s); rounds {', '.join(f'{s:.2f}' for s in results['one file'])}",
+            f"- peak RSS, one file: {median['peak RSS one file']:.0f} MB "
+            f"(target <= {RSS_TARGET_MB} MB)",
+            f"- reference in these rounds: {median['reference'] * 1000:.1f} ms"]
+    print("\n".join(lines))
+    if args.write:
+        args.write.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
