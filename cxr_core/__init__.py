@@ -70,6 +70,8 @@ _PUBLIC: dict[str, str] = {
     "safe_folder_name": "cxr_core.writers.files",
     "write_review_layers": "cxr_core.writers.review",
     "ReviewLayers": "cxr_core.writers.review",
+    "OUTPUT_KINDS": "cxr_core.writers.outputs",
+    "DEFAULT_OUTPUTS": "cxr_core.writers.outputs",
     "is_own_output": "cxr_core.writers.identity",
     "MANUFACTURER": "cxr_core.writers.identity",
     "LabelStore": "cxr_core.writers.labelstore",
@@ -93,8 +95,8 @@ __all__ = [
     "RefusedInput", "check_dicom_decode_limits", "check_inflated_size", "MAX_DECODED_BYTES",
     "MAX_INFLATED_BYTES", "read_seg", "SegContent", "Engine", "StageError", "DEFAULT_STAGES",
     "ModelCard", "default_models_dir", "build_dicom_results", "DicomOptions", "DicomResults",
-    "build_seg", "write_outputs", "WrittenOutputs", "safe_folder_name",
-    "write_review_layers", "ReviewLayers", "is_own_output",
+    "build_seg", "write_outputs", "WrittenOutputs", "safe_folder_name", "OUTPUT_KINDS",
+    "DEFAULT_OUTPUTS", "write_review_layers", "ReviewLayers", "is_own_output",
     "MANUFACTURER", "LabelStore", "LabelEntry", "image_key", "utc_now", "REVIEW_CSV",
     "ReviewRow", "read_review", "train_lung",
     "train_findings", "train_pneumothorax",
@@ -155,6 +157,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from cxr_core.writers.files import WrittenOutputs, safe_folder_name, write_outputs
     from cxr_core.writers.identity import MANUFACTURER, is_own_output
     from cxr_core.writers.labelstore import LabelEntry, LabelStore, image_key, utc_now
+    from cxr_core.writers.outputs import DEFAULT_OUTPUTS, OUTPUT_KINDS
     from cxr_core.writers.review import ReviewLayers, write_review_layers
     from cxr_core.writers.review_list import REVIEW_CSV, ReviewRow, read_review
     from cxr_core.writers.seg import build_seg

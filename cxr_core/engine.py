@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cxr_core.analysis import Analysis, ModelRef
@@ -184,7 +185,7 @@ def _uncrop(analysis: Analysis, received: Radiograph, box: tuple[slice, slice]) 
         heat = finding.heat
         if isinstance(heat, HeatMap):
             finding.heatmap = heat.pasted(box, shape)  # still lazy
-        elif heat is not None:
+        elif isinstance(heat, np.ndarray):
             finding.heatmap = paste(heat, box, shape)
     shown = (inverted(received.pixels)
              if QualityFlag.PHOTOMETRIC_MISMATCH in analysis.quality_flags

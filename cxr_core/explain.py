@@ -86,8 +86,8 @@ class ClassActivationMaps:
     def maps(self, forward: Forward, class_indices: list[int], shape: tuple[int, int],
              *, mirrored: bool = False) -> list[HeatMap]:
         """The (lazy) maps of ``class_indices`` for an image of ``shape``, read off the
-        feature map (nothing at ``shape`` is made until asked); ``mirrored``: the network saw the image
-        flipped left-right, and the maps are flipped back."""
+        feature map (nothing at ``shape`` is made until asked); ``mirrored``: the network
+        saw the image flipped left-right, and the maps are flipped back."""
         if not class_indices:
             return []
         with torch.inference_mode():

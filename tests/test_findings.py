@@ -26,6 +26,7 @@ from cxr_core.training.findings_data import (
 from cxr_core.training.findings_evaluate import predict_samples
 from cxr_core.training.metrics import roc_auc, sensitivity_specificity
 from cxr_core.writers.files import write_outputs
+from cxr_core.writers.outputs import OUTPUT_KINDS
 from tests.conftest import RG1_UNCR, dciodvfy_errors, dsrdump
 
 AUC_MARGIN = 0.02  # the card's figure was computed by the same code; allow numeric drift
@@ -120,7 +121,7 @@ def test_engine_findings_reach_json_heatmaps_overlay_and_sr(engine, labels, tmp_
         assert 0.0 <= finding.probability <= 1.0
         assert finding.positive == (finding.probability >= finding.threshold)
         assert (finding.heatmap is not None) == finding.positive
-    outputs = write_outputs(analysis, tmp_path)
+    outputs = write_outputs(analysis, tmp_path, OUTPUT_KINDS)  # heat maps when asked
     listed = [f for f in json.loads(outputs.files["json"].read_text())["findings"]
               if f["name"] in labels]
     assert len(listed) == len(labels)

@@ -21,7 +21,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from cxr_core import Analysis, Finding, build_dicom_results, write_outputs
+from cxr_core import OUTPUT_KINDS, Analysis, Finding, build_dicom_results, write_outputs
 from tests.conftest import dciodvfy_errors, require_tool
 from tests.test_seg_readers import (  # noqa: F401  (analyses: a fixture, used by name)
     ALLOWED,
@@ -259,14 +259,15 @@ def test_no_positive_finding_no_heatmap_seg(analyses, tmp_path: Path) -> None:  
     results = build_dicom_results(negative.radiograph.source_dataset, negative)
     assert results.heatmap_seg is None
     assert [kind for kind, _ in results.items()] == ["seg", "sr"]
-    assert "heatmap_seg" not in write_outputs(negative, tmp_path).files
+    assert "heatmap_seg" not in write_outputs(negative, tmp_path, OUTPUT_KINDS).files
 
 
 def test_write_outputs_writes_the_heatmap_seg(heat_cases, analyses,  # noqa: ANN001, F811
                                               tmp_path: Path) -> None:
     name, case = next(iter(heat_cases.items()))
     analysis = analyses[name] if case.real else _synthetic(analyses)
-    written = write_outputs(analysis, tmp_path)
+    assert "heatmap_seg" not in write_outputs(analysis, tmp_path / "default").files
+    written = write_outputs(analysis, tmp_path, ["heatmap_seg"])
     path = written.files["heatmap_seg"]
     assert path == written.folder / "heatmap_seg.dcm"
     assert pydicom.dcmread(path).SOPInstanceUID == case.seg.SOPInstanceUID

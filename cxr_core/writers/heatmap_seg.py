@@ -33,6 +33,7 @@ from cxr_core.writers.seg import (
     algorithm_identification,
     credited_model,
     radiograph_segmentation,
+    segments_last,
 )
 
 HEATMAP_TAG = "heatmap-seg"
@@ -85,7 +86,7 @@ def build_heatmap_seg(
              HEATMAP_TAG)
     descriptions = [_description(number, finding, finding.model_id or credited_model(algorithm),
                                  basis) for number, finding in enumerate(mapped, start=1)]
-    pixel_array = np.stack([_checked_map(f, source) for f in mapped], axis=-1)[None]
+    pixel_array = segments_last(np.stack([_checked_map(f, source) for f in mapped]))
     return radiograph_segmentation(
         source, pixel_array, descriptions, basis=basis, series_number=series_number,
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
