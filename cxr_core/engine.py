@@ -25,6 +25,7 @@ from cxr_core.io import RefusedInput
 from cxr_core.models import ModelCard, default_models_dir
 from cxr_core.models.versions import pinned_models_dir
 from cxr_core.padding import condition, paste
+from cxr_core.preprocess import read_only
 from cxr_core.quality import inverted
 from cxr_core.radiograph import Radiograph
 from cxr_core.stages.base import Stage, StageFactory
@@ -148,13 +149,15 @@ class Engine:
         StageError
             When a stage fails; the message names it.
         """
-        analysis = Analysis(radiograph=radiograph, models=self.model_refs)
+        # the stages see a read-only view: their models then share one scaled input
+        analysis = Analysis(radiograph=dataclasses.replace(
+            radiograph, pixels=read_only(radiograph.pixels)), models=self.model_refs)
         box = None
         if self.fill_padding:
             with timed(analysis.timings, "padding"):
                 pixels, box = condition(radiograph.pixels)
             if box is not None:
-                analysis.radiograph = dataclasses.replace(radiograph, pixels=pixels)
+                analysis.radiograph = dataclasses.replace(radiograph, pixels=read_only(pixels))
                 analysis.flag(QualityFlag.PADDING_FILLED)
         if radiograph.mirrored:
             analysis.flag(QualityFlag.MIRRORED_ORIENTATION)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Final
 
 import numpy as np
@@ -45,15 +46,57 @@ class ToModelInput:
         self.method = method
 
     def __call__(self, pixels: np.ndarray) -> torch.Tensor:
-        """Return a ``(1, 1, rows, columns)`` float32 tensor."""
-        step = max(1, min(pixels.shape) // 512)  # percentiles on a subsample: same result, faster
-        low, high = np.percentile(pixels[::step, ::step], self.percentiles)
-        scale = float(high - low) or 1.0
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None, None]
-        tensor = ((tensor - float(low)) / scale).clamp_(0.0, 1.0)
-        tensor = F.interpolate(tensor, size=self.size, mode="bilinear", antialias=True,
-                               align_corners=False)
-        return equalize(tensor) if self.method == EQUALIZE else tensor
+        """Return a ``(1, 1, rows, columns)`` float32 tensor.
+
+        A read-only ``pixels`` array (the engine analyses one) is scaled once and each
+        size resized once, for every model that reads it (:func:`_scaled_image`).
+        """
+        scaled, resized = _scaled_image(pixels, self.percentiles)
+        tensor = resized.get(self.size)
+        if tensor is None:
+            tensor = F.interpolate(scaled, size=self.size, mode="bilinear", antialias=True,
+                                   align_corners=False)
+            resized[self.size] = tensor
+        return equalize(tensor) if self.method == EQUALIZE else tensor.clone()
+
+
+_Entry = tuple["weakref.ReferenceType[np.ndarray]", tuple[float, float], torch.Tensor,
+               dict[tuple[int, int], torch.Tensor]]
+_last_image: list[_Entry] = []
+"""The last read-only image scaled: what it was, its percentiles, the scaled full-size
+tensor and its resized versions by size (one entry, replaced whole)."""
+
+
+def _scaled_image(pixels: np.ndarray, percentiles: tuple[float, float]
+                  ) -> tuple[torch.Tensor, dict[tuple[int, int], torch.Tensor]]:
+    """``pixels`` scaled to 0..1 between its ``percentiles``, ``(1, 1, rows, columns)``,
+    and the resized versions made of it so far.
+
+    The gate, lungs, findings and pneumothorax models all scale the same image between the
+    same percentiles: on a 2k image that is four full-size passes. A read-only array
+    cannot change under us, so the last one is remembered (while it is alive) and its
+    scaled tensor and resized inputs shared; a writable one is scaled each time.
+    """
+    entries = list(_last_image)  # a snapshot: another thread may replace the entry
+    if entries and entries[0][0]() is pixels and entries[0][1] == percentiles:
+        return entries[0][2], entries[0][3]
+    step = max(1, min(pixels.shape) // 512)  # percentiles on a subsample: same result, faster
+    low, high = np.percentile(pixels[::step, ::step], percentiles)
+    scale = float(high - low) or 1.0
+    tensor = torch.from_numpy(np.array(pixels, dtype=np.float32))[None, None]
+    tensor = tensor.sub_(float(low)).div_(scale).clamp_(0.0, 1.0)  # in place: same values
+    resized: dict[tuple[int, int], torch.Tensor] = {}
+    if not pixels.flags.writeable:
+        _last_image[:] = [(weakref.ref(pixels), percentiles, tensor, resized)]
+    return tensor, resized
+
+
+def read_only(pixels: np.ndarray) -> np.ndarray:
+    """A read-only view of ``pixels`` (the array itself stays writable): models that read
+    it share its scaled input (:class:`ToModelInput`)."""
+    view = pixels.view()
+    view.flags.writeable = False
+    return view
 
 
 def equalize(images: torch.Tensor) -> torch.Tensor:

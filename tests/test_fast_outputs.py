@@ -215,3 +215,34 @@ def test_seg_planes_give_the_former_segment_interleaved_seg(analyses, monkeypatc
     former = build_dicom_results(source, analysis)
     assert ours.seg.PixelData == former.seg.PixelData
     assert _content(ours.seg) == _content(former.seg)
+
+
+def former_input(pixels: np.ndarray, size: tuple[int, int], method: str) -> torch.Tensor:
+    """A model input as :class:`~cxr_core.preprocess.ToModelInput` made it before it
+    shared one scaled image between the models."""
+    from cxr_core.preprocess import EQUALIZE, PERCENTILES, equalize
+
+    step = max(1, min(pixels.shape) // 512)
+    low, high = np.percentile(pixels[::step, ::step], PERCENTILES)
+    scale = float(high - low) or 1.0
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None, None]
+    tensor = ((tensor - float(low)) / scale).clamp_(0.0, 1.0)
+    tensor = F.interpolate(tensor, size=size, mode="bilinear", antialias=True,
+                           align_corners=False)
+    return equalize(tensor) if method == EQUALIZE else tensor
+
+
+def test_models_share_one_scaled_image_with_the_former_values(engine) -> None:  # noqa: ANN001
+    from cxr_core.preprocess import EQUALIZE, PERCENTILE, ToModelInput, read_only
+
+    pixels = read_radiograph(RG1_UNCR).pixels
+    shared = read_only(pixels)
+    assert pixels.flags.writeable  # the caller's array is left as it was
+    for size, method in (((128, 128), PERCENTILE), ((256, 256), PERCENTILE),
+                         ((224, 224), EQUALIZE), ((256, 256), PERCENTILE)):
+        expected = former_input(pixels, size, method)
+        for image in (shared, pixels):  # shared (read-only) and scaled each time (writable)
+            ours = ToModelInput(size, method=method)(image)
+            assert torch.equal(ours, expected), (size, method)
+        ours.mul_(0)  # a caller changing its input must not change the shared one
+        assert torch.equal(ToModelInput(size, method=method)(shared), expected)

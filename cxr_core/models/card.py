@@ -23,7 +23,7 @@ from typing import Any, Literal, cast
 import torch
 
 from cxr_core.models.locate import default_models_dir
-from cxr_core.models.networks import build_network
+from cxr_core.models.networks import build_inference_network, build_network
 
 CARD_NAME = "model.json"
 HISTORY_NAME = "history.json"
@@ -200,7 +200,11 @@ class ModelCard:
     def input_size(self) -> tuple[int, int]:
         return self.network.input_size
 
-    def build(self) -> torch.nn.Module:
+    def build(self, *, inference: bool = False) -> torch.nn.Module:
+        """The card's network, untrained; ``inference``: its plain-PyTorch twin where
+        there is one (:func:`~cxr_core.models.networks.build_inference_network`)."""
+        if inference:
+            return build_inference_network(self.network.architecture, self.network.kwargs)
         return build_network(self.network.architecture, self.network.kwargs)
 
     # ------------------------------------------------------------------ JSON
@@ -525,7 +529,7 @@ def load_model(
     weights_path = directory / card.weights_file
     if card.weights_sha256 and file_sha256(weights_path) != card.weights_sha256:
         raise ValueError(f"model {card.name}: {weights_path.name} does not match its card's sha256")
-    network = card.build()
+    network = card.build(inference=True)
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     network.load_state_dict(
         {k: v.float() if v.is_floating_point() else v for k, v in state.items()})

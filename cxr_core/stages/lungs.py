@@ -21,6 +21,7 @@ from cxr_core.flags import QualityFlag
 from cxr_core.io import RefusedInput
 from cxr_core.mask_quality import quality_measurements
 from cxr_core.measure import area_measurements, cardiothoracic_ratio, lung_ratio, make_segment
+from cxr_core.preprocess import read_only
 from cxr_core.quality import check_polarity, inverted
 from cxr_core.segmentation import SegmentationOutput, Segmenter
 
@@ -118,7 +119,7 @@ class LungStage:
         alternative = self.segmenter(negative, mirrored=radiograph.mirrored)
         if alternative.uncertainty >= POLARITY_UNCERTAINTY_RATIO * output.uncertainty:
             return output
-        analysis.radiograph = dataclasses.replace(radiograph, pixels=negative)
+        analysis.radiograph = dataclasses.replace(radiograph, pixels=read_only(negative))
         analysis.flag(QualityFlag.PHOTOMETRIC_MISMATCH)
         return alternative
 
