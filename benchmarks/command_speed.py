@@ -148,8 +148,11 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="also write the report (markdown) here")
     args = parser.parse_args()
 
+    import cxr_core
+
     lines = [f"input {args.input.name}, torch threads {torch.get_num_threads()}, "
-             f"{args.rounds} rounds x {args.runs} runs", ""]
+             f"{args.rounds} rounds x {args.runs} runs, code {Path(cxr_core.__file__).parent}, "
+             f"load average at start {os.getloadavg()[0]:.1f}", ""]
     seconds, ratios = in_process(args.input, args.rounds, args.runs)
     lines += table(seconds, ratios)
     total = ratios["TOTAL read+analyze+SEG+SR"]

@@ -180,15 +180,27 @@ class HeatMap:
         columns = columns[inside_columns]
         if self.mirrored:
             columns = self.image_shape[1] - 1 - columns
-        cam = self.cam.double().numpy()
-        row_weights = _bilinear_weights(cam.shape[0], self.image_shape[0])
-        column_weights = _bilinear_weights(cam.shape[1], self.image_shape[1])
-        low, high = _extremes(cam, row_weights, column_weights)
+        cam, row_weights, column_weights, (low, high) = self._resize_terms()
         sampled = row_weights[rows[inside_rows]] @ cam @ column_weights[columns].T
         with torch.inference_mode():
             scaled = (torch.from_numpy(sampled.astype(np.float32)) - low) / max(high - low, 1e-8)
         values[np.ix_(inside_rows, inside_columns)] = scaled.numpy()
         return values
+
+
+    def _resize_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+        """The map (float64), the row and column resize weights and the extremes of the
+        resized map, made once per map (zones and the overlay both read it)."""
+        if "cam" not in self._cache:
+            cam = self.cam.double().numpy()
+            self._cache["cam"] = cam
+            self._cache["rows"] = _bilinear_weights(cam.shape[0], self.image_shape[0])
+            self._cache["columns"] = _bilinear_weights(cam.shape[1], self.image_shape[1])
+            self._cache["extremes"] = np.array(_extremes(cam, self._cache["rows"],
+                                                         self._cache["columns"]))
+        low, high = self._cache["extremes"]
+        return (self._cache["cam"], self._cache["rows"], self._cache["columns"],
+                (float(low), float(high)))
 
 
 def _bilinear_weights(size: int, out: int) -> np.ndarray:
@@ -202,8 +214,9 @@ def _bilinear_weights(size: int, out: int) -> np.ndarray:
     second = np.minimum(first + 1, size - 1)
     fraction = (source - first.astype(np.float32)).astype(np.float64)
     weights = np.zeros((out, size))
-    np.add.at(weights, (np.arange(out), first), 1.0 - fraction)
-    np.add.at(weights, (np.arange(out), second), fraction)
+    rows = np.arange(out)
+    weights[rows, first] = 1.0 - fraction
+    weights[rows, second] += fraction  # one index per row: adds where second == first
     return weights
 
 
