@@ -117,7 +117,7 @@ def zone_shares(heatmap: npt.NDArray[np.floating] | LazyHeatmap,
         Boolean masks by segment name (``right_lung``, ``left_lung``).
     """
     masks = {side: lungs[segment] for side, segment in SIDE_SEGMENTS.items()
-             if segment in lungs and lungs[segment].any()}
+             if segment in lungs}
     for mask in masks.values():
         if mask.shape != heatmap.shape:
             raise ValueError(f"lungs: shape {mask.shape} differs from the heat map's "
@@ -127,7 +127,7 @@ def zone_shares(heatmap: npt.NDArray[np.floating] | LazyHeatmap,
     masses: dict[tuple[str, str], float] = {}
     inside: list[npt.NDArray[np.float64]] = []
     for side, full in masks.items():
-        mask = full[::step, ::step]
+        mask = full[::step, ::step]  # a view; an empty (or off-grid) lung has no bands
         bands = lung_bands(mask)
         if bands is None:
             continue
