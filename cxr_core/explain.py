@@ -247,4 +247,5 @@ def _resize_product(row_weights: np.ndarray, cam: np.ndarray,
     rows = np.arange(row_weights.shape[0])
     near = row_weights[rows, first]
     far = np.where(second != first, row_weights[rows, second], 0.0)
-    return near[:, None] * across[first] + far[:, None] * across[second]
+    product: np.ndarray = near[:, None] * across[first] + far[:, None] * across[second]
+    return product
