@@ -25,7 +25,7 @@ from cxr_core.io import RefusedInput
 from cxr_core.models import ModelCard, default_models_dir
 from cxr_core.models.versions import pinned_models_dir
 from cxr_core.padding import condition, paste
-from cxr_core.preprocess import read_only
+from cxr_core.preprocess import forget_scaled_image, read_only
 from cxr_core.quality import inverted
 from cxr_core.radiograph import Radiograph
 from cxr_core.stages.base import Stage, StageFactory
@@ -165,6 +165,16 @@ class Engine:
             analysis.flag(QualityFlag.LATERAL_VIEW)
         if radiograph.legacy_format:
             analysis.flag(QualityFlag.LEGACY_FILE_FORMAT)
+        try:
+            self._run_stages(analysis)
+        finally:
+            forget_scaled_image()
+        if box is not None:
+            _uncrop(analysis, radiograph, box)
+        return analysis
+
+
+    def _run_stages(self, analysis: Analysis) -> None:
         for stage in self.stages:
             with timed(analysis.timings, stage.name):
                 try:
@@ -173,9 +183,6 @@ class Engine:
                     raise
                 except Exception as error:
                     raise StageError(stage.name, error) from error
-        if box is not None:
-            _uncrop(analysis, radiograph, box)
-        return analysis
 
 
 def _uncrop(analysis: Analysis, received: Radiograph, box: tuple[slice, slice]) -> None:

@@ -91,6 +91,12 @@ def _scaled_image(pixels: np.ndarray, percentiles: tuple[float, float]
     return tensor, resized
 
 
+def forget_scaled_image() -> None:
+    """Drop the remembered scaled image (the engine calls it when an analysis is done:
+    its full-size float copy is not needed to write the outputs)."""
+    _last_image.clear()
+
+
 def read_only(pixels: np.ndarray) -> np.ndarray:
     """A read-only view of ``pixels`` (the array itself stays writable): models that read
     it share its scaled input (:class:`ToModelInput`)."""

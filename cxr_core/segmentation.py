@@ -72,10 +72,13 @@ class Segmenter:
         view = pixels[:, ::-1] if mirrored else pixels
         probabilities = self.probabilities(view)
         cleaned = self._clean(probabilities)
-        full = resize_probabilities(cleaned[None], view.shape)[0].numpy() > THRESHOLD
-        if mirrored:
-            full = full[:, :, ::-1]
-        masks = {name: np.ascontiguousarray(full[i]) for i, name in enumerate(self.card.labels)}
+        masks = {}
+        for index, name in enumerate(self.card.labels):
+            # one channel at a time: a 2k image's three float maps held at once were the
+            # analysis' peak memory; each channel is resized alone, to the same values
+            full = resize_probabilities(cleaned[None, index:index + 1], view.shape)[0, 0]
+            mask = full.numpy() > THRESHOLD
+            masks[name] = np.ascontiguousarray(mask[:, ::-1]) if mirrored else mask
         agreement = dict(zip(self.card.labels, mask_agreement(probabilities), strict=True))
         return SegmentationOutput(masks, probabilities, _uncertainty(probabilities), agreement)
 

@@ -246,3 +246,20 @@ def test_models_share_one_scaled_image_with_the_former_values(engine) -> None:  
             assert torch.equal(ours, expected), (size, method)
         ours.mul_(0)  # a caller changing its input must not change the shared one
         assert torch.equal(ToModelInput(size, method=method)(shared), expected)
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_masks_resized_channel_by_channel_are_the_former_ones(engine, mirrored: bool) -> None:  # noqa: ANN001
+    from cxr_core.preprocess import resize_probabilities
+    from cxr_core.segmentation import THRESHOLD
+
+    segmenter = engine.stage("lungs").segmenter
+    pixels = read_radiograph(RG1_UNCR).pixels
+    output = segmenter(pixels, mirrored=mirrored)
+    view = pixels[:, ::-1] if mirrored else pixels
+    cleaned = segmenter._clean(segmenter.probabilities(view))
+    former = resize_probabilities(cleaned[None], view.shape)[0].numpy() > THRESHOLD
+    former = former[:, :, ::-1] if mirrored else former
+    for index, name in enumerate(segmenter.card.labels):
+        assert output.masks[name].flags.c_contiguous
+        assert np.array_equal(output.masks[name], former[index]), name
