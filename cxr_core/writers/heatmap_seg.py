@@ -42,7 +42,7 @@ HEATMAP_TAG = "heatmap-seg"
 
 def mapped_findings(findings: Sequence[Finding]) -> list[Finding]:
     """The positive findings that have a heat map, in the analysis' order."""
-    return [f for f in findings if f.positive and f.heatmap is not None]
+    return [f for f in findings if f.positive and f.heat is not None]
 
 
 def build_heatmap_seg(
