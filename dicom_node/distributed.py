@@ -14,7 +14,7 @@ worker at a time even when a message is delivered twice:
 
 * two workers racing: one claims, the other sees ``busy`` and retries later, then ``gone``;
 * a worker killed mid-job: its message comes back at once, but the study stays ``busy``
-  until the dead worker's lease runs out (:data:`~dicom_node.store.WORKER_LEASE_S`),
+  until the dead worker's lease runs out (:data:`~dicom_node.store_leases.WORKER_LEASE_S`),
   then another worker takes it over;
 * an ingest node killed between queueing a study and sending its message: any scheduler
   sends again the studies queued and unclaimed for a while (:meth:`Scheduler sweep

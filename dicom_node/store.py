@@ -32,6 +32,7 @@ from pathlib import Path
 
 from dicom_node.config import RetryPolicy
 from dicom_node.db import STORE_ERRORS, Connection, ConnectionPool, Row
+from dicom_node.store_leases import LeasesMixin
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -106,9 +107,6 @@ CREATE TABLE IF NOT EXISTS heartbeat (
 
 MIGRATIONS = (("studies", "owner", "TEXT"), ("studies", "queued_at", "{float}"),
               ("deliveries", "owner", "TEXT"))
-WORKER_LEASE_S = 15.0
-"""A worker whose row was not refreshed for this long is dead: its study and its
-deliveries in hand may be taken by another worker."""
 
 
 @dataclass(frozen=True)
@@ -146,8 +144,9 @@ _IN_DOUBT = (
     "AND a.destination = d.destination AND a.kind = 'c-store' ORDER BY a.id DESC LIMIT 1)")
 
 
-class Store:
-    """Thread-safe access to the node's database.
+class Store(LeasesMixin):
+    """Thread-safe access to the node's database (the claims of many workers are in
+    :class:`~dicom_node.store_leases.LeasesMixin`).
 
     Parameters
     ----------
@@ -477,96 +476,6 @@ class Store:
             "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0])
 
 
-    # --- many workers: claims with leases ----------------------------------------
-
-    def register_worker(self, worker_id: str, role: str) -> None:
-        now = time.time()
-        with self._transaction() as db:
-            db.execute("INSERT INTO workers(id, role, started, seen) VALUES (?, ?, ?, ?) "
-                       "ON CONFLICT(id) DO UPDATE SET role = excluded.role, "
-                       "started = excluded.started, seen = excluded.seen, "
-                       "current_study = NULL", (worker_id, role, now, now))
-
-    def workers_alive(self, current: dict[str, int | None]) -> None:
-        """Refresh the lease of each worker id; ``current`` is the study in its hands."""
-        now = time.time()
-        with self._transaction() as db:
-            db.executemany("UPDATE workers SET seen = ?, current_study = ? WHERE id = ?",
-                           [(now, study, worker) for worker, study in current.items()])
-
-    def worker_finished_job(self, worker_id: str) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE workers SET jobs_done = jobs_done + 1, current_study = NULL "
-                       "WHERE id = ?", (worker_id,))
-
-    def workers(self, now: float | None = None) -> list[Row]:
-        """Every worker that ever registered, with ``alive`` from its lease."""
-        cutoff = (time.time() if now is None else now) - WORKER_LEASE_S
-        return self._connection().execute(
-            "SELECT id, role, started, seen, current_study, jobs_done, "
-            "CASE WHEN seen >= ? THEN 1 ELSE 0 END AS alive FROM workers ORDER BY id",
-            (cutoff,)).fetchall()
-
-    def workers_alive_count(self) -> int:
-        return sum(int(r["alive"]) for r in self.workers() if r["role"] == "worker")
-
-    def claim_job_as(self, study_id: int, owner: str, now: float | None = None) -> str:
-        """Take a study for ``owner``: ``claimed``; ``busy`` while a live worker holds it
-        (try again later); ``gone`` when there is nothing to do (done, receiving again).
-
-        A study held by a worker whose lease ran out (killed) is taken over.
-        """
-        now = time.time() if now is None else now
-        with self._transaction() as db:
-            taken = db.execute(
-                "UPDATE studies SET state = 'processing', job_started = ?, owner = ? "
-                "WHERE id = ? AND (state = 'queued' OR (state = 'processing' AND "
-                "(owner IS NULL OR owner NOT IN (SELECT id FROM workers WHERE seen >= ?))))",
-                (now, owner, study_id, now - WORKER_LEASE_S)).rowcount
-            if taken:
-                return "claimed"
-            row = db.execute("SELECT state FROM studies WHERE id = ?", (study_id,)).fetchone()
-        return "busy" if row is not None and row[0] == "processing" else "gone"
-
-    def orphaned_jobs(self, older_than_s: float, now: float | None = None) -> list[int]:
-        """Studies a broker message may have been lost for: queued and unclaimed for
-        ``older_than_s``, or held by a dead worker. Sending them again is harmless
-        (a claim takes a study once)."""
-        now = time.time() if now is None else now
-        rows = self._connection().execute(
-            "SELECT id FROM studies WHERE (state = 'queued' AND COALESCE(queued_at, 0) <= ?) "
-            "OR (state = 'processing' AND (owner IS NULL OR owner NOT IN "
-            "(SELECT id FROM workers WHERE seen >= ?)))",
-            (now - older_than_s, now - WORKER_LEASE_S)).fetchall()
-        with self._transaction() as db:
-            db.executemany("UPDATE studies SET queued_at = ? WHERE id = ? AND state = 'queued'",
-                           [(now, r[0]) for r in rows])
-        return [int(r[0]) for r in rows]
-
-    def claim_deliveries(self, destination: str, owner: str, now: float | None = None
-                         ) -> dict[tuple[int, str], list[Delivery]]:
-        """Take the due deliveries of ``destination`` for ``owner`` (free ones, its own,
-        and those a dead owner held), grouped per study as :meth:`due_deliveries` groups
-        them. A claim is only an owner: the delivery stays ``pending`` until sent."""
-        now = time.time() if now is None else now
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE deliveries SET owner = ? WHERE destination = ? AND state = 'pending' "
-                "AND next_attempt <= ? AND (owner IS NULL OR owner = ? OR owner NOT IN "
-                "(SELECT id FROM workers WHERE seen >= ?))",
-                (owner, destination, now, owner, now - WORKER_LEASE_S))
-            rows = db.execute(
-                "SELECT d.result_uid, d.destination, d.study_id, r.path, d.attempts, "
-                f"COALESCE({_IN_DOUBT}, FALSE) "
-                "FROM deliveries d JOIN results r ON r.sop_uid = d.result_uid "
-                "WHERE d.state = 'pending' AND d.owner = ? AND d.destination = ? "
-                "AND d.next_attempt <= ? ORDER BY d.study_id, r.kind",
-                (owner, destination, now)).fetchall()
-        groups: dict[tuple[int, str], list[Delivery]] = {}
-        for r in rows:
-            groups.setdefault((r[2], r[1]), []).append(
-                Delivery(r[0], r[1], r[2], Path(r[3]), r[4], bool(r[5])))
-        return groups
     # --- review page -------------------------------------------------------------
 
     def study(self, study_id: int) -> Row | None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dicom_node.config import RetryPolicy
-from dicom_node.store import WORKER_LEASE_S, Result, Store
+from dicom_node.store import Result, Store
+from dicom_node.store_leases import WORKER_LEASE_S
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
