@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 from collections.abc import Callable
@@ -157,19 +158,15 @@ class BrokerWorkers:
         self.process = process
         self.leases = leases
         self._local = threading.local()
-        self._count = 0
-        self._lock = threading.Lock()
+        self._free_ids: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._worker: dramatiq.Worker | None = None
         jobs._handle = self.handle
 
     def _worker_id(self) -> str:
+        """This Dramatiq thread's worker id (registered at start, taken on its first job)."""
         worker_id: str | None = getattr(self._local, "worker_id", None)
         if worker_id is None:
-            with self._lock:
-                self._count += 1
-                worker_id = f"{process_id('worker')}:{self._count}"
-            self.leases.register(worker_id, "worker")
-            self._local.worker_id = worker_id
+            worker_id = self._local.worker_id = self._free_ids.get()
         return worker_id
 
     def handle(self, study_id: int) -> None:
@@ -186,6 +183,11 @@ class BrokerWorkers:
             self.leases.holding(worker_id, None)
 
     def start(self) -> None:
+        # every thread is a worker from the start: status shows it alive and idle
+        for number in range(1, self.threads + 1):
+            worker_id = f"{process_id('worker')}:{number}"
+            self.leases.register(worker_id, "worker")
+            self._free_ids.put(worker_id)
         worker = dramatiq.Worker(self.jobs.broker, queues={QUEUE, f"{QUEUE}.DQ"},
                                  worker_threads=self.threads, worker_timeout=500)
         # hold no more messages than threads: a killed worker strands fewer, and an idle

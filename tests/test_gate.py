@@ -3,6 +3,7 @@ with what is not an upright frontal chest radiograph."""
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,12 @@ def test_cli_refuses_what_is_not_a_frontal_chest(tmp_path: Path) -> None:
     assert set(refusals) == {"leg.dcm", "astronaut.png", "ct.png", "lateral.png"}
     assert all("not a frontal chest radiograph" in line for line in refusals.values())
     assert "lateral view" in refusals["lateral.png"]
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    # never analysed: no output folder; the run's review list names each refusal
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["review.csv"]
+    listed = {Path(row["input"]).name: row["status"]
+              for row in csv.DictReader((out / "review.csv").open())}
+    assert listed == dict.fromkeys(refusals, "refused")
 
 
 def _v7_rows() -> list[dict[str, str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from dicom_node.store_leases import WORKER_LEASE_S
 from tests.conftest import REPO
 from tests.node.node_helpers import (
     DEST_AE,
@@ -140,9 +141,17 @@ def test_two_ingest_three_workers_survive_kills_and_a_broker_restart(
                  interval=2.0)
         time.sleep(3.0)  # a late duplicate would show now
         received = destination.received()
-        status = _status(cluster.workers[0])
-        alive = [w for w in status["workers"] if w["role"] == "worker" and w["alive"]]
-        assert len(alive) == 3 and status["queue_depth"] == 0
+        # the killed workers' leases run out within WORKER_LEASE_S: then the 3 running
+        # workers, and only they, are alive
+        running = {str(w.process.pid) for w in cluster.workers if w.process is not None}
+
+        def alive_workers(status: dict) -> set[str]:
+            return {w["id"].split(":")[1] for w in status["workers"]
+                    if w["role"] == "worker" and w["alive"]}
+        status = wait_for(lambda: (s := _status(cluster.workers[0])) and
+                          alive_workers(s) == running and s,
+                          WORKER_LEASE_S + 15, "only the running workers alive", interval=1.0)
+        assert status["queue_depth"] == 0
         assert sum(w["jobs_done"] for w in status["workers"]) >= STUDIES
         figures = _figures(cluster, received, study_of, kills, time.monotonic() - started)
     finally:
