@@ -148,6 +148,13 @@ def test_orthanc_dicomweb_plugin_pushes_a_study_to_the_node(web: WebNode,
                           (image.stem,)) == [("STOW-RS",)]
 
 
+def _deliveries(web: WebNode, study_uid: str, destination: str, columns: str) -> list[tuple]:
+    """``columns`` of one study's deliveries to ``destination`` (fixed names from tests)."""
+    return web.node.query(
+        f"SELECT {columns} FROM deliveries d JOIN studies s ON s.id = d.study_id "  # noqa: S608
+        "WHERE s.study_uid = ? AND d.destination = ?", (study_uid, destination))
+
+
 def test_results_go_to_a_dicomweb_destination_exactly_once(web: WebNode,
                                                            tmp_path: Path) -> None:
     image = copy_with_new_uids(CR_UNCOMPRESSED, tmp_path / "out")
@@ -156,10 +163,7 @@ def test_results_go_to_a_dicomweb_destination_exactly_once(web: WebNode,
     web.node.wait_instances({image.stem}, {"processed"}, timeout=240)
 
     def sent_by_stow() -> list[tuple] | None:
-        rows = web.node.query(
-            "SELECT d.result_uid, d.state, d.attempts FROM deliveries d JOIN studies s "
-            "ON s.id = d.study_id WHERE s.study_uid = ? AND d.destination = 'web'",
-            (study_uid,))
+        rows = _deliveries(web, study_uid, "web", "d.result_uid, d.state, d.attempts")
         return rows if rows and all(r[1] == "sent" for r in rows) else None
     rows = wait_for(sent_by_stow, 60, "the results sent by STOW-RS")
     assert {r[2] for r in rows} == {0}  # sent at the first attempt, never repeated
@@ -171,10 +175,7 @@ def test_results_go_to_a_dicomweb_destination_exactly_once(web: WebNode,
     assert len(rows) >= 2  # SEG and SR
 
     def dead_by_stow() -> list[tuple] | None:
-        found = web.node.query(
-            "SELECT d.state, d.last_error FROM deliveries d JOIN studies s "
-            "ON s.id = d.study_id WHERE s.study_uid = ? AND d.destination = 'webgone'",
-            (study_uid,))
+        found = _deliveries(web, study_uid, "webgone", "d.state, d.last_error")
         return found if found and all(r[0] == "dead" for r in found) else None
     dead = wait_for(dead_by_stow, 60, "the unreachable DICOMweb destination's dead letters")
     assert all(error.startswith("no connection") for _, error in dead)
