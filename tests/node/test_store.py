@@ -27,6 +27,17 @@ def _receive(store: Store, study: str, sop: str, now: float) -> bool:
                                  path=Path(f"/spool/{sop}.dcm"), now=now)
 
 
+def _one_pending_delivery(store: Store) -> int:
+    """A study processed into one result with one delivery to destination ``a``."""
+    _receive(store, "1.1", "1.1.1", now=0.0)
+    [study_id] = store.queue_quiet_studies(0.0, now=1.0)
+    store.claim_job(study_id)
+    store.record_outcome(sop_uid="1.1.1", state="processed",
+                         results=[Result("9.1", "1.1.1", "seg", Path("/r/9.1.dcm"))])
+    store.finish_job(study_id, ["a"])
+    return study_id
+
+
 def test_quiet_period_then_claim_then_deliveries_once(make_store: Callable[[], Store]) -> None:
     store = make_store()
     assert _receive(store, "1.1", "1.1.1", now=100.0)
@@ -51,12 +62,7 @@ def test_quiet_period_then_claim_then_deliveries_once(make_store: Callable[[], S
 def test_failed_attempts_back_off_then_dead_letter_then_retry(
         make_store: Callable[[], Store]) -> None:
     store = make_store()
-    _receive(store, "1.1", "1.1.1", now=0.0)
-    [study_id] = store.queue_quiet_studies(0.0, now=1.0)
-    store.claim_job(study_id)
-    store.record_outcome(sop_uid="1.1.1", state="processed",
-                         results=[Result("9.1", "1.1.1", "seg", Path("/r/9.1.dcm"))])
-    store.finish_job(study_id, ["a"])
+    study_id = _one_pending_delivery(store)
     policy = RetryPolicy(max_attempts=2, initial_backoff_s=60.0, max_backoff_s=60.0)
     [delivery] = store.due_deliveries()[(study_id, "a")]
     assert not store.mark_failed(delivery, "association rejected", policy)
@@ -148,12 +154,7 @@ def test_attempt_without_a_status_leaves_the_delivery_in_doubt(
     (the process died, the association was lost) marks the delivery in doubt until a
     later attempt gets one."""
     store = make_store()
-    _receive(store, "1.1", "1.1.1", now=0.0)
-    [study_id] = store.queue_quiet_studies(0.0, now=1.0)
-    store.claim_job(study_id)
-    store.record_outcome(sop_uid="1.1.1", state="processed",
-                         results=[Result("9.1", "1.1.1", "seg", Path("/r/9.1.dcm"))])
-    store.finish_job(study_id, ["a"])
+    study_id = _one_pending_delivery(store)
     [delivery] = store.due_deliveries()[(study_id, "a")]
     assert not delivery.in_doubt
     store.begin_attempt(delivery)
