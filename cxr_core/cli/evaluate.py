@@ -205,6 +205,9 @@ def run_pneumothorax(args: argparse.Namespace) -> int:
     detector = PneumothoraxDetector.load(args.model)
     lung = Segmenter.load(args.lung_model) if args.lung_model else None
     sources = pneumothorax_sources(args)
+    # the images a model trained on never count as unseen in its NIH check
+    details = detector.segmenter.card.provenance.details or {}
+    sources.nih_labelled = sources.nih_labelled or bool(details.get("nih_labelled"))
     figures = evaluate_pneumothorax(detector, sources.samples(MaskFiles()), args.out,
                                     split=args.split, lung=lung, bootstrap=args.bootstrap,
                                     data_root=sources.data_root)

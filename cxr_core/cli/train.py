@@ -86,6 +86,10 @@ def add_pneumothorax_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nih-pneumonia-negatives", type=int, default=0,
                         help="NIH Pneumonia images without a Pneumothorax label as "
                         "negatives, per split (shared data)")
+    parser.add_argument("--nih-labelled", action="store_true",
+                        help="NIH train-split images labelled Pneumothorax as image-level "
+                        "positives (no mask), the other nih_cxr14_multilabel train images as "
+                        "negatives (shared data); they stay out of the NIH check")
     parser.add_argument("--keep-siim-negatives", action="store_true",
                         help="use the 3 shared SIIM negatives by their split instead of "
                         "holding them out for the source check")
@@ -106,6 +110,7 @@ def pneumothorax_sources(args: argparse.Namespace) -> Sources:
                    nih_negatives=args.nih_negatives,
                    nih_pneumonia_negatives=args.nih_pneumonia_negatives,
                    hold_out_siim_negatives=not args.keep_siim_negatives,
+                   nih_labelled=args.nih_labelled,
                    siim_dicom=args.siim_dicom, siim_csv=args.siim_csv,
                    folders=list(args.folder), datalists=list(args.datalist))
 
@@ -193,6 +198,9 @@ def _add_pneumothorax(tasks: SubParsers) -> None:
     augment = ptx.add_argument_group("sampling and augmentation")
     augment.add_argument("--positive-zoom", type=float, default=0.5)
     augment.add_argument("--positive-share", type=float, default=0.5)
+    augment.add_argument("--image-weight", type=float, default=0.5,
+                         help="weight of the image-level (multiple-instance) loss; image-level "
+                         "labels (--nih-labelled) teach only through it (0 = off)")
     augment.add_argument("--detail", type=float, default=1.0,
                          help="blur/sharpen jitter range (0 = off)")
     augment.add_argument("--swap", type=float, default=0.5,
@@ -290,6 +298,7 @@ def run_pneumothorax(args: argparse.Namespace) -> int:
     options = PtxTrainOptions(
         size=args.size, init_from=args.init_from, positive_zoom=args.positive_zoom,
         positive_share=args.positive_share, detail=args.detail, swap=args.swap,
+        image_weight=args.image_weight,
         min_area_mm2=args.min_area_mm2, min_area_fraction=args.min_area_fraction,
         thorax_margin_fraction=args.thorax_margin_fraction,
         thorax_min_inside=args.thorax_min_inside,

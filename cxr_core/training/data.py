@@ -3,7 +3,9 @@
 Sources: the shared manifests (``../shared/data``), a folder of ``images/`` + ``masks/``,
 and MONAI datalist JSON files (which is also what the SlicerCXR label store writes).
 A :class:`SegSample` names its image and one mask file per structure it has; a structure
-without a mask is *unknown* for that sample (not empty) and is left out of the loss.
+without a mask is *unknown* for that sample (not empty) and is left out of the loss, unless
+the sample says the structure is *present* (an image-level label, e.g. an NIH report's
+"Pneumothorax"): then only the image-level part of a lesion loss uses it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ from cxr_core.training.augment import Augment
 
 LUNG_STRUCTURES = ("right_lung", "left_lung", "heart")
 BOTH_LUNGS = "lungs"  # a mask of both lungs, split into right/left by position
+KNOWN_MASK = 1.0
+"""``known`` value of a structure whose mask is known (possibly empty)."""
+KNOWN_PRESENT = 2.0
+"""``known`` value of a structure known to be present whose extent is unknown (an
+image-level label): pixel losses skip it, image-level losses count it as positive."""
 
 
 @dataclass
@@ -39,6 +46,8 @@ class SegSample:
     split: str = "train"
     source: str = ""
     key: str = field(default="")
+    present: tuple[str, ...] = ()
+    """Structures known present without a mask (image-level labels)."""
 
     def __post_init__(self) -> None:
         self.key = self.key or self.image.stem
@@ -167,7 +176,8 @@ def sample_targets(sample: SegSample, structures: Sequence[str]
 @dataclass
 class SegmentationTensors:
     """A segmentation set in memory (a :class:`~cxr_core.training.loop.TrainData`):
-    images ``(N,1,H,W)``, targets ``(N,C,H,W)`` in 0..1, known ``(N,C)`` as 0/1."""
+    images ``(N,1,H,W)``, targets ``(N,C,H,W)`` in 0..1, known ``(N,C)`` as 0 (unknown),
+    :data:`KNOWN_MASK` or :data:`KNOWN_PRESENT`."""
 
     images: torch.Tensor
     targets: torch.Tensor
@@ -191,7 +201,7 @@ class SegmentationTensors:
 def load_tensors(samples: Sequence[SegSample], structures: Sequence[str],
                  size: tuple[int, int]) -> SegmentationTensors:
     """Read and resize every sample once: images ``(N,1,H,W)``, targets ``(N,C,H,W)`` in
-    0..1 (area-resized masks), known ``(N,C)`` as 0/1."""
+    0..1 (area-resized masks), known ``(N,C)`` (:class:`SegmentationTensors`)."""
     to_input = ToModelInput(size)
     images, targets, known = [], [], []
     for sample in samples:
@@ -206,5 +216,6 @@ def load_tensors(samples: Sequence[SegSample], structures: Sequence[str],
                 mask = torch.from_numpy(masks[name].astype(np.float32))[None, None]
                 target[channel] = F.interpolate(mask, size=size, mode="area")[0, 0]
         targets.append(target)
-        known.append(torch.tensor([float(name in masks) for name in structures]))
+        known.append(torch.tensor([KNOWN_MASK if name in masks else KNOWN_PRESENT
+                                   if name in sample.present else 0.0 for name in structures]))
     return SegmentationTensors(torch.stack(images), torch.stack(targets), torch.stack(known))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cxr_core.training.data import KNOWN_MASK, KNOWN_PRESENT
+
 
 class MaskedBceDiceLoss:
     """Per-structure BCE + soft Dice (+ optional focal weighting), averaged over the
@@ -29,6 +31,7 @@ class MaskedBceDiceLoss:
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor,
                  known: torch.Tensor) -> torch.Tensor:
+        known = (known == KNOWN_MASK).to(logits.dtype)  # image-level labels: no pixel loss
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         if self.focal_gamma:
             probabilities = torch.sigmoid(logits)
@@ -43,6 +46,51 @@ class MaskedBceDiceLoss:
         count = known.sum().clamp(min=1)
         loss = (bce * known).sum() / count
         return loss + self.dice_weight * (dice * dice_known).sum() / dice_known.sum().clamp(min=1)
+
+
+class LesionMilLoss:
+    """:class:`MaskedBceDiceLoss` plus an image-level term (multiple-instance learning) that
+    lets images with only a report label ("pneumothorax present", extent unknown) teach the
+    same mask network.
+
+    The image score is the mean logit of the ``top_fraction`` highest-scoring pixels; its
+    BCE is taken against "present" for :data:`~cxr_core.training.data.KNOWN_PRESENT`
+    samples and for known masks with any lesion pixel, and against "absent" for
+    known-empty masks. With ``top_fraction`` at the engine's minimum lesion area, a
+    positive image score means about that many pixels above 0.5: what the engine's
+    decision needs.
+
+    Parameters
+    ----------
+    pixel_loss:
+        The loss of the samples whose masks are known.
+    image_weight:
+        Weight of the image-level term.
+    top_fraction:
+        Share of the pixels pooled into the image score.
+    """
+
+    def __init__(self, *, pixel_loss: MaskedBceDiceLoss, image_weight: float = 0.5,
+                 top_fraction: float = 0.004) -> None:
+        if not 0 < top_fraction <= 1:
+            raise ValueError(f"top_fraction: must be in (0, 1], got {top_fraction}")
+        self.pixel_loss = pixel_loss
+        self.image_weight = image_weight
+        self.top_fraction = top_fraction
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor,
+                 known: torch.Tensor) -> torch.Tensor:
+        loss = self.pixel_loss(logits, targets, known)
+        if not self.image_weight:
+            return loss
+        flat = logits.flatten(2)
+        count = max(1, round(flat.shape[2] * self.top_fraction))
+        image_logit = flat.topk(count, dim=2).values.mean(dim=2)
+        present = ((known == KNOWN_PRESENT)
+                   | ((known == KNOWN_MASK) & (targets.flatten(2).amax(dim=2) > 0.5)))
+        labelled = (known == KNOWN_PRESENT) | (known == KNOWN_MASK)
+        image = masked_bce(image_logit, present.to(logits.dtype), labelled.to(logits.dtype))
+        return loss + self.image_weight * image
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,8 @@ import numpy.typing as npt
 import torch
 from scipy.stats import rankdata
 
+from cxr_core.training.data import KNOWN_MASK
+
 BOOTSTRAP_SAMPLES = 2000
 ECE_BINS = 10
 
@@ -209,7 +211,9 @@ def dice_iou(predicted: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]
 def dice_per_structure(logits: torch.Tensor, targets: torch.Tensor,
                        known: torch.Tensor) -> list[float]:
     """Mean hard Dice per channel of ``(N, C, H, W)`` logits over the samples whose label
-    is known (``known`` ``(N, C)``); an empty prediction of an empty target counts 1."""
+    is known (``known`` ``(N, C)``, :data:`~cxr_core.training.data.KNOWN_MASK`; image-level
+    labels have no mask to compare); an empty prediction of an empty target counts 1."""
+    known = (known == KNOWN_MASK).float()
     predicted, truth = logits > 0, targets > 0.5
     overlap = (predicted & truth).sum(dim=(2, 3)).float()
     total = predicted.sum(dim=(2, 3)).float() + truth.sum(dim=(2, 3)).float()

@@ -36,9 +36,9 @@ from cxr_core.models import (
 from cxr_core.segmentation import Segmenter
 from cxr_core.stages.pneumothorax import DEFAULT_RULE, PneumothoraxDetector
 from cxr_core.training.augment import Chain, LesionSwap, RandomAffineIntensity
-from cxr_core.training.data import SegmentationTensors, load_tensors
+from cxr_core.training.data import KNOWN_PRESENT, SegmentationTensors, load_tensors
 from cxr_core.training.loop import DiceValidation, History, TrainConfig, train
-from cxr_core.training.losses import MaskedBceDiceLoss
+from cxr_core.training.losses import LesionMilLoss, MaskedBceDiceLoss
 from cxr_core.training.plots import plot_curves
 from cxr_core.training.pneumothorax_card import limits_statement
 from cxr_core.training.pneumothorax_evaluate import evaluate_pneumothorax
@@ -90,6 +90,10 @@ class PtxTrainOptions:
     """Blur/sharpen jitter: SIIM PNGs are sharper than NIH PNGs (source cue)."""
     positive_share: float = 0.5
     """Share of drawn training samples that are positive (the weighted sampler)."""
+    image_weight: float = 0.5
+    """Weight of the image-level (multiple-instance) loss term
+    (:class:`~cxr_core.training.losses.LesionMilLoss`); it is what lets image-level
+    labels (``Sources.nih_labelled``) train the mask network (0 = off)."""
     swap: float = 0.5
     """Probability that a drawn image has a lesion region moved in or covered
     (:class:`LesionSwap`): with ``positive_share`` 0.5 and ``swap`` 0.5, an image's source
@@ -144,8 +148,10 @@ def train_pneumothorax(*, sources: Sources, out_dir: Path, command: str,
     train_set = load_tensors(by_split["train"], STRUCTURES, grid)
     val_set = load_tensors(by_split["val"], STRUCTURES, grid)
     config = config.but(
-        sample_weights=_balanced_weights(train_set.targets, options.positive_share),
-        loss=MaskedBceDiceLoss(focal_gamma=2.0, empty_dice=True),
+        sample_weights=_balanced_weights(_positive(train_set), options.positive_share),
+        loss=LesionMilLoss(pixel_loss=MaskedBceDiceLoss(focal_gamma=2.0, empty_dice=True),
+                           image_weight=options.image_weight,
+                           top_fraction=SELECTION_EMPTY_FRACTION),
         augment=Chain(_lesion_swap(train_set, options.swap),
                       RandomAffineIntensity(positive_zoom=options.positive_zoom,
                                             detail=options.detail)),
@@ -176,23 +182,28 @@ def plot_training(history: History, out_dir: Path) -> None:
                 out_dir / "training_selection_score.png", metric="score")
 
 
+def _positive(data: SegmentationTensors) -> torch.Tensor:
+    """``(N,)``: a lesion pixel in the mask, or an image-level "present" label."""
+    return (data.targets.flatten(1).amax(dim=1) > 0.5) | (data.known[:, 0] == KNOWN_PRESENT)
+
+
 def _lesion_swap(train_set: SegmentationTensors, probability: float) -> LesionSwap:
-    """Lesions of the training positives move into training negatives and back."""
-    positive = train_set.targets.flatten(1).amax(dim=1) > 0.5
-    return LesionSwap(positives=train_set.images[positive],
-                      positive_targets=train_set.targets[positive],
-                      negatives=train_set.images[~positive],
+    """Lesions of the training positives move into training negatives and back (donor
+    lesions need masks; an image-level positive is never a negative donor)."""
+    masked = train_set.targets.flatten(1).amax(dim=1) > 0.5
+    return LesionSwap(positives=train_set.images[masked],
+                      positive_targets=train_set.targets[masked],
+                      negatives=train_set.images[~_positive(train_set)],
                       to_positive=probability, to_negative=probability)
 
 
-def _balanced_weights(targets: torch.Tensor, positive_share: float) -> torch.Tensor:
-    """Drawing weights giving positives ``positive_share`` of the draws."""
+def _balanced_weights(positive: torch.Tensor, positive_share: float) -> torch.Tensor:
+    """Drawing weights giving the ``positive`` samples ``positive_share`` of the draws."""
     if not 0 < positive_share < 1:
         raise ValueError(f"positive_share: must be in (0, 1), got {positive_share}")
-    positive = targets.flatten(1).amax(dim=1) > 0.5
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
-        return torch.ones(len(targets))
+        return torch.ones(len(positive))
     return torch.where(positive, positive_share / n_pos, (1 - positive_share) / n_neg)
 
 
@@ -240,11 +251,18 @@ def _card(options: PtxTrainOptions, command: str, config: TrainConfig, sources: 
         + (" and NIH Pneumonia images without a Pneumothorax label"
            if sources.nih_pneumonia_negatives else "")
         + " as negatives (known-empty masks)"
+        + ("; NIH train-split images labelled Pneumothorax as image-level positives (no "
+           "mask) and the other nih_cxr14_multilabel train images as negatives"
+           if sources.nih_labelled else "")
         + ("; the 3 SIIM negatives are held out (split 'source_check') to test whether the "
            "model learned the image source"
            if sources.hold_out_siim_negatives and sources.data_root else ""))
     details = {
-        "loss": "BCE with focal weighting (gamma 2) + soft Dice, Dice also on empty targets",
+        "loss": "BCE with focal weighting (gamma 2) + soft Dice, Dice also on empty targets"
+        + (f" + {options.image_weight} x image-level BCE of the mean logit of the top "
+           f"{SELECTION_EMPTY_FRACTION:.1%} pixels (multiple-instance: image-level labels "
+           "train the mask network)" if options.image_weight else ""),
+        "nih_labelled": sources.nih_labelled,
         "sampler": f"weighted: {options.positive_share:.0%} of draws positive",
         "augmentation": "rotation/scale/shift, gamma/contrast/noise, no flips; positives "
         f"zoomed about the lesion with probability {options.positive_zoom}; blur/sharpen "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,9 @@ def evaluate_pneumothorax(
                                {"reading": "not run: it compares the shared SIIM-ACR and NIH "
                                 "images, which these sources do not mix"})
     if mixed and data_root is not None:
-        metrics["source_check"] |= nih_label_check(detector, lung, data_root, bootstrap)
+        trained = {s.image for s in samples if s.split == "train"}
+        metrics["source_check"] |= nih_label_check(detector, lung, data_root, bootstrap,
+                                                   trained=trained)
     if lung is not None and "siim" in sources:
         metrics["size_check"] = size_check(detector, lung, samples, bootstrap)
     metrics["caveat"] = (f"tiny split: {metrics['n_positive']} positive and "
@@ -220,7 +222,8 @@ def source_check(detector: PneumothoraxDetector, samples: Sequence[SegSample],
 
 
 def nih_label_check(detector: PneumothoraxDetector, lung: Segmenter | None, data_root: Path,
-                    bootstrap: int = 2000) -> dict[str, Any]:
+                    bootstrap: int = 2000, *, trained: Set[Path] = frozenset()
+                    ) -> dict[str, Any]:
     """Pneumothorax from the negatives' source: NIH images whose NIH labels include
     Pneumothorax (labels only, no masks, so never trained on) against the NIH images of
     the val and test splits without it ('No Finding', and Pneumonia without
@@ -228,9 +231,10 @@ def nih_label_check(detector: PneumothoraxDetector, lung: Segmenter | None, data
     NIH pneumothorax images like the NIH negatives (AUC near 0.5).
 
     With ``nih_cxr14_multilabel`` present, ``nih_transfer`` adds its images too
-    (:func:`nih_transfer`).
+    (:func:`nih_transfer`). Images in ``trained`` (the model's training images, e.g. NIH
+    image-level positives) are left out of every group.
     """
-    scored = _nih_scores(detector, lung, data_root)
+    scored = _nih_scores(detector, lung, data_root, trained)
     first = [s for s in scored if s.dataset == NIH_SET]
     groups: dict[str, list[NihScore]] = {
         "nih_labelled_pneumothorax": [s for s in first if s.group == "pneumothorax"],
@@ -263,12 +267,15 @@ class NihScore:
 UNSEEN_NIH = (f"{NIH_MULTILABEL_SET}: every image (patient-disjoint from the other NIH "
               f"sets, never used by the pneumothorax model); {NIH_SET}: every image "
               "labelled Pneumothorax (never a negative) and the val and test images "
-              "without it (train-split normals and pneumonia images were negatives)")
+              "without it (train-split normals and pneumonia images were negatives); "
+              "any image the model trained on (e.g. its NIH image-level positives and "
+              "negatives) is left out")
 
 
 def _nih_scores(detector: PneumothoraxDetector, lung: Segmenter | None,
-                data_root: Path) -> list[NihScore]:
-    """The engine's score and decision on every unseen NIH image (:data:`UNSEEN_NIH`)."""
+                data_root: Path, trained: Set[Path]) -> list[NihScore]:
+    """The engine's score and decision on every unseen NIH image (:data:`UNSEEN_NIH`,
+    less the ``trained`` ones)."""
     rows: list[tuple[str, Path, str]] = []
     for row in read_manifest(data_root / NIH_SET):
         if "Pneumothorax" in row["label_findings"].split("|"):
@@ -283,6 +290,7 @@ def _nih_scores(detector: PneumothoraxDetector, lung: Segmenter | None,
                  if row["label_normal_abnormal"] == "normal" else "other_abnormal")
         rows.append((NIH_MULTILABEL_SET, multilabel / row["image"], group))
     scored = []
+    rows = [row for row in rows if row[1] not in trained]
     for dataset, path, group in tqdm(rows, desc="NIH label check", unit="image"):
         radiograph = read_radiograph(path)
         found, _ = detect(detector, lung, radiograph.pixels, radiograph.spacing)

@@ -7,7 +7,8 @@
 - a MONAI datalist / the SlicerCXR label store.
 
 Negatives are given a known-empty mask, so the loss (BCE + focal Dice, Dice also on
-empty targets) penalises false positives on them.
+empty targets) penalises false positives on them. NIH train-split images whose report
+labels say Pneumothorax can join as image-level positives (no mask: :func:`nih_labelled_samples`).
 """
 
 from __future__ import annotations
@@ -141,6 +142,36 @@ def _nih_negatives(root: Path, rows: list[dict[str, str]], per_split: int, sourc
     return samples
 
 
+def nih_labelled_samples(data_root: Path, masks: MaskFiles) -> list[SegSample]:
+    """The NIH *train*-split images labelled Pneumothorax (both NIH sets) as image-level
+    positives (:attr:`SegSample.present`, no mask), and the ``nih_cxr14_multilabel`` train
+    images without it as known-empty negatives (mostly PA, other findings too: the same
+    source and view as those positives, so neither is a cue).
+
+    Only the train split: the val split stays as before (model selection is comparable)
+    and the val and test images stay unseen for the NIH transfer check.
+    """
+    samples = []
+    for row in read_manifest(data_root / NIH_SET):
+        if row["split"] == "train" and "Pneumothorax" in row["label_findings"].split("|"):
+            samples.append(SegSample(image=data_root / NIH_SET / row["image"], masks={},
+                                     present=(SEGMENT,), source="nih_labelled",
+                                     key=row["source_id"]))
+    root = data_root / NIH_MULTILABEL_SET
+    for row in read_manifest(root) if (root / "manifest.csv").is_file() else []:
+        if row["split"] != "train":
+            continue
+        if row["label_pneumothorax"] == "1":
+            samples.append(SegSample(image=root / row["image"], masks={}, present=(SEGMENT,),
+                                     source="nih_labelled", key=row["source_id"]))
+        else:
+            shape = (int(row["resized_height"]), int(row["resized_width"]))
+            samples.append(SegSample(image=root / row["image"],
+                                     masks={SEGMENT: masks.empty(shape)},
+                                     source="nih_multilabel", key=row["source_id"]))
+    return samples
+
+
 def siim_samples(dicom_dir: Path, rle_csv: Path, masks: MaskFiles) -> list[SegSample]:
     """The SIIM-ACR layout: ``*.dcm`` anywhere under ``dicom_dir``, masks from the RLE CSV
     joined on SOPInstanceUID; split by hash of PatientID (SIIM ids are per patient).
@@ -189,6 +220,8 @@ class Sources:
     nih_negatives: int = 150
     nih_pneumonia_negatives: int = 0
     hold_out_siim_negatives: bool = True
+    nih_labelled: bool = False
+    """Add :func:`nih_labelled_samples` (shared data only)."""
     siim_dicom: Path | None = None
     siim_csv: Path | None = None
     folders: list[Path] = field(default_factory=list)
@@ -211,6 +244,8 @@ class Sources:
                 self.data_root, masks, nih_negatives=self.nih_negatives,
                 nih_pneumonia_negatives=self.nih_pneumonia_negatives,
                 hold_out_siim_negatives=self.hold_out_siim_negatives)
+            if self.nih_labelled:
+                samples += nih_labelled_samples(self.data_root, masks)
         if self.siim_dicom is not None and self.siim_csv is not None:
             samples += siim_samples(self.siim_dicom, self.siim_csv, masks)
         for folder in self.folders:
@@ -233,6 +268,11 @@ class Sources:
             described += [dataset_source(self.data_root, SIIM_SET, "SIIM RLE table: "
                                          "../shared/data/label_tables/SOURCE.md"),
                           dataset_source(self.data_root, NIH_SET, negatives)]
+            if self.nih_labelled:
+                described.append(dataset_source(
+                    self.data_root, NIH_MULTILABEL_SET, "train split: images labelled "
+                    f"Pneumothorax as image-level positives (with the {NIH_SET} train ones), "
+                    "the others as negatives"))
         if self.siim_dicom is not None:
             described.append(f"SIIM layout: {self.siim_dicom} + {self.siim_csv}")
         described += [f"PNG folder: {f}" for f in self.folders]
@@ -241,8 +281,8 @@ class Sources:
 
 
 def is_positive(sample: SegSample) -> bool:
-    """Whether the sample's pneumothorax mask has any pixel."""
-    return bool(read_mask(sample.masks[SEGMENT]).any())
+    """Whether the sample is labelled present, or its pneumothorax mask has any pixel."""
+    return SEGMENT in sample.present or bool(read_mask(sample.masks[SEGMENT]).any())
 
 
 def count_samples(samples: Sequence[SegSample]) -> Counts:
