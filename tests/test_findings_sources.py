@@ -4,6 +4,7 @@ bring, and the card's cross-source figures (recomputed here on the real images).
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from cxr_core.training.augment import SourceStyle
 from cxr_core.training.findings import NETWORK, balanced_weights, keep_outputs
 from cxr_core.training.findings_data import LABELS, FindingsSample, kermany_samples
 from cxr_core.training.findings_layouts import chexpert_samples, datalist_samples
-from cxr_core.training.findings_sources import classify, transfer_limits
+from cxr_core.training.findings_sources import classify, leave_one_source_out, transfer_limits
 from cxr_core.training.metrics import roc_auc
 
 AUC_MARGIN = 0.02
@@ -186,3 +187,28 @@ def test_kermany_test_auc_holds_the_card_figure(classifier, shared_data) -> None
     truth = [s.labels["abnormal"] > 0.5 for s in test]
     card = classifier.card.evaluation["sources"]["kermany"]["at_card_threshold"]["abnormal"]
     assert roc_auc(truth, scores) >= card["auc"] - AUC_MARGIN
+
+
+def test_a_leave_one_source_out_run_becomes_card_figures_and_a_limit() -> None:
+    """A `--without kermany` run's figures on Kermany go into the shipped card under
+    leave_one_source_out, and the limits say what they mean; a run that left nothing out
+    is refused with the argument's name."""
+    shipped = FindingsClassifier.load().card
+    with pytest.raises(ValueError, match="leave_out_run"):
+        leave_one_source_out(shipped)
+    run = copy.deepcopy(shipped)
+    run.provenance.details["sources_left_out"] = ["kermany"]
+    kermany = run.evaluation["sources"]["kermany"]["at_card_threshold"]["abnormal"]
+    recorded = leave_one_source_out(run)
+    assert recorded["kermany"]["figures"]["at_card_threshold"]["abnormal"] == kermany
+    assert recorded["kermany"]["weights_sha256"] == run.weights_sha256
+    card = copy.deepcopy(shipped)
+    card.evaluation["leave_one_source_out"] = recorded
+    limits = [line for line in transfer_limits(card) if line.startswith("Left out")]
+    assert limits == [
+        f"Left out of training, kermany reads AUC {kermany['auc']:.2f} "
+        f"[{kermany['auc_ci95'][0]:.2f}-{kermany['auc_ci95'][1]:.2f}] "
+        f"({kermany['n_positive']}/{kermany['n']}) (abnormal); at the NIH threshold "
+        f"sensitivity {kermany['sensitivity']:.2f}, specificity {kermany['specificity']:.2f}: "
+        "a source without normals in training is read as abnormal; a site should bring its "
+        "own normals."]

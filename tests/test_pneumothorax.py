@@ -31,14 +31,17 @@ from cxr_core.stages.pneumothorax import (
     side_measurements,
 )
 from cxr_core.training.augment import LesionSwap
-from cxr_core.training.data import read_mask
+from cxr_core.training.data import KNOWN_MASK, KNOWN_PRESENT, read_mask
+from cxr_core.training.losses import LesionMilLoss, MaskedBceDiceLoss
 from cxr_core.training.pneumothorax_card import limits_statement
 from cxr_core.training.pneumothorax_evaluate import evaluate_pneumothorax, siim_style
 from cxr_core.training.pneumothorax_sources import (
     SOURCE_CHECK,
     MaskFiles,
     Sources,
+    count_samples,
     hash_split,
+    is_positive,
     png_folder_samples,
     siim_samples,
 )
@@ -136,6 +139,42 @@ def test_shared_sources_add_pneumonia_negatives_without_pneumothorax(shared_data
     labelled = {k for k, r in rows.items() if "Pneumothorax" in r["label_findings"]}
     assert len(labelled) == 9 and not sick & labelled  # kept for the NIH label check
     assert len(sick) == sum(r["label_normal_abnormal"] == "abnormal" for r in rows.values()) - 9
+
+
+def test_nih_labelled_adds_train_split_report_labels_without_masks(shared_data: Path) -> None:
+    """NIH images whose report says Pneumothorax join as image-level positives (no mask),
+    from the train split only: the val split is unchanged and val/test stay unseen."""
+    plain = Sources(data_root=shared_data, nih_negatives=5).samples(MaskFiles())
+    samples = Sources(data_root=shared_data, nih_negatives=5,
+                      nih_labelled=True).samples(MaskFiles())
+    labelled = [s for s in samples if s.source == "nih_labelled"]
+    assert labelled and all(s.split == "train" and not s.masks and s.present == ("pneumothorax",)
+                            for s in labelled)
+    assert all(is_positive(s) for s in labelled)
+    counts = count_samples(samples)
+    # 8 in nih_cxr14_normal_pneumonia's train split + 12 in nih_cxr14_multilabel's
+    assert counts["train"]["nih_labelled_positive"] == 20
+    assert counts["train"]["nih_multilabel_negative"] > 100
+    assert counts["val"] == count_samples(plain)["val"]
+    assert counts["test"] == count_samples(plain)["test"]
+
+
+def test_image_level_term_teaches_a_positive_without_a_mask() -> None:
+    """A mask-less positive adds no pixel loss; its image score (mean of the top pixels'
+    logits) is pushed up, a known-empty negative's down."""
+    pixel = MaskedBceDiceLoss(focal_gamma=2.0, empty_dice=True)
+    loss = LesionMilLoss(pixel_loss=pixel, image_weight=1.0, top_fraction=0.05)
+    logits = torch.full((2, 1, 16, 16), -3.0, requires_grad=True)
+    targets = torch.zeros(2, 1, 16, 16)
+    known = torch.tensor([[KNOWN_PRESENT], [KNOWN_MASK]])
+    with torch.no_grad():
+        assert float(pixel(logits, targets, torch.tensor([[KNOWN_PRESENT], [0.0]]))) == 0.0
+    loss(logits, targets, known).backward()
+    assert logits.grad is not None
+    assert float(logits.grad[0].sum()) < 0  # gradient descent raises the positive's logits
+    assert float(logits.grad[1].sum()) > 0  # and lowers the negative's
+    with pytest.raises(ValueError, match="top_fraction"):
+        LesionMilLoss(pixel_loss=pixel, top_fraction=0.0)
 
 
 def _png_folder(shared_data: Path, root: Path, count: int) -> None:
@@ -252,7 +291,8 @@ def measured(shared_data: Path, detector: PneumothoraxDetector, tmp_path_factory
     sources = Sources(data_root=shared_data,
                       nih_negatives=card.provenance.details["nih_negatives_per_split"],
                       nih_pneumonia_negatives=card.provenance.details.get(
-                          "nih_pneumonia_negatives_per_split", 0))
+                          "nih_pneumonia_negatives_per_split", 0),
+                      nih_labelled=bool(card.provenance.details.get("nih_labelled")))
     return evaluate_pneumothorax(detector, sources.samples(MaskFiles()),
                                  tmp_path_factory.mktemp("ptx_eval"), split="test",
                                  lung=Segmenter.load("lung_seg"), bootstrap=200,

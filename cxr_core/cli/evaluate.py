@@ -17,7 +17,7 @@ from typing import Any
 
 from cxr_core.cli.common import DEFAULT_DATA_ROOT, EXIT_OK, SubParsers
 from cxr_core.cli.train import add_pneumothorax_sources, pneumothorax_sources
-from cxr_core.models.card import CARD_NAME, HISTORY_NAME, ModelCard, model_folder
+from cxr_core.models.card import CARD_NAME, HISTORY_NAME, CardError, ModelCard, model_folder
 
 WRITE_CARD_HELP = ("make --out a complete model folder: this model's card with these test "
                    "figures, a copy of its weights and history (for cxr models promote)")
@@ -43,6 +43,9 @@ def add_parser(sub: SubParsers) -> None:
     findings.add_argument("--model", default="findings", help="model name or folder")
     findings.add_argument("--lung-model", default="lung_seg")
     findings.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    findings.add_argument("--leave-out-run", type=Path, action="append", default=[],
+                          help="a `cxr train findings --without SOURCE` run folder: its "
+                          "figures on the left-out source go into the written card; repeat")
     _add_common(findings, run_findings)
 
     ptx = tasks.add_parser("pneumothorax", help="Dice on positives, Kaggle mean Dice, "
@@ -166,9 +169,11 @@ def run_findings(args: argparse.Namespace) -> int:
     from cxr_core.stages.findings import FindingsClassifier
     from cxr_core.training.findings_data import LABELS, nih_findings_samples
     from cxr_core.training.findings_evaluate import evaluate_findings
+    from cxr_core.training.findings_sources import transfer_limits
     from cxr_core.training.report import print_findings_figures, print_localisation
 
     classifier = FindingsClassifier.load(args.model)
+    left_out = _left_out_sources(args)
     segmenter = Segmenter.load(args.lung_model)  # lung-masked input, and the lung zones
     samples = nih_findings_samples(args.data_root)
     figures = evaluate_findings(classifier, segmenter,
@@ -179,17 +184,36 @@ def run_findings(args: argparse.Namespace) -> int:
         # calibration and the input-mode comparison were measured in training on val and
         # test tensors; the engine-path figures replace the test figures
         card = classifier.card
-        write_model_folder(card, source, args.out, card.evaluation | {
+        evaluation = card.evaluation | {
             "split": "test", "test": figures["figures"], "test_ece": figures["ece"],
             "localisation": figures["localisation"],
             "engine_path_test_auc": {label: figures["figures"][label]["all"]["auc"]
-                                     for label in LABELS}}, "findings")
+                                     for label in LABELS}}
+        if left_out:
+            evaluation["leave_one_source_out"] = left_out
+        card.evaluation = evaluation  # the limitations are generated from the figures
+        card.description.limitations = transfer_limits(card)
+        write_model_folder(card, source, args.out, evaluation, "findings")
     print_findings_figures(figures["figures"])
     print(f"ECE {figures['ece']}  thresholds {figures['thresholds']}")
     print_localisation(figures["localisation"])
     print(f"predictions.csv, roc.png, confusion.png, calibration.png, heatmaps.png, "
           f"metrics.json in {args.out}")
     return EXIT_OK
+
+
+def _left_out_sources(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`~cxr_core.training.findings_sources.leave_one_source_out` of each
+    ``--leave-out-run`` folder (a one-line refusal for one that is not such a run)."""
+    from cxr_core.training.findings_sources import leave_one_source_out
+
+    left_out: dict[str, Any] = {}
+    for run in args.leave_out_run:
+        try:
+            left_out |= leave_one_source_out(ModelCard.load(run / CARD_NAME))
+        except (CardError, OSError, ValueError) as error:
+            args.parser.error(f"--leave-out-run {run}: {error}")
+    return left_out
 
 
 def run_pneumothorax(args: argparse.Namespace) -> int:

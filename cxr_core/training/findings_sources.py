@@ -198,6 +198,22 @@ def _auc(figures: dict[str, Any]) -> str:
     return f"AUC {figures['auc']:.2f} [{low:.2f}-{high:.2f}] ({counts})"
 
 
+def leave_one_source_out(run_card: ModelCard) -> dict[str, Any]:
+    """The left-out sources of a ``cxr train findings --without SOURCE`` run, as the shipped
+    card records them: per left-out source, the run's command and weights, its figures on
+    that source's test split (never trained on) and on the NIH test split."""
+    left_out = run_card.provenance.details.get("sources_left_out") or []
+    if not left_out:
+        raise ValueError(f"leave_out_run: {run_card.identifier} left no source out of "
+                         "training (cxr train findings --without SOURCE makes such a run)")
+    evaluation = run_card.evaluation
+    nih = evaluation.get("test", {}).get("abnormal", {}).get("all")
+    return {source: {"command": run_card.provenance.command,
+                     "weights_sha256": run_card.weights_sha256,
+                     "figures": evaluation.get("sources", {}).get(source, {}),
+                     "nih_test_abnormal": nih} for source in left_out}
+
+
 def transfer_limits(card: ModelCard) -> list[str]:
     """Limitation statements generated from the card's figures (they cannot drift)."""
     evaluation = card.evaluation
@@ -230,6 +246,14 @@ def transfer_limits(card: ModelCard) -> list[str]:
         low, high = called.get("ci95") or (0.0, 1.0)
         limits.append(f"{source} (COVID-19, never trained on): called abnormal in "
                       f"{called['hits']}/{called['n']} [{low:.2f}-{high:.2f}].")
+    for source, run in card.evaluation.get("leave_one_source_out", {}).items():
+        figures = run["figures"].get("at_card_threshold", {}).get("abnormal")
+        if figures:
+            limits.append(
+                f"Left out of training, {source} reads {_auc(figures)} (abnormal); at the NIH "
+                f"threshold sensitivity {figures['sensitivity']:.2f}, specificity "
+                f"{figures['specificity']:.2f}: a source without normals in training is read "
+                "as abnormal; a site should bring its own normals.")
     reencoded = sources.get("reencoded", {})
     worst = [(name, row[label]["mean_abs_change"], row[label]["flipped"], label)
              for name, row in reencoded.items() if isinstance(row, dict) and "figures" in row
