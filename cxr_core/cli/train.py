@@ -198,9 +198,10 @@ def _add_pneumothorax(tasks: SubParsers) -> None:
     augment = ptx.add_argument_group("sampling and augmentation")
     augment.add_argument("--positive-zoom", type=float, default=0.5)
     augment.add_argument("--positive-share", type=float, default=0.5)
-    augment.add_argument("--image-weight", type=float, default=0.5,
+    augment.add_argument("--image-weight", type=float, default=None,
                          help="weight of the image-level (multiple-instance) loss; image-level "
-                         "labels (--nih-labelled) teach only through it (0 = off)")
+                         "labels (--nih-labelled) teach only through it (default: 0.5 with "
+                         "--nih-labelled, else 0 = off)")
     augment.add_argument("--detail", type=float, default=1.0,
                          help="blur/sharpen jitter range (0 = off)")
     augment.add_argument("--swap", type=float, default=0.5,
@@ -290,6 +291,17 @@ def run_findings(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _image_weight(args: argparse.Namespace) -> float:
+    """``--image-weight``, defaulting on with ``--nih-labelled`` (its labels have no masks:
+    only the image-level term can learn from them)."""
+    if args.image_weight is None:
+        return 0.5 if args.nih_labelled else 0.0
+    if args.nih_labelled and args.image_weight <= 0:
+        args.parser.error("--nih-labelled needs --image-weight > 0: its images have no "
+                          "masks, only the image-level term learns from them")
+    return float(args.image_weight)
+
+
 def run_pneumothorax(args: argparse.Namespace) -> int:
     """Train the pneumothorax model; print its figures and source check."""
     from cxr_core.training.pneumothorax import PtxTrainOptions, ptx_config, train_pneumothorax
@@ -298,7 +310,7 @@ def run_pneumothorax(args: argparse.Namespace) -> int:
     options = PtxTrainOptions(
         size=args.size, init_from=args.init_from, positive_zoom=args.positive_zoom,
         positive_share=args.positive_share, detail=args.detail, swap=args.swap,
-        image_weight=args.image_weight,
+        image_weight=_image_weight(args),
         min_area_mm2=args.min_area_mm2, min_area_fraction=args.min_area_fraction,
         thorax_margin_fraction=args.thorax_margin_fraction,
         thorax_min_inside=args.thorax_min_inside,

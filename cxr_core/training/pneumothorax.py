@@ -90,10 +90,11 @@ class PtxTrainOptions:
     """Blur/sharpen jitter: SIIM PNGs are sharper than NIH PNGs (source cue)."""
     positive_share: float = 0.5
     """Share of drawn training samples that are positive (the weighted sampler)."""
-    image_weight: float = 0.5
+    image_weight: float = 0.0
     """Weight of the image-level (multiple-instance) loss term
     (:class:`~cxr_core.training.losses.LesionMilLoss`); it is what lets image-level
-    labels (``Sources.nih_labelled``) train the mask network (0 = off)."""
+    labels (``Sources.nih_labelled``) train the mask network (0 = off, the shipped
+    recipe)."""
     swap: float = 0.5
     """Probability that a drawn image has a lesion region moved in or covered
     (:class:`LesionSwap`): with ``positive_share`` 0.5 and ``swap`` 0.5, an image's source
