@@ -212,3 +212,17 @@ def test_a_leave_one_source_out_run_becomes_card_figures_and_a_limit() -> None:
         f"sensitivity {kermany['sensitivity']:.2f}, specificity {kermany['specificity']:.2f}: "
         "a source without normals in training is read as abnormal; a site should bring its "
         "own normals."]
+
+
+def test_shipped_card_says_what_leaving_a_source_out_does() -> None:
+    """The shipped card carries the Kermany leave-one-source-out run (its command, its
+    weights and its figures on the Kermany test split) and the limit generated from it."""
+    card = FindingsClassifier.load().card
+    run = card.evaluation["leave_one_source_out"]["kermany"]
+    assert "--without kermany" in run["command"] and len(run["weights_sha256"]) == 64
+    assert run["weights_sha256"] != card.weights_sha256
+    left_out = run["figures"]["at_card_threshold"]["abnormal"]
+    kept = card.evaluation["sources"]["kermany"]["at_card_threshold"]["abnormal"]
+    assert left_out["n"] == kept["n"] and left_out["auc"] < kept["auc"]
+    assert any(line.startswith("Left out of training, kermany")
+               for line in card.description.limitations)

@@ -167,7 +167,7 @@ def run_findings(args: argparse.Namespace) -> int:
     source = _check_write_card(args)
     from cxr_core.segmentation import Segmenter
     from cxr_core.stages.findings import FindingsClassifier
-    from cxr_core.training.findings_data import LABELS, nih_findings_samples
+    from cxr_core.training.findings_data import nih_findings_samples, nih_multilabel_samples
     from cxr_core.training.findings_evaluate import evaluate_findings
     from cxr_core.training.findings_sources import transfer_limits
     from cxr_core.training.report import print_findings_figures, print_localisation
@@ -175,7 +175,8 @@ def run_findings(args: argparse.Namespace) -> int:
     classifier = FindingsClassifier.load(args.model)
     left_out = _left_out_sources(args)
     segmenter = Segmenter.load(args.lung_model)  # lung-masked input, and the lung zones
-    samples = nih_findings_samples(args.data_root)
+    # the NIH images of both shared NIH sets, as training evaluates them
+    samples = nih_findings_samples(args.data_root) + nih_multilabel_samples(args.data_root)
     figures = evaluate_findings(classifier, segmenter,
                                 [s for s in samples if s.split == args.split],
                                 [s for s in samples if s.boxes], args.out, split=args.split)
@@ -187,8 +188,8 @@ def run_findings(args: argparse.Namespace) -> int:
         evaluation = card.evaluation | {
             "split": "test", "test": figures["figures"], "test_ece": figures["ece"],
             "localisation": figures["localisation"],
-            "engine_path_test_auc": {label: figures["figures"][label]["all"]["auc"]
-                                     for label in LABELS}}
+            "engine_path_test_auc": {label: shown["all"]["auc"]
+                                     for label, shown in figures["figures"].items()}}
         if left_out:
             evaluation["leave_one_source_out"] = left_out
         card.evaluation = evaluation  # the limitations are generated from the figures
