@@ -87,6 +87,8 @@ class SlicerCXRWidget(ScriptedLoadableModuleWidget):
         self.ui.analyzeFolderButton.connect("clicked(bool)", self.onAnalyzeFolder)
         self.ui.openWorklistButton.connect("clicked(bool)", self.onOpenWorklist)
         self.ui.nextCaseButton.connect("clicked(bool)", self.onNextCase)
+        self.ui.databaseWorklistButton.connect("clicked(bool)", self.onOpenDatabaseWorklist)
+        self.ui.analyzeDatabaseButton.connect("clicked(bool)", self.onAnalyzeDatabase)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.pinsLineEdit.connect("editingFinished()", self.onPinsChanged)
         self.job = None  # the running background process, if any
@@ -210,12 +212,48 @@ class SlicerCXRWidget(ScriptedLoadableModuleWidget):
             self.openWorklist(out)
 
     def openWorklist(self, out: str) -> None:
-        self.worklist = self.logic.openWorklist(out)
-        skipped = len(self.worklist.not_analyzed)
+        self.showWorklist(self.logic.openWorklist(out), "see review.csv")
+
+    def showWorklist(self, worklist, where: str) -> None:
+        self.worklist = worklist
+        skipped = len(worklist.not_analyzed)
         self.ui.worklistStatusLabel.text = (
-            f"{len(self.worklist)} cases, least trusted masks first"
-            + (f"; {skipped} not analysed (see review.csv)" if skipped else ""))
-        self.ui.nextCaseButton.enabled = len(self.worklist) > 0
+            f"{len(worklist)} cases, least trusted masks first"
+            + (f"; {skipped} not analysed ({where})" if skipped else ""))
+        self.ui.nextCaseButton.enabled = len(worklist) > 0
+        self.ui.analyzeDatabaseButton.enabled = bool(getattr(worklist, "unanalysed_files",
+                                                             list)())
+
+    def onOpenDatabaseWorklist(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not read the DICOM database."):
+            self.openDatabaseWorklist()
+
+    def openDatabaseWorklist(self) -> None:
+        worklist = self.logic.openDatabaseWorklist(slicer.dicomDatabase.databaseFilename)
+        self.showWorklist(worklist, "Analyse the rest runs them")
+        for row in worklist.not_analyzed:
+            if row.status != "not analyzed":
+                self.log(f"{Path(row.input).name}: {row.note}")
+
+    def onAnalyzeDatabase(self) -> None:
+        """Analyse the database's radiographs that have no results, in the background,
+        then import the SEGs and SRs into the database and reopen its worklist."""
+        out = self.ui.worklistOutputPathLineEdit.currentPath
+        if not out:
+            slicer.util.warningDisplay("Choose a results folder.")
+            return
+        if self.busy() or not self.logic.ensurePackages(self.ui.deviceComboBox.currentIndex == 1):
+            return
+        from DICOMLib import DICOMUtils
+
+        def done(job) -> None:
+            if job.returncode not in (0, 2):
+                raise RuntimeError(f"cxr analyze ended with status {job.returncode}")
+            DICOMUtils.importDicom(out)  # our SEGs and SRs: the worklist finds them there
+            self.openDatabaseWorklist()
+
+        with slicer.util.tryWithErrorDisplay("Could not start the analysis."):
+            self.startJob(self.logic.analyzeFiles(self.worklist.unanalysed_files(), out), done)
 
     def onNextCase(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not open the case.", waitCursor=True):
@@ -423,8 +461,12 @@ class SlicerCXRLogic(ScriptedLoadableModuleLogic):
         self.core.set_pins(pins)
 
     def analyzeFolder(self, folder: str, out: str):
+        return self.analyzeFiles([folder], out)
+
+    def analyzeFiles(self, paths, out: str):
         python, environment = self.processSettings()
-        return self.core.analyze_in_background([folder], out, python=python, env=environment)
+        return self.core.analyze_in_background(list(paths), out, python=python,
+                                               env=environment)
 
     def analyzeVolumeInBackground(self, volumeNode, out: str):
         if volumeNode is None:
@@ -438,6 +480,9 @@ class SlicerCXRLogic(ScriptedLoadableModuleLogic):
 
     def openWorklist(self, out: str):
         return self.core.open_worklist(out)
+
+    def openDatabaseWorklist(self, database: str):
+        return self.core.open_database_worklist(database)
 
     def nextCase(self, worklist):
         return self.core.next_case(worklist)

@@ -54,6 +54,9 @@ _PUBLIC: dict[str, str] = {
     "MAX_INFLATED_BYTES": "cxr_core.io.limits",
     "read_seg": "cxr_core.io.seg_reader",
     "SegContent": "cxr_core.io.seg_reader",
+    "read_sr": "cxr_core.io.sr_reader",
+    "SrContent": "cxr_core.io.sr_reader",
+    "SrMeasurement": "cxr_core.io.sr_reader",
     # the engine and its models
     "Engine": "cxr_core.engine",
     "StageError": "cxr_core.engine",
@@ -81,6 +84,7 @@ _PUBLIC: dict[str, str] = {
     "REVIEW_CSV": "cxr_core.writers.review_list",
     "ReviewRow": "cxr_core.writers.review_list",
     "read_review": "cxr_core.writers.review_list",
+    "review_order": "cxr_core.writers.review_list",
     # training entry points (import the training package, and torch, on first use)
     "train_lung": "cxr_core.training.lung",
     "train_findings": "cxr_core.training.findings",
@@ -93,12 +97,13 @@ __all__ = [
     "QualityFlag", "SEGMENT_TYPES", "SegmentType", "FINDING_CODES", "segment_type_for_codes",
     "read_radiograph", "expand_inputs", "IMAGE_SUFFIXES", "ACCEPTED_SOP_CLASSES",
     "RefusedInput", "check_dicom_decode_limits", "check_inflated_size", "MAX_DECODED_BYTES",
-    "MAX_INFLATED_BYTES", "read_seg", "SegContent", "Engine", "StageError", "DEFAULT_STAGES",
+    "MAX_INFLATED_BYTES", "read_seg", "SegContent", "read_sr", "SrContent",
+    "SrMeasurement", "Engine", "StageError", "DEFAULT_STAGES",
     "ModelCard", "default_models_dir", "build_dicom_results", "DicomOptions", "DicomResults",
     "build_seg", "write_outputs", "WrittenOutputs", "safe_folder_name", "OUTPUT_KINDS",
     "DEFAULT_OUTPUTS", "write_review_layers", "ReviewLayers", "is_own_output",
     "MANUFACTURER", "LabelStore", "LabelEntry", "image_key", "utc_now", "REVIEW_CSV",
-    "ReviewRow", "read_review", "train_lung",
+    "ReviewRow", "read_review", "review_order", "train_lung",
     "train_findings", "train_pneumothorax",
 ]
 
@@ -135,6 +140,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     )
     from cxr_core.io.reader import expand_inputs, read_radiograph
     from cxr_core.io.seg_reader import SegContent, read_seg
+    from cxr_core.io.sr_reader import SrContent, SrMeasurement, read_sr
     from cxr_core.models.card import ModelCard
     from cxr_core.models.locate import default_models_dir
     from cxr_core.radiograph import (
@@ -159,7 +165,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from cxr_core.writers.labelstore import LabelEntry, LabelStore, image_key, utc_now
     from cxr_core.writers.outputs import DEFAULT_OUTPUTS, OUTPUT_KINDS
     from cxr_core.writers.review import ReviewLayers, write_review_layers
-    from cxr_core.writers.review_list import REVIEW_CSV, ReviewRow, read_review
+    from cxr_core.writers.review_list import REVIEW_CSV, ReviewRow, read_review, review_order
     from cxr_core.writers.seg import build_seg
 
     __version__: str

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import pydicom
+import pytest
 
-from cxr_core import read_radiograph, write_outputs
+from cxr_core import RefusedInput, read_radiograph, read_sr, write_outputs
 from cxr_core.mask_quality import CORE, EXTENT, mask_agreement
 from cxr_core.padding import condition, paste
 from cxr_core.terminology import MASK_AGREEMENT, MASK_AGREEMENT_METHOD
@@ -82,6 +84,16 @@ def test_estimate_reaches_json_and_sr(engine, tmp_path: Path) -> None:
     right = found[("Lung", "Right")]
     assert float(right.value) == quality["right_lung"]
     assert right.method.value == MASK_AGREEMENT_METHOD.value  # how it was derived
+    # our own reader (the DICOM database worklist's) gets the same figures back
+    content = read_sr(written.files["sr"])
+    assert content.quality == {name: quality[name] for name in content.quality}
+    assert set(content.quality) >= {"right_lung", "left_lung", "heart"}
+    assert content.review_score == summary["review_score"]
+    assert content.source_sop_instance_uid == str(analysis.radiograph.source_dataset.SOPInstanceUID)
+    assert content.seg_sop_instance_uid == str(pydicom.dcmread(written.files["seg"]).SOPInstanceUID)
+    assert {m["id"] for m in summary["models"]} <= set(content.models)
+    with pytest.raises(RefusedInput, match="not a DICOM Structured Report"):
+        read_sr(written.files["seg"])
 
 
 def test_analyze_writes_review_csv_worst_first(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import slicer
 import cxr_core
 from SlicerCXRLib.background import BackgroundProcess, analyze_command
 from SlicerCXRLib.devices import CPU, check_device, place_engine
+from SlicerCXRLib.dicom_worklist import DatabaseWorklist
 from SlicerCXRLib.export import ExportResult, export_segmentation
 from SlicerCXRLib.scene_bridge import (
     AnalysisNodes,
@@ -24,7 +25,7 @@ from SlicerCXRLib.scene_bridge import (
     volume_to_radiograph,
 )
 from SlicerCXRLib.seg_loading import load_seg
-from SlicerCXRLib.worklist import OpenedCase, Worklist
+from SlicerCXRLib.worklist import CaseList, OpenedCase, Worklist
 
 RETRAIN_DEFAULTS = {"epochs": 20, "patience": 10, "learning_rate": 5e-4, "max_minutes": 15.0}
 """Fine-tuning on a handful of corrections: few epochs and a lower rate than training."""
@@ -152,7 +153,12 @@ class CXRLogic:
         """The cases of a finished ``cxr analyze`` run, least trusted masks first."""
         return Worklist(run_dir)
 
-    def next_case(self, worklist: Worklist) -> OpenedCase | None:
+    def open_database_worklist(self, database: Path | str) -> CaseList:
+        """The radiographs of Slicer's DICOM database (its folder or ``ctkDICOM.sql``)
+        that have our SR, least trusted masks first."""
+        return DatabaseWorklist(database)
+
+    def next_case(self, worklist: CaseList) -> OpenedCase | None:
         """Open the worklist's next case in the scene (None when none is left)."""
         row = worklist.next_case()
         return worklist.open(self.scene, row) if row is not None else None

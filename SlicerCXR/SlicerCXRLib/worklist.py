@@ -1,11 +1,12 @@
-"""The review worklist: a folder's radiographs, the least trusted masks first, "next case".
+"""The review worklist: analysed radiographs, the least trusted masks first, "next case".
 
-A folder is analysed in the background (``cxr analyze --out RUN``, see
-:mod:`SlicerCXRLib.background`), which writes ``RUN/review.csv`` worst-first; the
-worklist reads it and opens one case at a time: the radiograph, its masks as an
-editable segmentation (the model's output kept aside for the label store, with the
-model versions that drew them) and a table of its measurements, mask agreement
-included. Nothing is re-analysed on the GUI thread.
+Its source is a results folder (here) or Slicer's DICOM database
+(:mod:`SlicerCXRLib.dicom_worklist`). A folder is analysed in the background (``cxr
+analyze --out RUN``, see :mod:`SlicerCXRLib.background`), which writes
+``RUN/review.csv`` worst-first; the worklist reads it and opens one case at a time: the
+radiograph, its masks as an editable segmentation (the model's output kept aside for
+the label store, with the model versions that drew them) and a table of its
+measurements, mask agreement included. Nothing is re-analysed on the GUI thread.
 """
 
 from __future__ import annotations
@@ -47,23 +48,14 @@ class OpenedCase:
     """The positive findings' heat maps, by finding name."""
 
 
-class Worklist:
-    """The analysed cases of a run, in ``review.csv`` order (worst first).
+class CaseList:
+    """Cases worst first (lowest review score) and a cursor: what every worklist source
+    (a results folder, a DICOM database) shares; :meth:`open` is the source's own."""
 
-    Parameters
-    ----------
-    run_dir:
-        A ``cxr analyze --out`` folder holding ``review.csv``.
-    """
-
-    def __init__(self, run_dir: Path | str) -> None:
-        self.run_dir = Path(run_dir)
-        if not (self.run_dir / cxr_core.REVIEW_CSV).is_file():
-            raise ValueError(f"run_dir: no {cxr_core.REVIEW_CSV} in {run_dir} "
-                             "(analyse a folder first)")
-        rows = cxr_core.read_review(self.run_dir)
-        self.cases = [row for row in rows if row.status == ANALYZED]
-        self.not_analyzed = [row for row in rows if row.status != ANALYZED]
+    def __init__(self, cases: list[cxr_core.ReviewRow],
+                 not_analyzed: list[cxr_core.ReviewRow]) -> None:
+        self.cases = cases
+        self.not_analyzed = not_analyzed
         self.position = -1
         """Index of the current case in :attr:`cases` (-1 before the first)."""
 
@@ -81,12 +73,36 @@ class Worklist:
         return self.current
 
     def describe(self, row: cxr_core.ReviewRow) -> str:
-        """A one-line summary for the log: rank, name, scores."""
+        """A one-line summary for the log: rank, file name, scores."""
         rank = self.cases.index(row) + 1
         scores = ", ".join(f"{name} {value:.3f}" for name, value in
                            (("right lung", row.right_lung), ("left lung", row.left_lung),
                             ("heart", row.heart)) if value is not None)
         return f"case {rank}/{len(self.cases)}: {Path(row.input).name} ({scores})"
+
+    def open(self, scene: slicer.vtkMRMLScene, row: cxr_core.ReviewRow,
+             volume: slicer.vtkMRMLScalarVolumeNode | None = None) -> OpenedCase:
+        """Load ``row``'s radiograph (unless ``volume`` is it) and its results."""
+        raise NotImplementedError
+
+
+class Worklist(CaseList):
+    """The analysed cases of a run, in ``review.csv`` order (worst first).
+
+    Parameters
+    ----------
+    run_dir:
+        A ``cxr analyze --out`` folder holding ``review.csv``.
+    """
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.run_dir = Path(run_dir)
+        if not (self.run_dir / cxr_core.REVIEW_CSV).is_file():
+            raise ValueError(f"run_dir: no {cxr_core.REVIEW_CSV} in {run_dir} "
+                             "(analyse a folder first)")
+        rows = cxr_core.read_review(self.run_dir)
+        super().__init__([row for row in rows if row.status == ANALYZED],
+                         [row for row in rows if row.status != ANALYZED])
 
     def open(self, scene: slicer.vtkMRMLScene, row: cxr_core.ReviewRow,
              volume: slicer.vtkMRMLScalarVolumeNode | None = None) -> OpenedCase:
@@ -139,6 +155,12 @@ def summary_table(scene: slicer.vtkMRMLScene, summary: dict[str, Any],
               "positive" if f["positive"] else "negative") for f in summary.get("findings", [])]
     rows += [("model", m["id"], float("nan"), "", f"{m['task']}; weights {m['sha256']}")
              for m in summary.get("models", [])]
+    return rows_table(scene, rows, name)
+
+
+def rows_table(scene: slicer.vtkMRMLScene, rows: list[tuple[str, str, float, str, str]],
+               name: str) -> slicer.vtkMRMLTableNode:
+    """A table node of (kind, name, value, unit, derivation) rows."""
     arrays: list[vtk.vtkAbstractArray] = []
     for column in TABLE_COLUMNS:
         array = vtk.vtkDoubleArray() if column == "Value" else vtk.vtkStringArray()
