@@ -273,38 +273,25 @@ class SlicerCXRWidget(ScriptedLoadableModuleWidget):
         self.log(f"Results made by {', '.join(case.models)}")
 
     def onAnalyze(self) -> None:
+        """Analyse the selected volume in a background process (a volume with no file is
+        written to a temporary folder first); the results land on that volume."""
         if self.busy() or not self.logic.ensurePackages(self.ui.deviceComboBox.currentIndex == 1):
             return
         from cxr_core import RefusedInput
 
         volume = self.ui.inputVolumeSelector.currentNode()
-        try:  # in a background process when the volume has a file the engine can read
-            out = tempfile.mkdtemp(prefix="slicercxr-")
-            job = self.logic.analyzeVolumeInBackground(volume, out)
-        except ValueError:
-            job = None
-        if job is not None:
-            def done(_job) -> None:
-                try:
-                    self.showCase(self.logic.showBackgroundResult(volume, out))
-                except RefusedInput as refusal:
-                    self.log(f"Not analysed: {refusal}")
-                    slicer.util.warningDisplay(f"SlicerCXR does not analyse this image:\n\n"
-                                               f"{refusal}", windowTitle="Not analysed")
-            self.startJob(job, done)
-            return
+        out = tempfile.mkdtemp(prefix="slicercxr-")
 
-        with slicer.util.tryWithErrorDisplay("Analysis failed.", waitCursor=True):
+        def done(_job) -> None:
             try:
-                nodes = self.logic.analyze(self.ui.inputVolumeSelector.currentNode())
+                self.showCase(self.logic.showBackgroundResult(volume, out))
             except RefusedInput as refusal:  # an answer, not an error: say why, plainly
                 self.log(f"Not analysed: {refusal}")
                 slicer.util.warningDisplay(f"SlicerCXR does not analyse this image:\n\n"
                                            f"{refusal}", windowTitle="Not analysed")
-                return
-            self.ui.segmentationSelector.setCurrentNode(nodes.segmentation)
-            self.ui.resultsTableView.setMRMLTableNode(nodes.table)
-            slicer.util.resetSliceViews()
+
+        with slicer.util.tryWithErrorDisplay("Could not start the analysis."):
+            self.startJob(self.logic.analyzeVolumeInBackground(volume, out), done)
 
     def onEdit(self) -> None:
         segmentation = self.ui.segmentationSelector.currentNode()

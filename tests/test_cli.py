@@ -45,3 +45,14 @@ def test_missing_input_is_refused_not_crashed(tmp_path: Path) -> None:
                              str(tmp_path)], capture_output=True, text=True, check=False,
                             timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_bad_pixel_spacing_is_refused_in_one_line(tmp_path: Path) -> None:
+    for value, reason in (("abc", "give ROW_MM,COLUMN_MM"), ("0.2,0", "give ROW_MM,COLUMN_MM"),
+                          ("0.2,0.2,guessed", "unknown source 'guessed'")):
+        result = subprocess.run([*CXR, "analyze", str(RG1_UNCR), "--out", str(tmp_path),
+                                 "--pixel-spacing", value], capture_output=True, text=True,
+                                check=False, timeout=300)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert reason in result.stderr and len(result.stderr.splitlines()) == 1
+        assert not any(tmp_path.iterdir())  # refused before anything was read or written

@@ -157,9 +157,10 @@ class BackgroundProcess:
 
 def analyze_command(inputs: Sequence[Path | str], out_dir: Path | str, *,
                     python: str | None = None, models_dir: Path | str | None = None,
-                    pins: Mapping[str, str] | None = None) -> list[str]:
+                    pins: Mapping[str, str] | None = None,
+                    pixel_spacing: str | None = None) -> list[str]:
     """The ``cxr analyze`` command for ``inputs`` into ``out_dir`` (``review.csv`` too),
-    with the models folder and pinned model versions given."""
+    with the models folder, pinned model versions and image files' spacing given."""
     if not inputs:
         raise ValueError("inputs: nothing to analyse")
     command = [python or sys.executable, "-m", "cxr_core.cli", "analyze",
@@ -167,5 +168,5 @@ def analyze_command(inputs: Sequence[Path | str], out_dir: Path | str, *,
     command += ["--models-dir", str(models_dir)] if models_dir else []
     for name, version in (pins or {}).items():
         command += ["--pin", f"{name}@{version}"]
-    return command
+    return command + (["--pixel-spacing", pixel_spacing] if pixel_spacing else [])
 

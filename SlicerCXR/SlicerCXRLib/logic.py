@@ -23,6 +23,7 @@ from SlicerCXRLib.scene_bridge import (
     show_analysis,
     source_file,
     volume_to_radiograph,
+    write_volume_input,
 )
 from SlicerCXRLib.seg_loading import load_seg
 from SlicerCXRLib.worklist import CaseList, OpenedCase, Worklist
@@ -102,8 +103,8 @@ class CXRLogic:
         return show_analysis(self.scene, volume_node, analysis)
 
     def analyze_in_background(self, inputs: list[Path | str], out_dir: Path | str, *,
-                              python: str | None = None,
-                              env: dict[str, str] | None = None) -> BackgroundProcess:
+                              python: str | None = None, env: dict[str, str] | None = None,
+                              pixel_spacing: str | None = None) -> BackgroundProcess:
         """Start ``cxr analyze`` on files or folders into ``out_dir`` in its own process
         (with this logic's models folder); poll it, cancel it, then :meth:`open_worklist`.
 
@@ -116,24 +117,27 @@ class CXRLogic:
         if not files:
             raise ValueError("inputs: no radiograph files found")
         command = analyze_command([str(p) for p in inputs], out_dir, python=python,
-                                  models_dir=self.models_dir, pins=self.pins)
+                                  models_dir=self.models_dir, pins=self.pins,
+                                  pixel_spacing=pixel_spacing)
         return BackgroundProcess(command, total=len(files), env=env).start()
 
     def analyze_volume_in_background(self, volume_node: slicer.vtkMRMLScalarVolumeNode,
                                      out_dir: Path | str, *, python: str | None = None,
                                      env: dict[str, str] | None = None) -> BackgroundProcess:
-        """Start ``cxr analyze`` on the file ``volume_node`` was read from; when it has
-        ended, :meth:`show_background_result` puts the results on that volume.
+        """Start ``cxr analyze`` on ``volume_node``; when it has ended,
+        :meth:`show_background_result` puts the results on that volume.
 
-        Raises
-        ------
-        ValueError
-            When the volume has no file the engine can read (analyse it in-process).
+        The file the volume was read from is analysed when it has one the engine can
+        read (so a DICOM header comes along); a volume without one (drawn, computed, its
+        file gone) is first written into ``out_dir`` with the pixels and spacing an
+        in-process analysis would take (:func:`write_volume_input`).
         """
         path = source_file(volume_node, dicom_file_for_uid=self.dicom_file_for_uid)
+        spacing = None
         if path is None:
-            raise ValueError(f"volume_node: {volume_node.GetName()!r} has no source file")
-        return self.analyze_in_background([path], out_dir, python=python, env=env)
+            path, spacing = write_volume_input(volume_node, Path(out_dir))
+        return self.analyze_in_background([path], out_dir, python=python, env=env,
+                                          pixel_spacing=spacing)
 
     def show_background_result(self, volume_node: slicer.vtkMRMLScalarVolumeNode,
                                out_dir: Path | str) -> OpenedCase:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import slicer
 import vtk
+from PIL import Image
 
 from cxr_core import (
     IMAGE_SUFFIXES,
@@ -131,6 +132,23 @@ def source_file(volume_node: slicer.vtkMRMLVolumeNode, *,
         if stored.suffix.lower() in IMAGE_SUFFIXES:
             candidates.append(str(stored))
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def write_volume_input(volume_node: slicer.vtkMRMLScalarVolumeNode,
+                       folder: Path) -> tuple[Path, str | None]:
+    """Write a volume that has no source file as an input ``cxr analyze`` reads back
+    unchanged: a float32 TIFF of the same pixels :func:`volume_to_radiograph` hands the
+    engine in-process, named after the volume; with the spacing to pass as
+    ``--pixel-spacing`` (None when the volume declares none).
+    """
+    radiograph = volume_to_radiograph(volume_node)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{radiograph.id}.tiff"
+    Image.fromarray(radiograph.pixels.astype(np.float32)).save(path)
+    spacing = radiograph.spacing
+    if spacing.row_mm is None or spacing.source == SpacingSource.UNKNOWN:
+        return path, None
+    return path, f"{spacing.row_mm!r},{spacing.column_mm!r},{spacing.source.value}"
 
 
 def _declared_spacing(volume_node: slicer.vtkMRMLVolumeNode) -> PixelSpacing:

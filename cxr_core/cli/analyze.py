@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from cxr_core.cli.common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, SubParsers
 from cxr_core.io import RefusedInput, expand_inputs, read_radiograph
+from cxr_core.radiograph import PixelSpacing, SpacingSource
 from cxr_core.timing import timed_call
 from cxr_core.writers.outputs import DEFAULT_OUTPUTS, OUTPUT_KINDS, parse_outputs
 
@@ -31,6 +32,11 @@ def add_parser(sub: SubParsers) -> None:
         help=f"comma-separated files to write: {', '.join(OUTPUT_KINDS)}, or all "
              f"(default: {','.join(DEFAULT_OUTPUTS)}; heat maps at source resolution are "
              "written when asked)")
+    parser.add_argument(
+        "--pixel-spacing", default=None, metavar="ROW_MM,COLUMN_MM[,SOURCE]",
+        help="pixel spacing of image-file inputs (DICOM inputs keep their own), e.g. "
+             "0.2,0.2 (taken as calibrated) or 0.15,0.15,ImagerPixelSpacing (at the "
+             "detector: no mm measurements); as Slicer hands over a volume's spacing")
     parser.set_defaults(handler=run)
 
 
@@ -41,18 +47,46 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     try:
         outputs = parse_outputs(args.outputs)
+        spacing = parse_spacing(args.pixel_spacing) if args.pixel_spacing else None
     except ValueError as error:
         print(f"cxr analyze: {error}", file=sys.stderr)
         return EXIT_REFUSED
     return analyze_paths(args.inputs, args.out, models_dir=args.models_dir, pins=pins,
-                         outputs=outputs)
+                         outputs=outputs, spacing=spacing)
+
+
+def parse_spacing(text: str) -> PixelSpacing:
+    """``ROW_MM,COLUMN_MM[,SOURCE]`` -> a spacing (``calibrated`` unless a source is named).
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong: not two positive numbers, or an unknown source.
+    """
+    parts = [part.strip() for part in text.split(",")]
+    sources = {source.value: source for source in SpacingSource
+               if source is not SpacingSource.UNKNOWN}
+    try:
+        row_mm, column_mm = float(parts[0]), float(parts[1])
+    except (ValueError, IndexError):
+        row_mm = column_mm = 0.0
+    if len(parts) not in (2, 3) or not (0 < row_mm < 10 and 0 < column_mm < 10):
+        raise ValueError(f"--pixel-spacing {text!r}: give ROW_MM,COLUMN_MM in mm (0-10), "
+                         "optionally ,SOURCE")
+    source = parts[2] if len(parts) == 3 else SpacingSource.CALIBRATED.value
+    if source not in sources:
+        raise ValueError(f"--pixel-spacing: unknown source {source!r}; choose from "
+                         f"{', '.join(sources)}")
+    return PixelSpacing(row_mm, column_mm, sources[source])
 
 
 def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None = None,
                   pins: dict[str, str] | None = None,
-                  outputs: Collection[str] = DEFAULT_OUTPUTS) -> int:
+                  outputs: Collection[str] = DEFAULT_OUTPUTS,
+                  spacing: PixelSpacing | None = None) -> int:
     """Analyse every input, writing the ``outputs`` kinds; print one line per refused
-    input; return the exit code."""
+    input; return the exit code. ``spacing`` applies to image files (a DICOM header's
+    spacing always wins)."""
     files = expand_inputs(inputs)
     if not files:
         print("cxr analyze: no input files found", file=sys.stderr)
@@ -74,6 +108,8 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
         try:
             timings: dict[str, float] = {}
             radiograph = timed_call(timings, "read", read_radiograph, path)
+            if spacing is not None and radiograph.source_dataset is None:
+                radiograph.spacing = spacing
             analysis = engine.analyze(radiograph)
             analysis.timings = timings | analysis.timings
             written = write_outputs(analysis, out_dir, outputs)

@@ -2,7 +2,9 @@
 
 ``cxr analyze`` runs as a subprocess (as the module runs it), its progress is parsed
 from its output, a second run is cancelled mid-way, and the worklist opens the finished
-run's cases least-trusted first, with the model versions that made them.
+run's cases least-trusted first, with the model versions that made them. A volume with
+no file behind it goes to the same background process and comes back with the masks and
+measurements an in-process analysis gives it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 import pytest
 from SlicerCXRLib.background import BackgroundProcess
 from SlicerCXRLib.export import segmentation_masks
+from SlicerCXRLib.mrml import set_radiograph_geometry
+from SlicerCXRLib.scene_bridge import SPACING_SOURCE_ATTRIBUTE, radiograph_to_volume, source_file
 
 from cxr_core.io import read_radiograph
 from cxr_core.training.metrics import dice_iou
@@ -129,3 +133,40 @@ def test_one_volume_analysed_in_background_lands_on_that_volume(logic, tmp_path)
     _wait(process)
     with pytest.raises(RefusedInput, match="not a"):
         logic.show_background_result(other, tmp_path / "refused")
+
+
+def test_volume_without_file_analysed_in_background_as_in_process(logic, scene, tmp_path):
+    # pixels put in the scene with no file behind them, and a spacing declared by the user
+    volume = radiograph_to_volume(scene, read_radiograph(path_of(POOR)), name="drawn volume")
+    set_radiograph_geometry(volume, 0.25, 0.3)
+    volume.SetAttribute(SPACING_SOURCE_ATTRIBUTE, "calibrated")
+    assert source_file(volume) is None
+    in_process = logic.analyze(volume)
+    expected, _ = segmentation_masks(in_process.segmentation, volume)
+    analysis = logic.analyses[volume.GetID()]
+
+    process = logic.analyze_volume_in_background(volume, tmp_path / "one")
+    assert "--pixel-spacing" in process.command
+    _wait(process)
+    assert process.returncode == 0, process.progress.lines[-5:]
+    case = logic.show_background_result(volume, tmp_path / "one")
+    assert case.volume is volume
+    masks, _ = segmentation_masks(case.segmentation, volume)
+    for name, mask in expected.items():  # the same pixels and model: the same masks
+        assert np.array_equal(masks[name], mask), name
+    assert case.row.review_score == analysis.review_score
+    rows = {case.table.GetCellText(r, 1): (float(case.table.GetCellText(r, 2)),
+                                           case.table.GetCellText(r, 3))
+            for r in range(case.table.GetNumberOfRows())}
+    for measurement in analysis.measurements:  # mm where the declared spacing allows
+        value, unit = rows[measurement.name]
+        assert unit == measurement.unit
+        assert value == pytest.approx(measurement.value, rel=1e-3), measurement.name
+    assert any(m.unit == "mm2" for m in analysis.measurements)
+
+    # cancel: stopped mid-way, nothing picked up
+    process = logic.analyze_volume_in_background(volume, tmp_path / "cancelled")
+    assert process.running
+    process.cancel(grace=10)
+    assert process.cancelled and not process.running and process.returncode != 0
+    assert not (tmp_path / "cancelled" / "review.csv").exists()
