@@ -17,6 +17,7 @@ from PIL import Image
 from cxr_core.cli import main as cxr_main
 from cxr_core.io import read_radiograph
 from cxr_core.io.seg_reader import read_seg
+from cxr_core.io.sr_reader import read_sr
 from cxr_core.measure import make_segment
 from cxr_core.models import default_models_dir, load_model
 from cxr_core.models.card import file_sha256
@@ -326,6 +327,9 @@ def test_test_split_figures_match_card(measured: dict, detector) -> None:
     assert measured["specificity"]["value"] == pytest.approx(
         claimed["specificity"]["value"], abs=0.02)
     assert measured["n_positive"] == claimed["n_positive"] == 5
+    # how far to trust each reported mask, on the positives that got one
+    quality = measured["mask_quality"]
+    assert quality["n_positive"] == 5 and quality["n"] + quality["n_missed_no_estimate"] == 5
     # the model finds pneumothorax better than chance on unseen SIIM positives, and
     # leaves sick NIH chests (pneumonia, lines) mostly alone
     assert measured["dice_positive"]["mean"] > 0.2
@@ -467,6 +471,8 @@ def test_seg_sr_overlay_and_masks_carry_the_pneumothorax(engine, detector, share
     assert item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
     assert item.SegmentedPropertyTypeCodeSequence[0].CodeValue == PTX_CODE
     assert not dciodvfy_errors(written.files["sr"])
+    quality = analysis.segments["pneumothorax"].quality  # how far to trust it, in the SR too
+    assert 0 < quality <= 1 and read_sr(written.files["sr"]).quality["pneumothorax"] == quality
     text = dsrdump(written.files["sr"])
     area = next(m for m in analysis.measurements if m.name.endswith("_area")
                 and m.name.startswith("pneumothorax_"))

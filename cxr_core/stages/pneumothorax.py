@@ -24,6 +24,7 @@ import torch
 from scipy import ndimage
 
 from cxr_core.analysis import Analysis, Finding, Measurement, Segment
+from cxr_core.mask_quality import quality_measurements
 from cxr_core.measure import area_measurement, lung_union, make_segment
 from cxr_core.models import LesionRule, ModelCard
 from cxr_core.pneumothorax_size import (
@@ -171,6 +172,9 @@ class Detection:
     ``present`` is whether this reaches the :class:`MinimumArea`."""
     gated: bool = False
     """Whether the :class:`ThoraxGate` judged the regions (lungs were given and found)."""
+    agreement: float | None = None
+    """The network's mask agreement (:func:`cxr_core.mask_quality.mask_agreement`) over
+    its pneumothorax probabilities: how far to trust the mask when one is reported."""
 
 
 class PneumothoraxDetector:
@@ -213,7 +217,8 @@ class PneumothoraxDetector:
         present = bool(inside.any()) and self.minimum.reached(inside, spacing)
         return Detection(inside if present else np.zeros_like(inside),
                          float(probabilities.max()), present, probabilities,
-                         candidates=candidates, inside=inside, gated=gated)
+                         candidates=candidates, inside=inside, gated=gated,
+                         agreement=output.agreement.get(SEGMENT))
 
     def note(self, found: Detection, spacing: PixelSpacing, *,
              probability: float | None = None) -> str | None:
@@ -290,10 +295,12 @@ class PneumothoraxStage:
             note=self.detector.note(found, radiograph.spacing, probability=probability)))
         if not found.present:
             return
-        analysis.segments[SEGMENT] = make_segment(SEGMENT, found.mask, radiograph.spacing,
-                                                  self.card.identifier)
+        segment = make_segment(SEGMENT, found.mask, radiograph.spacing, self.card.identifier,
+                               quality=found.agreement)
+        analysis.segments[SEGMENT] = segment
         analysis.measurements += side_measurements(
             found.mask, analysis.segments, radiograph.spacing, mirrored=radiograph.mirrored)
+        analysis.measurements += quality_measurements([segment])
 
 
 def side_measurements(mask: np.ndarray, segments: Mapping[str, Segment], spacing: PixelSpacing,

@@ -39,6 +39,7 @@ from cxr_core.training.data import SegSample, read_manifest, read_mask
 from cxr_core.training.metrics import auc_with_ci, dice_iou, mean_with_ci, rate
 from cxr_core.training.plots import save_montage
 from cxr_core.training.pneumothorax_sources import NIH_MULTILABEL_SET, NIH_SET, is_positive
+from cxr_core.training.quality_eval import pneumothorax_quality_figures
 from cxr_core.writers.overlay import overlay_rgb
 
 SIIM_JPEG_QUALITY = 92
@@ -151,6 +152,9 @@ def _figures(scored: Sequence[Scored], bootstrap: int) -> dict[str, Any]:
                                       bootstrap),
         "sensitivity": rate(present[positive]),
         "specificity": rate(~present[~positive]),
+        "mask_quality": pneumothorax_quality_figures(
+            [(s.detection.agreement if s.detection.present else None, s.dice)
+             for s in scored if s.truth.any()], bootstrap),
         "per_image": [{"key": s.sample.key, "source": s.sample.source,
                        "positive": bool(s.truth.any()), "dice": round(s.dice, 4),
                        "probability": round(s.detection.probability, 4),

@@ -19,6 +19,9 @@ from cxr_core.training.metrics import bootstrap_interval
 
 POOR_DICE = 0.92
 REVIEW_SHARE = 0.2
+POOR_PNEUMOTHORAX_DICE = 0.5
+"""A pneumothorax mask a reader must redraw: SIIM readers' own masks of one image agree
+far less than lung outlines do, so the lungs' 0.92 would call almost every mask poor."""
 
 
 def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
@@ -38,14 +41,14 @@ def lowest_share(scores: np.ndarray, share: float = REVIEW_SHARE) -> np.ndarray:
 
 
 def ranking_figures(scores: Sequence[float], dice: Sequence[float],
-                    bootstrap: int = 2000) -> dict[str, Any]:
+                    bootstrap: int = 2000, poor_dice: float = POOR_DICE) -> dict[str, Any]:
     """Spearman of ``scores`` with ``dice`` (bootstrap 95 % CI) and the share of masks
-    with Dice below :data:`POOR_DICE` among the lowest-scored :data:`REVIEW_SHARE`."""
+    with Dice below ``poor_dice`` among the lowest-scored :data:`REVIEW_SHARE`."""
     x, y = np.asarray(scores, dtype=float), np.asarray(dice, dtype=float)
-    poor = y < POOR_DICE
+    poor = y < poor_dice
     found = int((poor & lowest_share(x)).sum())
     return {
-        "n": int(x.size), "spearman": round(spearman(x, y), 4),
+        "n": int(x.size), "poor_dice": poor_dice, "spearman": round(spearman(x, y), 4),
         "spearman_ci95": bootstrap_interval(lambda i: spearman(x[i], y[i]), x.size,
                                             samples=bootstrap),
         "n_poor": int(poor.sum()), "poor_in_lowest_20pct": found,
@@ -86,3 +89,17 @@ def _image_figures(rows: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[st
             "poor_lung_masks": int(poor.sum()),
             "poor_lung_masks_in_lowest_20pct": int(poor[picked].sum()),
             "share": round(float(poor[picked].sum() / poor.sum()), 4) if poor.any() else None}
+
+
+def pneumothorax_quality_figures(pairs: Sequence[tuple[float | None, float]],
+                                 bootstrap: int = 2000) -> dict[str, Any]:
+    """How the pneumothorax mask agreement ranks the true Dice of the masks reported on
+    positive images, from ``(agreement, dice)`` per positive image (agreement None when
+    no mask was reported: a missed pneumothorax has no mask and so no estimate)."""
+    reported = [(q, d) for q, d in pairs if q is not None]
+    figures: dict[str, Any] = {"n_positive": len(pairs),
+                               "n_missed_no_estimate": len(pairs) - len(reported)}
+    if len(reported) < 3:
+        return figures | {"reading": "fewer than 3 reported masks: nothing to rank"}
+    return figures | ranking_figures([q for q, _ in reported], [d for _, d in reported],
+                                     bootstrap, poor_dice=POOR_PNEUMOTHORAX_DICE)

@@ -254,13 +254,21 @@ def _structures(analysis: Analysis) -> list[_Structure]:
             if not _measures(measurement, kind):
                 continue
             side = kind.modifier if kind.modifier is not None else measurement.laterality
-            found = next((s for s in structures if s.segment == name and s.laterality == side),
-                         None)
+            found = next((s for s in structures
+                          if s.segment == name and _same_side(s.laterality, side)), None)
             if found is None:
                 found = _Structure(name, side)
                 structures.append(found)
             found.measurements.append(measurement)
     return structures
+
+
+def _same_side(first: Code | None, second: Code | None) -> bool:
+    """Whether two lateralities are the same, None (the whole structure) included
+    (pydicom's ``Code.__eq__`` cannot compare with None)."""
+    if first is None or second is None:
+        return first is second
+    return bool(first == second)
 
 
 def _measures(measurement: EngineMeasurement, kind: SegmentType) -> bool:
