@@ -261,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-minutes", type=float, default=12.0)
     parser.add_argument("--tune-epochs", type=int, default=60)
     parser.add_argument("--tune-minutes", type=float, default=4.0)
-    # 5e-4 (Slicer's retrain default) for 25 epochs left the base unchanged here (gains
-    # within +-0.002 at N=10): too few steps on 10-40 images to move it
+    # 5e-4 (Slicer's former retrain default) for 25 epochs left the base unchanged here
+    # (gains within +-0.002 at N=10): too few steps on 10-40 images to move it
     parser.add_argument("--tune-lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
