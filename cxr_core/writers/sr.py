@@ -1,4 +1,4 @@
-"""Comprehensive SR with TID 1500 (highdicom), following IHE AI Results (AIR) conventions.
+"""Comprehensive SR with TID 1500, following IHE AI Results (AIR) conventions.
 
 The content tree (``docs/conformance.md``, section "TID 1500 SR"):
 
@@ -25,40 +25,19 @@ The content tree (``docs/conformance.md``, section "TID 1500 SR"):
 Each group names the model that made it (TID 4019 Algorithm Identification), whose
 observer is in the Observation Context. Without a SEG the structure groups are TID 1501
 image-level groups with the same content.
+
+The content tree is written with pydicom (:mod:`cxr_core.writers.sr_content`), item for
+item as highdicom's template classes write it; highdicom's ``ComprehensiveSR`` writes the
+document's modules around it (see :func:`_document`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import highdicom as hd
 import pydicom
-from highdicom.sr import (
-    AlgorithmIdentification,
-    CodeContentItem,
-    ComprehensiveSR,
-    ContainerContentItem,
-    ContentSequence,
-    DeviceObserverIdentifyingAttributes,
-    FindingSite,
-    ImageContentItem,
-    Measurement,
-    MeasurementReport,
-    MeasurementsAndQualitativeEvaluations,
-    NumContentItem,
-    ObservationContext,
-    ObserverContext,
-    PlanarROIMeasurementsAndQualitativeEvaluations,
-    QualitativeEvaluation,
-    ReferencedSegmentationFrame,
-    RelationshipTypeValues,
-    SourceImageForMeasurementGroup,
-    SourceImageForSegmentation,
-    TextContentItem,
-    TrackingIdentifier,
-)
+from highdicom.sr import ComprehensiveSR
 from highdicom.sr.templates import _get_coded_modality as coded_modality  # TID 1602 row 1
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -86,12 +65,33 @@ from cxr_core.writers.derivation import (
     source_for_derivation,
 )
 from cxr_core.writers.identity import MANUFACTURER, SR_SERIES_NUMBER, software_version
+from cxr_core.writers.sr_content import (
+    CONTAINS,
+    HAS_ACQ_CONTEXT,
+    HAS_CONCEPT_MOD,
+    algorithm_identification,
+    code_item,
+    container,
+    device_observer,
+    finding_site,
+    image_item,
+    language,
+    measurement_item,
+    num_item,
+    text_item,
+    tracking_identifier,
+    with_children,
+)
 
 SOURCE = Code("260753009", "SCT", "Source")
 """TID 1601's concept name for an image in the library (as highdicom writes it)."""
 PROJECTION_MODALITIES = {"CR": Code("CR", "DCM", "Computed Radiography"),
                          "DX": Code("DX", "DCM", "Digital Radiography")}
-GroupType = MeasurementsAndQualitativeEvaluations | PlanarROIMeasurementsAndQualitativeEvaluations
+FINDING_CATEGORY = Code("276214006", "SCT", "Finding category")
+FINDING = Code("121071", "DCM", "Finding")
+PIXELS = Code("{pixels}", "UCUM", "Pixels")
+SOURCE_FOR_SEGMENTATION = Code("121233", "DCM", "Source Image for Segmentation")
+"""As highdicom writes it (pydicom's ``codes`` spell the meaning in lower case)."""
 
 
 @dataclass
@@ -104,7 +104,8 @@ class _Structure:
 
 
 def build_sr(source: pydicom.Dataset, analysis: Analysis, *,
-             seg: pydicom.Dataset | None = None, entropy: Sequence[str] = ()) -> ComprehensiveSR:
+             seg: pydicom.Dataset | None = None,
+             entropy: Sequence[str] = ()) -> pydicom.Dataset:
     """Build the TID 1500 report of ``analysis`` for its DICOM ``source`` image.
 
     Parameters
@@ -118,37 +119,64 @@ def build_sr(source: pydicom.Dataset, analysis: Analysis, *,
         the SEG is in the evidence. Without it the groups reference the source image only.
     entropy:
         Extra strings hashed into the SR's UIDs (e.g. a digest of the source's content).
+
+    Returns
+    -------
+    pydicom.Dataset
+        The Comprehensive SR document, with its file meta information.
     """
     source = source_for_derivation(source, analysis.radiograph.spacing)
     algorithm = analysis.algorithm or MANUFACTURER
     source_uid = str(source.SOPInstanceUID)
     basis = (source_uid, algorithm, *entropy)  # what the group tracking UIDs derive from
-    groups: list[GroupType] = [
-        _structure_group(structure, analysis, source, seg, basis)
-        for structure in _structures(analysis)]
+    groups = [_structure_group(structure, analysis, source, seg, basis)
+              for structure in _structures(analysis)]
     groups.append(_relations_group(analysis, source, basis))
     groups += [_finding_group(f, source, f.model_id or algorithm, basis)
                for f in analysis.findings]
-    report = MeasurementReport(
-        observation_context=_observation_context(analysis.models),
-        procedure_reported=IMAGING_PROCEDURE,
-        imaging_measurements=groups,
-    )
-    _insert_image_library(report, source)
+    content = [language(), *_observation_context(analysis.models),
+               code_item(codes.DCM.ProcedureReported, IMAGING_PROCEDURE, HAS_CONCEPT_MOD),
+               _image_library(source),
+               container(codes.DCM.ImagingMeasurements, CONTAINS, children=groups)]
+    return _document(source, seg, content,
+                     series_uid=derived_uid(source_uid, "sr-series", algorithm, *entropy),
+                     sop_uid=derived_uid(source_uid, "sr", algorithm, *entropy))
+
+
+def _document(source: pydicom.Dataset, seg: pydicom.Dataset | None,
+              content: list[pydicom.Dataset], *, series_uid: str,
+              sop_uid: str) -> pydicom.Dataset:
+    """The SR document of the report ``content`` (TID 1500's root container's items).
+
+    highdicom's ``ComprehensiveSR`` writes the document's modules: patient and study
+    copied from the source, the evidence (source and SEG), the equipment, the flags and
+    the file meta information. Given the whole tree it deep-copies it and searches it
+    three times, most of an SR's cost, so it gets the root container without its items
+    (the evidence lists the same instances: it comes from ``evidence``, not the tree);
+    the items are added to the document it writes. The result is a plain dataset: a
+    ``ComprehensiveSR``'s ``content`` view would show the empty root.
+    """
+    root = container(codes.DCM.ImagingMeasurementReport, None, template="1500")
+    root.ContentSequence = []
     evidence = [source] + ([seg] if seg is not None else [])
     with quiet_person_name_warnings():
-        return ComprehensiveSR(
+        written = ComprehensiveSR(
             evidence=evidence,
-            content=report,
-            series_instance_uid=derived_uid(source_uid, "sr-series", algorithm, *entropy),
+            content=root,
+            series_instance_uid=series_uid,
             series_number=SR_SERIES_NUMBER,
-            sop_instance_uid=derived_uid(source_uid, "sr", algorithm, *entropy),
+            sop_instance_uid=sop_uid,
             instance_number=1,
             manufacturer=MANUFACTURER,
             is_complete=True,
             performed_procedure_codes=[PLAIN_CHEST_XRAY],
             series_description="SlicerCXR AI results (not verified)",
         )
+    document = pydicom.Dataset(written)  # the same elements
+    document.file_meta = written.file_meta
+    document.preamble = written.preamble
+    document.ContentSequence = content
+    return document
 
 
 def device_observer_uid(model_id: str) -> str:
@@ -157,81 +185,64 @@ def device_observer_uid(model_id: str) -> str:
     return str(derived_uid("SlicerCXR device observer", model_id))
 
 
-def _observation_context(models: Sequence[ModelRef]) -> ObservationContext:
+def _observation_context(models: Sequence[ModelRef]) -> list[pydicom.Dataset]:
     """One Device observer (TID 1002/1004) per model, in the order the engine ran them;
     SlicerCXR itself when no model is recorded."""
     model_ids = [model.id for model in models] or [f"{MANUFACTURER}@{software_version()}"]
-    devices = [_device(model_id) for model_id in model_ids]
-    context = ObservationContext(observer_device_context=devices[0])
-    for device in devices[1:]:
-        context.extend(device)
-    return context
+    return [item for model_id in model_ids for item in _device(model_id)]
 
 
-def _device(model_id: str) -> ObserverContext:
+def _device(model_id: str) -> list[pydicom.Dataset]:
     name = model_id.partition("@")[0]
-    return ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=device_observer_uid(model_id), name=name[:64],
-            manufacturer_name=MANUFACTURER, model_name=model_id[:64]))
+    return device_observer(device_observer_uid(model_id), name[:64], MANUFACTURER,
+                           model_id[:64])
 
 
-def _algorithm_id(algorithm: str) -> AlgorithmIdentification:
+def _algorithm_id(algorithm: str) -> list[pydicom.Dataset]:
     name, _, version = algorithm.partition("@")
-    return AlgorithmIdentification(name=name[:64], version=version or software_version())
+    return algorithm_identification(name[:64], version or software_version())
 
 
-def _source_images(source: pydicom.Dataset) -> list[SourceImageForMeasurementGroup]:
-    return [SourceImageForMeasurementGroup.from_source_image(source)]
+def _source_image(source: pydicom.Dataset) -> pydicom.Dataset:
+    """TID 1501's Source of Measurement (``highdicom.sr.SourceImageForMeasurementGroup``)."""
+    return image_item(codes.DCM.SourceOfMeasurement, source.SOPClassUID,
+                      source.SOPInstanceUID)
+
+
+def _group(template: str, items: list[pydicom.Dataset]) -> pydicom.Dataset:
+    """A Measurement Group: TID 1410 (planar ROI) or TID 1501 (image level)."""
+    return container(codes.DCM.MeasurementGroup, CONTAINS, template=template, children=items)
 
 
 # ------------------------------------------------------------------- image library
-def _insert_image_library(report: MeasurementReport, source: pydicom.Dataset) -> None:
+def _image_library(source: pydicom.Dataset) -> pydicom.Dataset:
     """TID 1600 Image Library with the source image, at its place in TID 1500 (row 5,
     before Imaging Measurements). highdicom's own builder insists on Imager Pixel Spacing
     and Patient Orientation for a CR/DX, which TID 1603 does not require."""
-    entry = ImageContentItem(
-        name=SOURCE, referenced_sop_class_uid=str(source.SOPClassUID),
-        referenced_sop_instance_uid=str(source.SOPInstanceUID),
-        relationship_type=RelationshipTypeValues.CONTAINS)
-    entry.ContentSequence = ContentSequence(_library_descriptors(source))
-    group = ContainerContentItem(name=codes.DCM.ImageLibraryGroup,
-                                 relationship_type=RelationshipTypeValues.CONTAINS)
-    group.ContentSequence = ContentSequence([entry])
-    library = ContainerContentItem(name=codes.DCM.ImageLibrary,
-                                   relationship_type=RelationshipTypeValues.CONTAINS)
-    library.ContentSequence = ContentSequence([group])
-    items = report[0].ContentSequence
-    measurements = next(i for i, item in enumerate(items)
-                        if item.ConceptNameCodeSequence[0].CodeValue == "126010")
-    items.insert(measurements, library)
+    entry = with_children(image_item(SOURCE, source.SOPClassUID, source.SOPInstanceUID),
+                          _library_descriptors(source))
+    group = container(codes.DCM.ImageLibraryGroup, CONTAINS, children=[entry])
+    return container(codes.DCM.ImageLibrary, CONTAINS, children=[group])
 
 
-def _library_descriptors(source: pydicom.Dataset) -> list[hd.sr.ContentItem]:
+def _library_descriptors(source: pydicom.Dataset) -> list[pydicom.Dataset]:
     """TID 1602 (modality, size) and what TID 1603 describes of a projection image that
     the source states: its Patient Orientation and Imager Pixel Spacing."""
-    context = RelationshipTypeValues.HAS_ACQ_CONTEXT
-    pixels = Code("{pixels}", "UCUM", "Pixels")
-    items: list[hd.sr.ContentItem] = [
-        CodeContentItem(name=codes.DCM.Modality, value=_modality(source),
-                        relationship_type=context),
-        NumContentItem(name=codes.DCM.PixelDataRows, value=int(source.Rows), unit=pixels,
-                       relationship_type=context),
-        NumContentItem(name=codes.DCM.PixelDataColumns, value=int(source.Columns),
-                       unit=pixels, relationship_type=context)]
+    context = HAS_ACQ_CONTEXT
+    items = [code_item(codes.DCM.Modality, _modality(source), context),
+             num_item(codes.DCM.PixelDataRows, int(source.Rows), PIXELS, context),
+             num_item(codes.DCM.PixelDataColumns, int(source.Columns), PIXELS, context)]
     orientation = list(source.get("PatientOrientation") or [])
     if len(orientation) == 2 and all(orientation):
-        items += [TextContentItem(name=codes.DCM.PatientOrientationRow, value=orientation[0],
-                                  relationship_type=context),
-                  TextContentItem(name=codes.DCM.PatientOrientationColumn,
-                                  value=orientation[1], relationship_type=context)]
+        items += [text_item(codes.DCM.PatientOrientationRow, orientation[0], context),
+                  text_item(codes.DCM.PatientOrientationColumn, orientation[1], context)]
     spacing = list(source.get("ImagerPixelSpacing") or [])
     if len(spacing) == 2 and all(float(v) > 0 for v in spacing):
-        items += [NumContentItem(name=codes.DCM.HorizontalPixelSpacing, value=float(spacing[1]),
-                                 unit=codes.UCUM.Millimeter, relationship_type=context),
-                  NumContentItem(name=codes.DCM.VerticalPixelSpacing, value=float(spacing[0]),
-                                 unit=codes.UCUM.Millimeter, relationship_type=context)]
+        millimetre = codes.UCUM.Millimeter
+        items += [num_item(codes.DCM.HorizontalPixelSpacing, float(spacing[1]), millimetre,
+                           context),
+                  num_item(codes.DCM.VerticalPixelSpacing, float(spacing[0]), millimetre,
+                           context)]
     return items
 
 
@@ -281,36 +292,31 @@ def _measures(measurement: EngineMeasurement, kind: SegmentType) -> bool:
                                      and measurement.laterality == kind.modifier)
 
 
-def _finding_and_site(kind: SegmentType, laterality: Code | None) -> tuple[Code, FindingSite]:
+def _finding_and_site(kind: SegmentType, laterality: Code | None) -> tuple[Code, Code]:
     """An anatomical structure is its own site; a finding segment (a pneumothorax) lies at
     the Lung on its side (the engine assigns each of its regions to the nearer lung)."""
     site = kind.property_type if kind.category == ANATOMICAL_STRUCTURE else LUNG
-    return kind.property_type, FindingSite(site, laterality=laterality)
+    return kind.property_type, site
 
 
 def _structure_group(structure: _Structure, analysis: Analysis, source: pydicom.Dataset,
-                     seg: pydicom.Dataset | None, basis: Sequence[str]) -> GroupType:
+                     seg: pydicom.Dataset | None, basis: Sequence[str]) -> pydicom.Dataset:
     kind = SEGMENT_TYPES[structure.segment]
     finding, site = _finding_and_site(kind, structure.laterality)
     side = f" ({structure.laterality.meaning.lower()})" if (
         structure.laterality is not None and kind.modifier is None) else ""
     segment = analysis.segments[structure.segment]
-    common: dict[str, Any] = {  # what both group templates share
-        "tracking_identifier": TrackingIdentifier(
-            uid=_tracking_uid(structure, seg, basis), identifier=f"{kind.label}{side}"),
-        "algorithm_id": _algorithm_id(segment.model_id or analysis.algorithm or MANUFACTURER),
-        "finding_category": kind.category,
-        "finding_type": finding,
-        "finding_sites": [site],
-        "measurements": [_measurement(m) for m in structure.measurements],
-    }
+    items = [  # what both group templates share
+        *tracking_identifier(_tracking_uid(structure, seg, basis), f"{kind.label}{side}"),
+        code_item(FINDING_CATEGORY, kind.category, CONTAINS),
+        code_item(FINDING, finding, CONTAINS),
+        finding_site(site, structure.laterality),
+        *_algorithm_id(segment.model_id or analysis.algorithm or MANUFACTURER),
+        *(_measurement(m) for m in structure.measurements),
+    ]
     if seg is None:
-        return MeasurementsAndQualitativeEvaluations(source_images=_source_images(source),
-                                                     **common)
-    group = PlanarROIMeasurementsAndQualitativeEvaluations(
-        referenced_segment=_segment_frame(seg, source, kind.label), **common)
-    _drop_segment_number(group)
-    return group
+        return _group("1501", [*items, _source_image(source)])
+    return _group("1410", [*items, *_segment_frame(seg, source, kind.label)])
 
 
 def _tracking_uid(structure: _Structure, seg: pydicom.Dataset | None,
@@ -331,97 +337,80 @@ def _segment_item(seg: pydicom.Dataset, label: str) -> pydicom.Dataset | None:
 
 
 def _segment_frame(seg: pydicom.Dataset, source: pydicom.Dataset,
-                   label: str) -> ReferencedSegmentationFrame:
-    """The SEG frame holding segment ``label`` (one source image: one frame a segment)."""
+                   label: str) -> list[pydicom.Dataset]:
+    """The SEG frame holding segment ``label`` (one source image: one frame a segment) and
+    the image it segments.
+
+    PS3.3 Table 10-3: Referenced Segment Number is required only when Referenced Frame
+    Number is not present (dciodvfy: "Shall not be present when ReferencedFrameNumber is
+    present"); the frame identifies the segment (its Segment Identification).
+    """
     item = _segment_item(seg, label)
     if item is None:
         raise ValueError(f"seg: no segment labelled {label!r}")
     number = int(item.SegmentNumber)
     frame = next(index for index, group in enumerate(seg.PerFrameFunctionalGroupsSequence, 1)
                  if int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == number)
-    return ReferencedSegmentationFrame(
-        sop_class_uid=str(seg.SOPClassUID), sop_instance_uid=str(seg.SOPInstanceUID),
-        frame_number=frame, segment_number=number,
-        source_image=SourceImageForSegmentation.from_source_image(source))
+    return [image_item(codes.DCM.ReferencedSegmentationFrame, seg.SOPClassUID,
+                       seg.SOPInstanceUID, frame=frame),
+            image_item(SOURCE_FOR_SEGMENTATION, source.SOPClassUID,
+                       source.SOPInstanceUID)]
 
 
-def _drop_segment_number(group: PlanarROIMeasurementsAndQualitativeEvaluations) -> None:
-    """PS3.3 Table 10-3: Referenced Segment Number is required only when Referenced Frame
-    Number is not present (dciodvfy: "Shall not be present when ReferencedFrameNumber is
-    present"); the frame identifies the segment (its Segment Identification)."""
-    for item in group[0].ContentSequence:
-        if item.ValueType != "IMAGE":
-            continue
-        for reference in item.ReferencedSOPSequence:
-            if "ReferencedFrameNumber" in reference and "ReferencedSegmentNumber" in reference:
-                del reference.ReferencedSegmentNumber
-
-
-def _measurement(measurement: EngineMeasurement) -> Measurement:
-    return Measurement(name=measurement.concept, value=measurement.value,
-                       unit=UNITS[measurement.unit], method=measurement.method)
+def _measurement(engine_measurement: EngineMeasurement) -> pydicom.Dataset:
+    return measurement_item(engine_measurement.concept, engine_measurement.value,
+                       UNITS[engine_measurement.unit], engine_measurement.method)
 
 
 def _relations_group(analysis: Analysis, source: pydicom.Dataset,
-                     basis: Sequence[str]) -> MeasurementsAndQualitativeEvaluations:
+                     basis: Sequence[str]) -> pydicom.Dataset:
     """Measurements between structures (no site of their own: ratios), and the note on
     what the area units mean for this image."""
-    measurements = [_measurement(m) for m in analysis.measurements
-                    if m.site is None and m.unit in UNITS]
-    group = MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(
-            uid=derived_uid(basis, "anatomy"),
-            identifier="Lungs and heart"),
-        algorithm_id=_algorithm_id(analysis.mask_models.split(", ")[0] or analysis.algorithm
-                                   or MANUFACTURER),
-        measurements=measurements or None,
-        source_images=_source_images(source),
-    )
     spacing = analysis.radiograph.spacing
     note = (f"Areas in mm2 from {spacing.source.value}." if spacing.trusted else
             f"Pixel spacing is {spacing.source.value}: areas are pixel counts, not mm2; "
             "ratios are spacing-independent.")
     if analysis.quality_flags:
         note += " Quality flags: " + ", ".join(analysis.quality_flags) + "."
-    _append_comment(group, note)
-    return group
+    return _group("1501", [
+        *tracking_identifier(derived_uid(basis, "anatomy"), "Lungs and heart"),
+        *_algorithm_id(analysis.mask_models.split(", ")[0] or analysis.algorithm
+                       or MANUFACTURER),
+        *(_measurement(m) for m in analysis.measurements
+          if m.site is None and m.unit in UNITS),
+        _source_image(source),
+        _comment(note)])
 
 
 # ------------------------------------------------------------------------ findings
 def _finding_group(finding: Finding, source: pydicom.Dataset, algorithm: str,
-                   basis: Sequence[str]) -> MeasurementsAndQualitativeEvaluations:
+                   basis: Sequence[str]) -> pydicom.Dataset:
     """Present/Absent and the probability; a comment when a rule, not the probability
     against its threshold, decided (a reader would otherwise see "Probability 0.97 ...
     Absent" as a contradiction)."""
     concept = finding.code
-    group = MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(
-            uid=derived_uid(basis, "finding", finding.name),
-            identifier=f"Finding: {finding.name}"),
-        algorithm_id=_algorithm_id(algorithm),
-        finding_type=concept,
-        measurements=[Measurement(name=PROBABILITY, value=round(finding.probability, 4),
-                                  unit=UNITS["1"])],
-        qualitative_evaluations=[
-            QualitativeEvaluation(concept, PRESENT if finding.positive else ABSENT)],
-        finding_sites=_zone_sites(finding),
-        source_images=_source_images(source),
-    )
+    items = [
+        *tracking_identifier(derived_uid(basis, "finding", finding.name),
+                             f"Finding: {finding.name}"),
+        code_item(FINDING, concept, CONTAINS),
+        *_zone_sites(finding),
+        *_algorithm_id(algorithm),
+        measurement_item(PROBABILITY, round(finding.probability, 4), UNITS["1"]),
+        code_item(concept, PRESENT if finding.positive else ABSENT, CONTAINS),  # evaluation
+        _source_image(source),
+    ]
     if finding.note:
-        _append_comment(group, finding.note)
-    return group
+        items.append(_comment(finding.note))
+    return _group("1501", items)
 
 
-def _zone_sites(finding: Finding) -> list[FindingSite] | None:
+def _zone_sites(finding: Finding) -> list[pydicom.Dataset]:
     """Finding Site per lung zone of a positive finding, most first: the zone's SNOMED
     code with the patient side as its laterality (:data:`~cxr_core.terminology.LUNG_ZONES`)."""
     if not finding.positive or not finding.zones:
-        return None
-    return [FindingSite(LUNG_ZONES[zone.level], laterality=SIDES[zone.side])
-            for zone in finding.zones]
+        return []
+    return [finding_site(LUNG_ZONES[zone.level], SIDES[zone.side]) for zone in finding.zones]
 
 
-def _append_comment(group: GroupType, text: str) -> None:
-    item = TextContentItem(name=COMMENT, value=text[:1024],
-                           relationship_type=RelationshipTypeValues.CONTAINS)
-    group[0].ContentSequence.append(item)
+def _comment(text: str) -> pydicom.Dataset:
+    return text_item(COMMENT, text[:1024], CONTAINS)
