@@ -26,6 +26,7 @@ from cxr_core.writers.overlay import (
     gray_rgb,
     lung_heat_weight,
     overlay_parts,
+    overlay_rgb,
     render_overlay,
 )
 from tests.conftest import RG1_UNCR, dciodvfy_errors
@@ -160,3 +161,54 @@ def test_overlay_secondary_capture_is_valid_and_shows_the_overlay(large: Analysi
     results.overlay.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
     np.testing.assert_array_equal(pydicom.dcmread(path).pixel_array, render_overlay(large))
+
+
+def _whole_image_overlay_rgb(rgb: np.ndarray, masks: dict[str, np.ndarray],
+                             alpha: float) -> np.ndarray:
+    """overlay_rgb as it was, over the whole image (red, one opacity)."""
+    rgb = rgb.copy()
+    color = np.array((255, 0, 0), dtype=np.float32)
+    for mask in masks.values():
+        if mask.any():
+            rgb[mask] = (1 - alpha) * rgb[mask] + alpha * color
+            edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, mask.shape[0] // 400))
+            rgb[edge] = color
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def _whole_image_heat_weight(heatmap: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """lung_heat_weight as it was, over the whole image (defaults, lungs not flat)."""
+    margin = max(1, round(LUNG_MARGIN_FRACTION * lungs.shape[1]))
+    region = ndimage.binary_dilation(lungs, iterations=margin)
+    inside = heatmap[region]
+    low, high = float(np.quantile(inside, 0.75)), float(inside.max())
+    ramp = np.clip((heatmap - low) / max(high - low, 1e-3), 0.0, 1.0)
+    weight = np.where(heatmap >= low, 0.15 + 0.25 * ramp, 0.0).astype(np.float32)
+    weight = np.asarray(ndimage.gaussian_filter(weight, sigma=margin), dtype=np.float32)
+    weight[~region] = 0.0
+    return weight
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_masks_and_tint_drawn_within_their_boxes_equal_the_whole_image_ones(
+        size: str, request: pytest.FixtureRequest) -> None:
+    """overlay_rgb and lung_heat_weight work within each mask's box (mask_window): the
+    same pixels as over the whole image, on real masks and maps, and on masks that touch
+    the image's edges (where the box is cut)."""
+    analysis: Analysis = request.getfixturevalue(size)
+    masks = {name: segment.mask for name, segment in analysis.segments.items()}
+    edged = {name: mask.copy() for name, mask in masks.items()}
+    edged["heart"][-2:, :40] = True
+    edged["left_lung"][:3, :] = True
+    edged["right_lung"][:, -2:] = True
+    gray = gray_rgb(analysis.radiograph.pixels)
+    for case in (masks, edged):
+        drawn = overlay_rgb(gray.copy(), case, {}, alpha=0.3)
+        np.testing.assert_array_equal(drawn, _whole_image_overlay_rgb(gray, case, 0.3))
+        lungs = lung_union(case)
+        assert lungs is not None
+        heat = np.maximum.reduce([f.heatmap for f in analysis.findings
+                                  if f.positive and f.heatmap is not None])
+        weight = lung_heat_weight(heat, lungs)  # the positive findings' maps, as drawn
+        assert weight is not None and weight.any()
+        np.testing.assert_array_equal(weight, _whole_image_heat_weight(heat, lungs))

@@ -72,14 +72,35 @@ def overlay_rgb(gray: np.ndarray, masks: dict[str, np.ndarray],
 
     rgb = gray.astype(np.float32) if gray.ndim == 3 else gray_rgb(gray)
     for name, mask in masks.items():
-        if not mask.any():
+        window = mask_window(mask, 1)
+        if window is None:
             continue
         color = np.array(colors.get(name, (255, 0, 0)), dtype=np.float32)
         opacity = alpha.get(name, 0.4) if isinstance(alpha, dict) else alpha
-        rgb[mask] = (1 - opacity) * rgb[mask] + opacity * color
-        edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, mask.shape[0] // 400))
-        rgb[edge] = color
+        # within the mask's box: outside it nothing is filled, eroded or outlined
+        part, inside = rgb[window], mask[window]
+        part[inside] = (1 - opacity) * part[inside] + opacity * color
+        edge = inside & ~ndimage.binary_erosion(inside,
+                                                iterations=max(1, mask.shape[0] // 400))
+        part[edge] = color
     return rgb.clip(0, 255).astype(np.uint8)
+
+
+def mask_window(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
+    """The box of ``mask``'s pixels grown by ``pad`` on every side (within the image);
+    None for an empty mask.
+
+    An erosion or dilation of the mask by at most ``pad`` - 1 steps, or a filter of
+    radius ``pad`` of an image that is zero outside it, gives within the box what it
+    gives on the whole image (outside the box it gives nothing), for a fraction of the
+    pixels: a lung or the heart is a fraction of a radiograph.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    columns = np.flatnonzero(mask.any(axis=0))
+    return (slice(max(0, int(rows[0]) - pad), int(rows[-1]) + pad + 1),
+            slice(max(0, int(columns[0]) - pad), int(columns[-1]) + pad + 1))
 
 
 def heatmap_rgb(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
@@ -126,14 +147,23 @@ def lung_heat_weight(heatmap: np.ndarray, lungs: np.ndarray | None, *,
         raise ValueError(f"lungs: shape {lungs.shape} differs from the heat map's "
                          f"{heatmap.shape}")
     margin = max(1, round(margin_fraction * lungs.shape[1]))
-    region = ndimage.binary_dilation(lungs, iterations=margin)
+    # each step is computed within the box that can hold a non-zero result (mask_window):
+    # the grown lungs, then the blur's reach around them (scipy's radius for sigma)
+    near = mask_window(lungs, margin + 1)
+    assert near is not None  # lungs.any()
+    region = np.zeros_like(lungs)
+    region[near] = ndimage.binary_dilation(lungs[near], iterations=margin)
     inside = heatmap[region]
     low, high = float(np.quantile(inside, quantile)), float(inside.max())
     if high - float(inside.min()) <= 1e-3:
         return None
-    ramp = np.clip((heatmap - low) / max(high - low, 1e-3), 0.0, 1.0)
-    weight = np.where(heatmap >= low, 0.15 + 0.25 * ramp, 0.0).astype(np.float32)
-    weight = np.asarray(ndimage.gaussian_filter(weight, sigma=margin), dtype=np.float32)
+    reach = mask_window(region, int(4.0 * margin + 0.5))
+    assert reach is not None
+    near_heat = heatmap[reach]
+    ramp = np.clip((near_heat - low) / max(high - low, 1e-3), 0.0, 1.0)
+    tint = np.where(near_heat >= low, 0.15 + 0.25 * ramp, 0.0).astype(np.float32)
+    weight = np.zeros(heatmap.shape, dtype=np.float32)
+    weight[reach] = ndimage.gaussian_filter(tint, sigma=margin, truncate=4.0)
     weight[~region] = 0.0
     return weight
 
