@@ -40,6 +40,7 @@ from cxr_core import Engine, read_radiograph
 from cxr_core.writers import files as output_files
 from cxr_core.writers.dicom import build_dicom_results
 from cxr_core.writers.heatmap_seg import build_heatmap_seg, mapped_findings
+from cxr_core.writers.overlay import render_overlay
 from cxr_core.writers.seg import build_seg
 from cxr_core.writers.sr import build_sr
 
@@ -73,6 +74,10 @@ def step_functions(engine: Engine, path: Path, out: Path) -> dict[str, Callable[
             source, analysis.findings, spacing=radiograph.spacing,
             algorithm=analysis.algorithm)
     steps["DICOM results (all, built)"] = lambda: build_dicom_results(source, analysis)
+    sr = build_sr(source, analysis, seg=seg)
+    steps["SR file written"] = lambda: sr.save_as(out / "sr.dcm", enforce_file_format=True)
+    steps["overlay drawn"] = lambda: render_overlay(analysis)
+    steps["mask PNGs written"] = lambda: output_files._write_masks(analysis, out)
     steps["write_outputs (all files)"] = lambda: output_files.write_outputs(analysis, out)
     return steps
 
