@@ -19,6 +19,7 @@ import pydicom
 import pytest
 
 from cxr_core import Analysis, build_dicom_results, read_radiograph
+from cxr_core.terminology import LUNG_ZONES
 from cxr_core.writers.dicom import DicomOptions
 from cxr_core.writers.sr import build_sr
 from tests.conftest import DICOM_SAMPLES, RG1_UNCR
@@ -113,7 +114,8 @@ def test_the_cases_reach_every_branch(analyses) -> None:  # noqa: ANN001
     pneumothorax, notes, the default observer, the spacing rows, mm2 areas."""
     tree = {case: _concepts(build_sr(a.radiograph.source_dataset, a))
             for case, a in analyses.items()}
-    assert "Finding Site" in tree["2k CR, 7 positive findings"]  # zones of positive findings
+    zones = {code.meaning for code in LUNG_ZONES.values()}
+    assert zones & tree["2k CR, 7 positive findings"]  # the zones of positive findings
     assert {"PTXHEMI", "PTXCOLL"} & tree["SIIM with a pneumothorax"]
     assert "Comment" in tree["notes and quality flags"]
     assert "Horizontal Pixel Spacing" in tree["imager pixel spacing"]
