@@ -78,7 +78,7 @@ def step_functions(engine: Engine, path: Path, out: Path) -> dict[str, Callable[
     steps["SR file written"] = lambda: sr.save_as(out / "sr.dcm", enforce_file_format=True)
     steps["overlay drawn"] = lambda: render_overlay(analysis)
     steps["mask PNGs written"] = lambda: output_files._write_masks(analysis, out)
-    steps["write_outputs (all files)"] = lambda: output_files.write_outputs(analysis, out)
+    steps["write_outputs (default files)"] = lambda: output_files.write_outputs(analysis, out)
     return steps
 
 
