@@ -88,8 +88,11 @@ class Engine:
 
     def __init__(self, *, models_dir: Path | None = None, device: str | torch.device = "cpu",
                  stages: Sequence[str] = DEFAULT_STAGES, fill_padding: bool = True,
-                 pins: Mapping[str, str] | None = None) -> None:
+                 pins: Mapping[str, str] | None = None, threads: int | None = None) -> None:
         _check_stage_names(stages)
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads: at least 1, got {threads}")
+        self.threads = threads
         self.fill_padding = fill_padding
         self.models_dir = Path(models_dir) if models_dir else default_models_dir()
         self.device = torch.device(device)
@@ -149,6 +152,8 @@ class Engine:
         StageError
             When a stage fails; the message names it.
         """
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         # the stages see a read-only view: their models then share one scaled input
         analysis = Analysis(radiograph=dataclasses.replace(
             radiograph, pixels=read_only(radiograph.pixels)), models=self.model_refs)

@@ -7,6 +7,7 @@ Every problem raises :class:`ConfigError` whose message names the offending key
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -178,10 +179,13 @@ class NodeConfig:
     storage: Path = Path("cxr-node-data")
     quiet_period_s: float = 10.0
     workers: int = 1
+    torch_threads: int = 0
+    """Torch threads of each worker's analysis; 0: the machine's cores shared among the
+    workers (:meth:`analysis_threads`)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     filters: Filters = field(default_factory=Filters)
     overlay: bool = False
-    heatmap_seg: bool = True
+    heatmap_seg: bool = False
     reused_uids: str = "refuse"
     min_free_disk_mb: float = 500.0
     http_address: str = "127.0.0.1"
@@ -193,6 +197,15 @@ class NodeConfig:
     log_level: str = "INFO"
     tls: TlsConfig | None = None
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def analysis_threads(self) -> int:
+        """Torch threads per worker: ``torch_threads``, or the cores this process may
+        use shared among the workers (the writing thread beside each analysis takes
+        its turn on them)."""
+        if self.torch_threads:
+            return self.torch_threads
+        return max(1, len(os.sched_getaffinity(0)) // self.workers)
 
     @property
     def database(self) -> Path:
@@ -333,6 +346,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
     "jobs": {
         "quiet_period_s": ("quiet_period_s", lambda k, v: _positive(k, v, allow_zero=True)),
         "workers": ("workers", _count),
+        "torch_threads": ("torch_threads", lambda k, v: _count(k, v, low=0)),
         "broker": ("broker_url", lambda k, v: _url(k, v, ("amqp://", "amqps://"))),
         "store": ("store_url", lambda k, v: _url(k, v, ("postgresql://", "postgres://"))),
     },

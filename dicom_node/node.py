@@ -53,7 +53,8 @@ def default_engine_factory(config: NodeConfig) -> Callable[[], Engine]:
     def make() -> Engine:
         from cxr_core import Engine  # imports torch: slow, so off the main thread
 
-        return Engine(models_dir=config.models_dir, pins=dict(config.model_pins))
+        return Engine(models_dir=config.models_dir, pins=dict(config.model_pins),
+                      threads=config.analysis_threads)
     return make
 
 

@@ -34,6 +34,7 @@ from cxr_core import (
 )
 from dicom_node.config import Filters, NodeConfig
 from dicom_node.db import STORE_ERRORS
+from dicom_node.lookahead import Lookahead
 from dicom_node.metrics import Metrics
 from dicom_node.spool import Spool, checked_uid
 from dicom_node.store import Instance, Result, Store
@@ -179,7 +180,7 @@ class Analyzer:
     """
 
     def __init__(self, *, engine: Engine, spool: Spool, filters: Filters, overlay: bool,
-                 heatmap_seg: bool = True, review_layers: bool = False) -> None:
+                 heatmap_seg: bool = False, review_layers: bool = False) -> None:
         self.engine = engine
         self.review_layers = review_layers
         self.spool = spool
@@ -187,6 +188,17 @@ class Analyzer:
         self.options = DicomOptions(overlay=overlay, heatmaps=heatmap_seg)
 
     def run(self, instance: Instance, study_uid: str) -> Outcome:
+        """Analyse one instance and write its results (:meth:`analyze`, then
+        :meth:`write`)."""
+        analysed = self.analyze(instance, study_uid)
+        if isinstance(analysed, Outcome):
+            return analysed
+        return self.write(analysed, study_uid, instance.sop_uid)
+
+    def analyze(self, instance: Instance, study_uid: str) -> Outcome | Analysis:
+        """Read and analyse one instance: its analysis, or the outcome already decided
+        (refused, ignored). Changes nothing but the review page's pictures, so it may run
+        ahead of the store's bookkeeping (:class:`Lookahead`)."""
         try:
             header = pydicom.dcmread(instance.path, stop_before_pixels=True)
             _decode_every_element(header)
@@ -210,10 +222,14 @@ class Analyzer:
             # a valid image that is not a frontal chest radiograph (a lateral view in a
             # chest study, a mislabelled body part): stored, not analysed, no error
             return Outcome("ignored", str(error))
-        results = self._write_results(analysis, study_uid, instance.sop_uid)
-        if self.review_layers:
+        if self.review_layers:  # pictures, drawn here to balance the writing thread
             self._write_review_layers(analysis, study_uid, instance.sop_uid)
-        return Outcome("processed", results=results)
+        return analysis
+
+    def write(self, analysis: Analysis, study_uid: str, source_uid: str) -> Outcome:
+        """Write an analysis' results durably: the ``processed`` outcome."""
+        return Outcome("processed", results=self._write_results(analysis, study_uid,
+                                                                source_uid))
 
     def _write_review_layers(self, analysis: Analysis, study_uid: str, key: str) -> None:
         """The review page's pictures; their loss costs a picture, never the results."""
@@ -274,6 +290,13 @@ class Worker(threading.Thread):
         self.analyzer: Analyzer | None = None
         self.heartbeat = Heartbeat(self.name, stale_after_s=WORKER_STALE_S)
         self._in_hand: int | None = None
+        self._lookahead: Lookahead[Outcome | Analysis] | None = None
+        self._next_study: int | None = None
+        """A study taken from the queue ahead (not claimed yet): its first instance is
+        analysed while the study before it is written; :meth:`_take` returns it first."""
+        self._takes_ahead = False
+        """Only when this thread runs its own queue loop (not under a broker, whose
+        messages are acknowledged one job at a time)."""
 
     def load_engine(self) -> bool:
         """Build the engine and the analyzer; False (state ``engine_failed``) if it fails."""
@@ -289,6 +312,8 @@ class Worker(threading.Thread):
                                  overlay=self.config.overlay,
                                  heatmap_seg=self.config.heatmap_seg,
                                  review_layers=self.config.web.review_page)
+        self._lookahead = Lookahead(self.analyzer.analyze, name=f"{self.name}-analysis",
+                                    on_start=lambda: lower_priority(WORKER_NICE))
         self.state = "ready"
         return True
 
@@ -296,8 +321,11 @@ class Worker(threading.Thread):
         lower_priority(WORKER_NICE)
         if not self.load_engine():
             return
+        self._takes_ahead = True
         run_supervised(self.heartbeat, self._tick, stop=self.stop_event, period_s=0.2,
                        wait=lambda _seconds: None)  # take() waits
+        assert self._lookahead is not None
+        self._lookahead.close()
         self.state = "stopped"
 
     def _tick(self) -> None:
@@ -306,12 +334,32 @@ class Worker(threading.Thread):
             self.store.requeue(self._in_hand)
             self.jobs.submit(self._in_hand)
             self._in_hand = None
-        study_id = self.jobs.take(timeout=0.2)
+        study_id = self._take()
         if study_id is not None and self.store.claim_job(study_id):
             self._in_hand = study_id
             self.process(study_id)
             if not self.stop_event.is_set():
                 self._in_hand = None
+
+    def _take(self) -> int | None:
+        """The study taken ahead, else the queue's next."""
+        if self._next_study is not None:
+            study_id, self._next_study = self._next_study, None
+            return study_id
+        return self.jobs.take(timeout=0.2)
+
+    def _take_ahead(self) -> tuple[Instance, str] | None:
+        """Take the next queued study now, unclaimed, and return its first instance to
+        analyse ahead. Held by this worker only, it stays ``queued`` in the store, so a
+        stop loses nothing (the store's resume queues it again); it is claimed when its
+        turn comes."""
+        if not self._takes_ahead or self._next_study is not None or self.stop_event.is_set():
+            return None
+        self._next_study = self.jobs.take(timeout=0.0)
+        if self._next_study is None:
+            return None
+        pending = self.store.pending_instances(self._next_study)
+        return (pending[0], self.store.study_uid(self._next_study)) if pending else None
 
     def process(self, study_id: int) -> bool:
         """Analyse the study's received instances and create its deliveries; False when
@@ -319,11 +367,14 @@ class Worker(threading.Thread):
         started = time.monotonic()
         study_uid = self.store.study_uid(study_id)
         counts: dict[str, int] = {}
-        for instance in self.store.pending_instances(study_id):
+        instances = self.store.pending_instances(study_id)
+        for index, instance in enumerate(instances):
             if self.stop_event.is_set():
                 # graceful stop: the study stays 'processing' and is resumed on start
                 return False
-            outcome = self._run_one(instance, study_uid)
+            following = ((instances[index + 1], study_uid) if index + 1 < len(instances)
+                         else self._take_ahead())
+            outcome = self._run_one(instance, study_uid, following)
             self.heartbeat.beat()
             counts[outcome.state] = counts.get(outcome.state, 0) + 1
         created = self.store.finish_job(study_id, [d.name for d in self.config.destinations])
@@ -334,10 +385,17 @@ class Worker(threading.Thread):
             self.on_study_done()
         return True
 
-    def _run_one(self, instance: Instance, study_uid: str) -> Outcome:
-        assert self.analyzer is not None
+    def _run_one(self, instance: Instance, study_uid: str,
+                 following: tuple[Instance, str] | None) -> Outcome:
+        """Process one instance; ``following`` (the next to process) is analysed
+        meanwhile."""
+        assert self.analyzer is not None and self._lookahead is not None
         try:
-            outcome = self.analyzer.run(instance, study_uid)
+            analysed = self._lookahead.result(instance, study_uid)
+            if following is not None:
+                self._lookahead.ahead(*following)
+            outcome = (analysed if isinstance(analysed, Outcome) else
+                       self.analyzer.write(analysed, study_uid, instance.sop_uid))
         except Exception as error:  # one bad instance must not stop the study
             if storage_fault(error):
                 raise  # transient: the job is queued again, the instance stays received

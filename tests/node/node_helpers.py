@@ -146,9 +146,10 @@ class NodeProcess:
                  allowed: tuple[str, ...] = (PACS_AE,), quiet_period: float = 0.5,
                  extra: str = "", port: int | None = None, tmpfs_mb: int = 0,
                  heatmap_seg: bool = False, in_doubt: dict[str, str] | None = None,
-                 storage: Path | None = None, node_keys: str = "", jobs_keys: str = ""
-                 ) -> None:
+                 storage: Path | None = None, node_keys: str = "", jobs_keys: str = "",
+                 env: dict[str, str] | None = None) -> None:
         self.root = root
+        self.env = env  # the process's environment (None: this one's)
         self.tmpfs_mb = tmpfs_mb
         root.mkdir(parents=True, exist_ok=True)
         self.storage = storage or root / "storage"
@@ -179,7 +180,8 @@ class NodeProcess:
                    str(self.config_path)]
         if self.tmpfs_mb:
             command = self._on_tmpfs(command)
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self.env)
         # a worker-only node has no DICOM port: its HTTP port says it is up
         listens = self.http_port if 'role = "worker"' in self.config_path.read_text() \
             else self.port
