@@ -5,7 +5,7 @@ Each variant is one node process (``tests/node/node_helpers.NodeProcess``: one w
 quiet period 0.5 s, a dcmtk storescp destination, the review page's pictures kept as by
 default). After one warm-up study it gets bursts of copies of RG1_UNCR (CR 1955x1841,
 7.2 MB), each copy a new study, sent by storescu in one association: ``--singles`` bursts
-of one study, then one of 10, then one of 50.
+of one study, then one of 10, then one of 50 (``--bursts``).
 
 * latency of a study: its last result delivered (the store's ``sent_at``) minus its last
   instance received plus the quiet period (what the node adds after the quiet period);
@@ -96,8 +96,8 @@ def burst(node: NodeProcess, folder: Path, count: int) -> dict[str, Any]:
             "studies_per_minute": 60 * count / span}
 
 
-def run_variant(name: str, root: Path, baseline: Path | None, singles: int
-                ) -> dict[str, Any]:
+def run_variant(name: str, root: Path, baseline: Path | None, singles: int,
+                sizes: list[int]) -> dict[str, Any]:
     spec = VARIANTS[name]
     env = None
     if spec.get("baseline"):
@@ -118,8 +118,7 @@ def run_variant(name: str, root: Path, baseline: Path | None, singles: int
         ones = [burst(node, root / f"single{i}", 1) for i in range(singles)]
         result["bursts"] = {
             "1": {"studies": 1, "latencies_s": [b["latencies_s"][0] for b in ones]},
-            "10": burst(node, root / "ten", 10),
-            "50": burst(node, root / "fifty", 50)}
+            **{str(size): burst(node, root / f"burst{size}", size) for size in sizes}}
         sampler.done.set()
         sampler.join()
         result["peak_tree_mb"] = sampler.peak_mb
@@ -150,7 +149,7 @@ def summary(runs: list[dict[str, Any]], reference_s: float) -> list[str]:
         return statistics.median(b["studies_per_minute"] for b in bursts)
     for variant, vruns in by_variant.items():
         peak = max(r["peak_tree_mb"] for r in vruns)
-        for size in ("1", "10", "50"):
+        for size in vruns[0]["bursts"]:
             lat = [t for r in vruns for t in r["bursts"][size]["latencies_s"]]
             p50, p95 = statistics.median(lat), percentile(lat, 95)
             spm, before = rate(variant, size), rate("before", size)
@@ -170,6 +169,8 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--singles", type=int, default=5)
+    parser.add_argument("--bursts", type=int, nargs="+", default=[10, 50],
+                        help="studies sent at once after the single ones")
     parser.add_argument("--out", type=Path,
                         default=REPO / "benchmarks" / "results" / "node_backlog.json")
     args = parser.parse_args()
@@ -183,7 +184,7 @@ def main() -> int:
                 print(f"round {round_} {name}: reference {1000 * references[-1]:.1f} ms",
                       flush=True)
                 runs.append({**run_variant(name, Path(tmp) / f"r{round_}-{name}",
-                                           args.baseline, args.singles),
+                                           args.baseline, args.singles, args.bursts),
                              "reference_s": references[-1], "round": round_})
                 print(json.dumps({k: v for k, v in runs[-1].items() if k != "bursts"}),
                       flush=True)

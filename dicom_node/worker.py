@@ -348,14 +348,17 @@ class Worker(threading.Thread):
             return study_id
         return self.jobs.take(timeout=0.2)
 
-    def _take_ahead(self) -> tuple[Instance, str] | None:
+    def _take_ahead(self, current: int) -> tuple[Instance, str] | None:
         """Take the next queued study now, unclaimed, and return its first instance to
         analyse ahead. Held by this worker only, it stays ``queued`` in the store, so a
         stop loses nothing (the store's resume queues it again); it is claimed when its
-        turn comes."""
+        turn comes. The ``current`` study submitted twice is dropped (its claim would
+        fail)."""
         if not self._takes_ahead or self._next_study is not None or self.stop_event.is_set():
             return None
         self._next_study = self.jobs.take(timeout=0.0)
+        if self._next_study == current:
+            self._next_study = None
         if self._next_study is None:
             return None
         pending = self.store.pending_instances(self._next_study)
@@ -373,7 +376,7 @@ class Worker(threading.Thread):
                 # graceful stop: the study stays 'processing' and is resumed on start
                 return False
             following = ((instances[index + 1], study_uid) if index + 1 < len(instances)
-                         else self._take_ahead())
+                         else self._take_ahead(study_id))
             outcome = self._run_one(instance, study_uid, following)
             self.heartbeat.beat()
             counts[outcome.state] = counts.get(outcome.state, 0) + 1
