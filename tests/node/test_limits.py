@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.node.node_bombs import build_bombs, large_dataset
-from tests.node.node_helpers import DX_NIH, NodeProcess, copy_with_new_uids, echoscu, send_raw
+from tests.node.node_helpers import (
+    DX_NIH,
+    NodeProcess,
+    copy_with_new_uids,
+    echoscu,
+    send_raw,
+    wait_for,
+)
 
 EXPECTED = {"jpeg_sof_60000": "codestream is 60000x60000 px",
             "j2k_siz_12000": "codestream is 12000x12000 px",
@@ -38,6 +45,10 @@ def test_memory_bombs_are_refused_before_decoding(tmp_path: Path, processes: lis
     good = copy_with_new_uids(DX_NIH, tmp_path / "good")
     assert send_raw(good, node.port) == (0x0000, "")
     assert node.process is not None
+    # the good one analysed first: the engine's loading and an analysis grow the process
+    # by far more than the budget below, and must not land inside it
+    wait_for(lambda: [state for state, _ in node.instance_states().values()] == ["processed"],
+             180, "the good instance analysed")
     # a 160 MiB dataset is streamed to disk, never buffered: refused over max_dataset_mb
     before = peak_rss_mib(node.process.pid)
     code, comment = send_raw(large_dataset(tmp_path, 160), node.port)
