@@ -162,6 +162,41 @@ def summary(runs: list[dict[str, Any]], reference_s: float) -> list[str]:
     return lines
 
 
+def paired_ratios(runs: list[dict[str, Any]], size: str) -> dict[str, Any]:
+    """Per variant: studies per minute at burst ``size`` over ``before``'s in the same
+    round (load changes hit both), each round's, their mean and a t-based 95% CI."""
+    from scipy import stats
+
+    before = {r["round"]: r["bursts"][size]["studies_per_minute"] for r in runs
+              if r["variant"] == "before" and size in r["bursts"]}
+    ratios: dict[str, list[float]] = {}
+    for run in runs:
+        if run["variant"] != "before" and run["round"] in before and size in run["bursts"]:
+            ratios.setdefault(run["variant"], []).append(
+                run["bursts"][size]["studies_per_minute"] / before[run["round"]])
+    out: dict[str, Any] = {}
+    for variant, values in ratios.items():
+        mean = statistics.mean(values)
+        half = (stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values)
+                / len(values) ** 0.5) if len(values) > 1 else float("nan")
+        out[variant] = {"rounds": values, "mean": mean, "ci95": [mean - half, mean + half]}
+    return out
+
+
+def save(out: Path, runs: list[dict[str, Any]], references: list[float],
+         sizes: list[int]) -> list[str]:
+    """Write the report (after every run, so an interrupted benchmark keeps its runs)."""
+    reference_s = statistics.median(references)
+    table = summary(runs, reference_s)
+    report = {"reference_forward_s": references, "quiet_period_s": QUIET_S,
+              "saved": time.strftime("%Y-%m-%d %H:%M"), "table": table,
+              "throughput_vs_before": {str(n): paired_ratios(runs, str(n)) for n in sizes},
+              "runs": runs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return table
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["before", "after", "after+heatmaps"],
@@ -188,13 +223,9 @@ def main() -> int:
                              "reference_s": references[-1], "round": round_})
                 print(json.dumps({k: v for k, v in runs[-1].items() if k != "bursts"}),
                       flush=True)
-    reference_s = statistics.median(references)
-    table = summary(runs, reference_s)
-    report = {"reference_forward_s": references, "quiet_period_s": QUIET_S,
-              "started": time.strftime("%Y-%m-%d %H:%M"), "runs": runs, "table": table}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"reference DenseNet121@224 forward: median {1000 * reference_s:.1f} ms")
+                table = save(args.out, runs, references, args.bursts)
+    print(f"reference DenseNet121@224 forward: median {1000 * statistics.median(references):.1f}"
+          " ms")
     print("\n".join(table))
     return 0
 
