@@ -151,25 +151,21 @@ def nih_labelled_samples(data_root: Path, masks: MaskFiles) -> list[SegSample]:
     Only the train split: the val split stays as before (model selection is comparable)
     and the val and test images stay unseen for the NIH transfer check.
     """
-    samples = []
-    for row in read_manifest(data_root / NIH_SET):
-        if row["split"] == "train" and "Pneumothorax" in row["label_findings"].split("|"):
-            samples.append(SegSample(image=data_root / NIH_SET / row["image"], masks={},
-                                     present=(SEGMENT,), source="nih_labelled",
-                                     key=row["source_id"]))
-    root = data_root / NIH_MULTILABEL_SET
-    for row in read_manifest(root) if (root / "manifest.csv").is_file() else []:
-        if row["split"] != "train":
-            continue
-        if row["label_pneumothorax"] == "1":
-            samples.append(SegSample(image=root / row["image"], masks={}, present=(SEGMENT,),
-                                     source="nih_labelled", key=row["source_id"]))
-        else:
-            shape = (int(row["resized_height"]), int(row["resized_width"]))
-            samples.append(SegSample(image=root / row["image"],
-                                     masks={SEGMENT: masks.empty(shape)},
-                                     source="nih_multilabel", key=row["source_id"]))
-    return samples
+    def labelled(row: dict[str, str], dataset: str) -> bool:
+        column = "label_findings" if dataset == NIH_SET else "finding_labels"
+        return row["split"] == "train" and "Pneumothorax" in row[column].split("|")
+
+    samples, negatives = [], []
+    for dataset in (NIH_SET, NIH_MULTILABEL_SET):
+        root = data_root / dataset
+        rows = read_manifest(root) if (root / "manifest.csv").is_file() else []
+        samples += [SegSample(image=root / row["image"], masks={}, present=(SEGMENT,),
+                              source="nih_labelled", key=row["source_id"])
+                    for row in rows if labelled(row, dataset)]
+        if dataset == NIH_MULTILABEL_SET:
+            negatives = [r for r in rows if r["split"] == "train" and not labelled(r, dataset)]
+    return samples + _nih_negatives(data_root / NIH_MULTILABEL_SET, negatives, len(negatives),
+                                    "nih_multilabel", masks)
 
 
 def siim_samples(dicom_dir: Path, rle_csv: Path, masks: MaskFiles) -> list[SegSample]:
