@@ -23,6 +23,23 @@ def make_segment(name: str, mask: np.ndarray, spacing: PixelSpacing,
                    quality=quality)
 
 
+def mask_window(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
+    """The box of ``mask``'s pixels grown by ``pad`` on every side (within the image);
+    None for an empty mask.
+
+    An erosion or dilation of the mask by at most ``pad`` - 1 steps, or a filter of
+    radius ``pad`` of an image that is zero outside it, gives within the box what it
+    gives on the whole image (outside the box it gives nothing), for a fraction of the
+    pixels: a lung or the heart is a fraction of a radiograph.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    columns = np.flatnonzero(mask.any(axis=0))
+    return (slice(max(0, int(rows[0]) - pad), int(rows[-1]) + pad + 1),
+            slice(max(0, int(columns[0]) - pad), int(columns[-1]) + pad + 1))
+
+
 def lung_union(masks: Mapping[str, np.ndarray]) -> np.ndarray | None:
     """Both lungs as one mask, or None when neither lung is among ``masks``."""
     lungs = [masks[name] for name in LUNG_SEGMENTS if name in masks]

@@ -179,6 +179,23 @@ def test_lung_masking_blanks_outside_the_dilated_lungs() -> None:
         FindingsInput((64, 64), LUNG_MASKED)(pixels)
 
 
+def test_lung_mask_dilation_is_the_square_max_filter() -> None:
+    """network_mask dilates with a column then a row filter: the same mask as one square
+    max filter, on a real image's lungs."""
+    import torch
+    import torch.nn.functional as F
+
+    pixels = read_radiograph(RG1_UNCR).pixels
+    masks = Segmenter.load("lung_seg")(pixels).masks
+    lungs = masks["right_lung"] | masks["left_lung"]
+    for dilation in (0.02, 0.03, 0.1):
+        masking = FindingsInput((224, 224), LUNG_MASKED, dilation=dilation)
+        area = torch.from_numpy(lungs.astype(np.float32))[None, None]
+        square = F.max_pool2d((F.interpolate(area, size=(224, 224), mode="area") > 0).float(),
+                              2 * masking.radius + 1, stride=1, padding=masking.radius)
+        assert torch.equal(masking.network_mask(lungs), square)
+
+
 def test_auc_matches_pairwise_counting() -> None:
     generator = np.random.default_rng(1)
     labels = generator.integers(0, 2, 60).astype(bool)

@@ -58,6 +58,29 @@ def test_equalize_gives_mid_ranks() -> None:
     assert equalize(images).flatten().tolist() == pytest.approx([1 / 6, 1 / 6, 2 / 3, 1.0])
 
 
+def _sorted_mid_ranks(images: torch.Tensor) -> torch.Tensor:
+    """The former equalize: mid-ranks from a sort and two searchsorted passes."""
+    flat = (images.reshape(images.shape[0] * images.shape[1], -1) * 4096).round().contiguous()
+    ordered = flat.sort(dim=1).values
+    first = torch.searchsorted(ordered, flat, right=False)
+    past = torch.searchsorted(ordered, flat, right=True)
+    return ((first + past - 1).float() / (2.0 * max(flat.shape[1] - 1, 1))).reshape(images.shape)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 224, 224), (3, 2, 17, 5), (1, 1, 1, 1)])
+def test_counted_ranks_equal_sorted_ranks(shape, nih_pixels) -> None:
+    """equalize counts ranks on its 4097 levels: bit for bit the sort-based ranks, with
+    ties (a black border, values at 1), on a real radiograph and outside 0..1."""
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    images[..., :1, :] = 0.0
+    images[..., -1:, :] = 1.0
+    assert torch.equal(equalize(images), _sorted_mid_ranks(images))
+    real = ToModelInput((224, 224))(nih_pixels)
+    assert torch.equal(equalize(real), _sorted_mid_ranks(real))
+    wide = torch.randn(shape, generator=torch.Generator().manual_seed(2))  # sorted path
+    assert torch.equal(equalize(wide), _sorted_mid_ranks(wide))
+
+
 def test_source_style_restyles_and_equalizes() -> None:
     generator = torch.Generator().manual_seed(0)
     images = torch.linspace(0, 1, 64 * 64).reshape(1, 1, 64, 64).repeat(4, 1, 1, 1)

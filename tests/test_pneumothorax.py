@@ -393,6 +393,37 @@ def test_thorax_gate_drops_regions_outside_the_lungs() -> None:
         ThoraxGate(min_inside=2)
 
 
+def test_thorax_gate_within_the_regions_box_equals_the_whole_image() -> None:
+    """The gate labels regions within their box: the same kept pixels as labelling the
+    whole image (the former code, inlined here), regions at the image's edges included."""
+    from scipy import ndimage
+
+    def whole_image(mask: np.ndarray, lungs: np.ndarray, gate: ThoraxGate) -> np.ndarray:
+        labels, count = ndimage.label(mask)
+        margin = max(1, round(gate.margin_fraction * mask.shape[1]))
+        grown = ndimage.binary_dilation(lungs, structure=np.ones((3, 3), bool),
+                                        iterations=margin)
+        inside = np.asarray(ndimage.mean(grown, labels, index=np.arange(1, count + 1)))
+        return np.concatenate([[False], inside >= gate.min_inside])[labels]
+
+    generator = np.random.default_rng(3)
+    gate = ThoraxGate(margin_fraction=0.03, min_inside=0.5)
+    some_kept = some_dropped = False
+    for _ in range(20):
+        lungs = np.zeros((120, 90), bool)
+        lungs[generator.integers(0, 40):generator.integers(60, 120),
+              generator.integers(0, 30):generator.integers(40, 90)] = True
+        mask = ndimage.binary_dilation(generator.random(lungs.shape) > 0.995, iterations=2)
+        mask[0, :3] = mask[-1, -2:] = True  # regions on the image's edges
+        kept = gate(mask, lungs)
+        np.testing.assert_array_equal(kept, whole_image(mask, lungs, gate))
+        some_kept |= bool(kept.any())
+        some_dropped |= bool((mask & ~kept).any())
+    assert some_kept and some_dropped
+    empty = np.zeros((50, 50), bool)
+    assert gate(empty, np.ones_like(empty)) is empty
+
+
 # ----------------------------------------------------------------- in the product
 def _test_positives(shared_data: Path) -> list[dict[str, str]]:
     return [r for r in _manifest(shared_data)

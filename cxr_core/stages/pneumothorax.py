@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from cxr_core.analysis import Analysis, Finding, Measurement, Segment
 from cxr_core.mask_quality import quality_measurements
-from cxr_core.measure import area_measurement, lung_union, make_segment
+from cxr_core.measure import area_measurement, lung_union, make_segment, mask_window
 from cxr_core.models import LesionRule, ModelCard
 from cxr_core.pneumothorax_size import (
     HEMITHORAX_DEFINITION,
@@ -137,22 +137,28 @@ class ThoraxGate:
     def __call__(self, mask: np.ndarray, lungs: np.ndarray) -> np.ndarray:
         if lungs.shape != mask.shape:
             raise ValueError(f"lungs: shape {lungs.shape} differs from the mask's {mask.shape}")
-        labels, count = ndimage.label(mask)
-        if count == 0 or not lungs.any():
-            return mask  # no lungs found: nothing to judge the regions by
+        box = mask_window(mask, 0)
+        if box is None or not lungs.any():
+            return mask  # no regions, or no lungs to judge them by
+        # label within the regions' box only: a 2k image is mostly empty
+        labels, count = ndimage.label(mask[box])
         margin = max(1, round(self.margin_fraction * mask.shape[1]))
         # grow the lungs only around the regions: every lung pixel that can reach one
-        # lies within ``margin`` of its bounding box
-        rows, columns = np.nonzero(mask)
-        window = (slice(max(rows.min() - margin - 1, 0), rows.max() + margin + 2),
-                  slice(max(columns.min() - margin - 1, 0), columns.max() + margin + 2))
+        # lies within ``margin`` of the box
+        window = mask_window(mask, margin + 1)
+        assert window is not None  # mask has pixels
         grown = ndimage.binary_dilation(lungs[window], structure=np.ones((3, 3), bool),
                                         iterations=margin)
-        inside = np.asarray(ndimage.mean(grown, labels[window],
+        window_labels = np.zeros(grown.shape, dtype=labels.dtype)
+        window_labels[tuple(slice(side.start - near.start, side.stop - near.start)
+                            for side, near in zip(box, window, strict=True))] = labels
+        inside = np.asarray(ndimage.mean(grown, window_labels,
                                          index=np.arange(1, count + 1)))
         keep = np.zeros(count + 1, dtype=bool)
         keep[1:] = inside >= self.min_inside
-        return np.asarray(keep[labels])
+        kept = np.zeros_like(mask)
+        kept[box] = keep[labels]
+        return kept
 
 
 @dataclass

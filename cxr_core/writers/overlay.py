@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cxr_core.analysis import Analysis, Finding
-from cxr_core.measure import lung_union
+from cxr_core.measure import lung_union, mask_window
 from cxr_core.terminology import SEGMENT_TYPES
 from cxr_core.zones import zone_key, zone_masks
 
@@ -84,23 +84,6 @@ def overlay_rgb(gray: np.ndarray, masks: dict[str, np.ndarray],
                                                 iterations=max(1, mask.shape[0] // 400))
         part[edge] = color
     return rgb.clip(0, 255).astype(np.uint8)
-
-
-def mask_window(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
-    """The box of ``mask``'s pixels grown by ``pad`` on every side (within the image);
-    None for an empty mask.
-
-    An erosion or dilation of the mask by at most ``pad`` - 1 steps, or a filter of
-    radius ``pad`` of an image that is zero outside it, gives within the box what it
-    gives on the whole image (outside the box it gives nothing), for a fraction of the
-    pixels: a lung or the heart is a fraction of a radiograph.
-    """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    columns = np.flatnonzero(mask.any(axis=0))
-    return (slice(max(0, int(rows[0]) - pad), int(rows[-1]) + pad + 1),
-            slice(max(0, int(columns[0]) - pad), int(columns[-1]) + pad + 1))
 
 
 def heatmap_rgb(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
