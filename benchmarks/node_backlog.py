@@ -16,7 +16,9 @@ of one study, then one of 10, then one of 50 (``--bursts``).
 Variants (``--variants``, in that order, each run ``--rounds`` times, interleaved):
 
 * ``before``: the code at ``--baseline`` (a copy of the code before this change, e.g.
-  ``git archive``) with its defaults, which send the heat-map SEG;
+  ``git archive``) with its defaults, which send the heat-map SEG (``heatmap_seg =
+  true``; with ``--baseline-own-defaults`` no such key is written: code from before the
+  key existed, such as the issue's start 0f74910, runs exactly as configured by default);
 * ``after``: this checkout with its defaults;
 * ``after+heatmaps``: this checkout sending the heat-map SEG (like for like with before);
 * ``after-threads1`` / ``after-threads2``: this checkout, torch threads per worker forced.
@@ -201,6 +203,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["before", "after", "after+heatmaps"],
                         choices=list(VARIANTS))
+    parser.add_argument("--baseline-own-defaults", action="store_true",
+                        help="write no heatmap_seg key for 'before' (code older than it)")
     parser.add_argument("--baseline", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--singles", type=int, default=5)
@@ -209,6 +213,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path,
                         default=REPO / "benchmarks" / "results" / "node_backlog.json")
     args = parser.parse_args()
+    if args.baseline_own_defaults:
+        VARIANTS["before"]["heatmap_seg"] = None
     references: list[float] = []
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="node-backlog-") as tmp:

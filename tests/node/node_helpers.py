@@ -145,7 +145,7 @@ class NodeProcess:
     def __init__(self, root: Path, *, destinations: list[tuple[str, str, int]],
                  allowed: tuple[str, ...] = (PACS_AE,), quiet_period: float = 0.5,
                  extra: str = "", port: int | None = None, tmpfs_mb: int = 0,
-                 heatmap_seg: bool = False, in_doubt: dict[str, str] | None = None,
+                 heatmap_seg: bool | None = False, in_doubt: dict[str, str] | None = None,
                  storage: Path | None = None, node_keys: str = "", jobs_keys: str = "",
                  env: dict[str, str] | None = None) -> None:
         self.root = root
@@ -160,8 +160,10 @@ class NodeProcess:
         lines = ["[node]", f'ae_title = "{NODE_AE}"', 'bind_address = "127.0.0.1"',
                  f"port = {self.port}", f'storage = "{self.storage}"',
                  # off unless a test asks: most node tests count deliveries, and whether
-                 # a finding is positive depends on the model, not on the node
-                 f"heatmap_seg = {str(heatmap_seg).lower()}", node_keys,
+                 # a finding is positive depends on the model, not on the node; None: no
+                 # key (code from before the key existed)
+                 "" if heatmap_seg is None else f"heatmap_seg = {str(heatmap_seg).lower()}",
+                 node_keys,
                  "[security]", f"allowed_ae_titles = {json.dumps(list(allowed))}",
                  "min_free_disk_mb = 1",
                  "[jobs]", f"quiet_period_s = {quiet_period}", "workers = 1", jobs_keys,
