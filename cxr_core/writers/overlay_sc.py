@@ -13,6 +13,7 @@ from cxr_core.writers.derivation import (
     source_for_derivation,
 )
 from cxr_core.writers.identity import MANUFACTURER, OVERLAY_SERIES_NUMBER
+from cxr_core.writers.module_table import use_shipped_modules
 from cxr_core.writers.overlay import render_overlay
 
 
@@ -30,6 +31,7 @@ def build_overlay_sc(source: pydicom.Dataset, analysis: Analysis, *,
     models = [model.id for model in analysis.models]
     source_uid = str(source.SOPInstanceUID)
     orientation = tuple(source.get("PatientOrientation") or ()) or None
+    use_shipped_modules()  # spares highdicom parsing its 22 MB module table
     with quiet_person_name_warnings():
         image = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=source,

@@ -35,6 +35,7 @@ from cxr_core.writers.derivation import (
     source_for_derivation,
 )
 from cxr_core.writers.identity import MANUFACTURER, SEG_SERIES_NUMBER, software_version
+from cxr_core.writers.module_table import use_shipped_modules
 
 
 def build_seg(
@@ -136,6 +137,7 @@ def radiograph_segmentation(
         The SEG's Series Number, Segmentation Type, Manufacturer's Model Name, Content
         Label and Content Description. FRACTIONAL SEGs are of type PROBABILITY.
     """
+    use_shipped_modules()  # spares highdicom parsing its 22 MB module table
     with quiet_person_name_warnings():
         seg = hd.seg.Segmentation(
             source_images=[source],

@@ -65,6 +65,7 @@ from cxr_core.writers.derivation import (
     source_for_derivation,
 )
 from cxr_core.writers.identity import MANUFACTURER, SR_SERIES_NUMBER, software_version
+from cxr_core.writers.module_table import use_shipped_modules
 from cxr_core.writers.sr_content import (
     CONTAINS,
     HAS_ACQ_CONTEXT,
@@ -159,6 +160,7 @@ def _document(source: pydicom.Dataset, seg: pydicom.Dataset | None,
     root = container(codes.DCM.ImagingMeasurementReport, None, template="1500")
     root.ContentSequence = []
     evidence = [source] + ([seg] if seg is not None else [])
+    use_shipped_modules()  # spares highdicom parsing its 22 MB module table
     with quiet_person_name_warnings():
         written = ComprehensiveSR(
             evidence=evidence,
