@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
 WORK_SIDE = 256
 """Padding is found on a copy of about this many pixels a side (enough for its edges)."""
@@ -149,6 +148,10 @@ def _solidity(region: np.ndarray) -> float:
     """Area / convex hull area: 1 (or just above) for a convex shape such as a rotation's
     corner; the hull runs through pixel centres, so a coarse staircase edge costs
     nothing."""
+    # scipy.spatial (with scipy.linalg) costs every command ~0.05 s to import; few images
+    # have a padding candidate to measure
+    from scipy.spatial import ConvexHull, QhullError
+
     edge = region & ~ndimage.binary_erosion(region)
     points = np.stack(np.nonzero(edge), axis=1)
     try:

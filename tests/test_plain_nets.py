@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from cxr_core import read_radiograph
-from cxr_core.models import load_model
+from cxr_core.models import ModelCard, load_model, model_folder
+from cxr_core.models.card import CARD_NAME
 from cxr_core.models.plain_nets import PlainDenseNet, PlainUNet, plain_network
 from cxr_core.preprocess import ToModelInput
 from tests.conftest import DICOM_SAMPLES, RG1_UNCR
@@ -61,3 +63,34 @@ def test_analysis_does_not_import_monai() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=300)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loaded_network_is_the_initialised_one_given_its_weights(name: str) -> None:
+    """``load_model`` builds the network without memory and hands it the loaded tensors:
+    the same parameters (values, dtype, layout, requires_grad) and the same outputs, to the
+    bit, as copying the weights into a normally built one."""
+    ours, card = load_model(name)
+    reference = card.build(inference=True)
+    state = torch.load(card_weights(name), map_location="cpu", weights_only=True)
+    reference.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in state.items()})
+    reference.eval()
+    assert type(ours) is type(reference) and not ours.training
+    tensors = dict(ours.named_parameters()) | dict(ours.named_buffers())
+    expected = dict(reference.named_parameters()) | dict(reference.named_buffers())
+    assert tensors.keys() == expected.keys()
+    for key, tensor in tensors.items():
+        theirs = expected[key]
+        assert not tensor.is_meta and tensor.device.type == "cpu", key
+        assert (tensor.dtype, tensor.shape, tensor.stride(), tensor.requires_grad) == (
+            theirs.dtype, theirs.shape, theirs.stride(), theirs.requires_grad), key
+        assert torch.equal(tensor, theirs), key
+    batch = torch.rand(2, 1, *card.input_size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert torch.equal(ours(batch), reference(batch))
+
+
+def card_weights(name: str) -> Path:
+    folder = model_folder(name)
+    return folder / ModelCard.load(folder / CARD_NAME).weights_file
