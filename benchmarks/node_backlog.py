@@ -213,6 +213,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path,
                         default=REPO / "benchmarks" / "results" / "node_backlog.json")
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the runs chdir to a temporary folder
     if args.baseline_own_defaults:
         VARIANTS["before"]["heatmap_seg"] = None
     references: list[float] = []
