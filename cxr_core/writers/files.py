@@ -9,17 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from cxr_core.analysis import Analysis
 from cxr_core.timing import timed
 from cxr_core.writers.dicom import DicomOptions, build_dicom_results
 from cxr_core.writers.outputs import DEFAULT_OUTPUTS, OUTPUT_KINDS
 from cxr_core.writers.overlay import render_overlay
-
-PNG_COMPRESS_LEVEL = 1
-"""zlib level of the PNGs: the pixels are the same at any level; level 1 writes a 2k
-mask or the overlay several times faster than the default 6, for files ~1.3x larger."""
+from cxr_core.writers.png import write_png
 
 
 @dataclass
@@ -51,7 +47,7 @@ def write_outputs(analysis: Analysis, out_dir: Path,
         written.files |= _write_masks(analysis, folder)
     if "overlay" in outputs:
         written.files["overlay"] = folder / "overlay.png"
-        _save_png(render_overlay(analysis), written.files["overlay"])
+        write_png(render_overlay(analysis), written.files["overlay"])
     if "heatmaps" in outputs:
         written.files |= _write_heatmaps(analysis, folder)
     written.files |= _write_dicom(analysis, folder, outputs)
@@ -61,17 +57,13 @@ def write_outputs(analysis: Analysis, out_dir: Path,
     return written
 
 
-def _save_png(pixels: np.ndarray, path: Path) -> None:
-    Image.fromarray(pixels).save(path, compress_level=PNG_COMPRESS_LEVEL)
-
-
 def _write_masks(analysis: Analysis, folder: Path) -> dict[str, Path]:
     """Each segment as an 8-bit PNG at source resolution, 0 or 255."""
     (folder / "masks").mkdir(exist_ok=True)
     written = {}
     for name, segment in analysis.segments.items():
         path = folder / "masks" / f"{name}.png"
-        _save_png(segment.mask.astype(np.uint8) * 255, path)
+        write_png(segment.mask.astype(np.uint8) * 255, path)
         written[f"mask:{name}"] = path
     return written
 
@@ -104,6 +96,6 @@ def _write_heatmaps(analysis: Analysis, folder: Path) -> dict[str, Path]:
         assert heatmap is not None  # it has a map: reading it makes it at full size
         path = folder / "heatmaps" / f"{safe_folder_name(finding.name)}.png"
         path.parent.mkdir(exist_ok=True)
-        _save_png(np.round(heatmap * 255).astype(np.uint8), path)
+        write_png(np.round(heatmap * 255).astype(np.uint8), path)
         written[f"heatmap:{finding.name}"] = path
     return written

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from cxr_core.analysis import Analysis
 from cxr_core.terminology import SEGMENT_TYPES
@@ -25,6 +24,7 @@ from cxr_core.writers.overlay import (
     _heat,
     gray_rgb,
 )
+from cxr_core.writers.png import write_png
 
 REVIEW_MAX_SIDE = 1024
 """Layers are subsampled by a whole step to at most this many pixels per side."""
@@ -60,7 +60,7 @@ def write_review_layers(analysis: Analysis, folder: Path, *,
     pixels = analysis.radiograph.pixels
     step = max(1, int(np.ceil(max(pixels.shape) / max_side)))
     base = gray_rgb(pixels[::step, ::step])[..., 0].astype(np.uint8)
-    Image.fromarray(base).save(folder / BASE_FILE, compress_level=1)
+    write_png(base, folder / BASE_FILE)
     written = ReviewLayers(folder)
     masks = {name: s.mask[::step, ::step] for name, s in analysis.segments.items()}
     for name, mask in masks.items():
@@ -93,4 +93,4 @@ def _save_layer(opacity: np.ndarray, color: tuple[int, int, int], path: Path) ->
     rgba = np.zeros((*opacity.shape, 4), dtype=np.uint8)
     rgba[..., :3] = color
     rgba[..., 3] = np.clip(opacity * 255, 0, 255).astype(np.uint8)
-    Image.fromarray(rgba, mode="RGBA").save(path, compress_level=1)
+    write_png(rgba, path)
