@@ -56,3 +56,69 @@ def test_bad_pixel_spacing_is_refused_in_one_line(tmp_path: Path) -> None:
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert reason in result.stderr and len(result.stderr.splitlines()) == 1
         assert not any(tmp_path.iterdir())  # refused before anything was read or written
+
+
+def test_one_ahead_keeps_order_and_errors_and_works_one_item_ahead() -> None:
+    """``cxr analyze`` analyses the next image while it writes this one: results come
+    in input order, each failure with its own item, and no more than one item ahead."""
+    import threading
+
+    from cxr_core.cli.analyze import one_ahead
+
+    started: list[int] = []
+    main_thread = threading.get_ident()
+    threads: set[int] = set()
+
+    def work(item: int) -> int:
+        started.append(item)
+        threads.add(threading.get_ident())
+        if item == 2:
+            raise ValueError("item 2")
+        return item * 10
+
+    seen = []
+    for index, (item, future) in enumerate(one_ahead(range(5), work)):
+        assert item == index
+        future.exception()  # wait for it: then at most the next one has started
+        assert max(started) <= index + 1
+        try:
+            seen.append(future.result())
+        except ValueError as error:
+            seen.append(str(error))
+    assert seen == [0, 10, "item 2", 30, 40]
+    assert threads and main_thread not in threads
+    started.clear()
+    for item, _ in one_ahead(range(100), work):  # stopping early leaves the rest undone
+        if item == 3:
+            break
+    assert max(started) <= 4
+
+
+def test_analyze_of_several_files_equals_one_at_a_time(tmp_path: Path) -> None:
+    """Analysed one ahead, three files give the same analyses as each alone."""
+    import json
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    names = ["RG1_UNCR.dcm", *sorted(p.name for p in DICOM_SAMPLES.glob("nih_gcp_*.dcm"))[:1],
+             *sorted(p.name for p in DICOM_SAMPLES.glob("siim_*.dcm"))[:1]]
+    for name in names:
+        shutil.copy(DICOM_SAMPLES / name, inputs / name)
+
+    def summaries(out: Path) -> dict[str, dict]:
+        result = {}
+        for path in sorted(out.glob("*/analysis.json")):
+            summary = json.loads(path.read_text())
+            summary.pop("timings_s")  # how long it took: the one thing that may differ
+            result[path.parent.name] = summary
+        return result
+
+    together = tmp_path / "together"
+    subprocess.run([*CXR, "analyze", str(inputs), "--out", str(together)], check=True,
+                   capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
+    alone = tmp_path / "alone"
+    for name in names:
+        subprocess.run([*CXR, "analyze", str(inputs / name), "--out", str(alone)], check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert len(summaries(together)) == len(names)
+    assert summaries(together) == summaries(alone)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
@@ -16,7 +19,12 @@ from cxr_core.radiograph import PixelSpacing, SpacingSource
 from cxr_core.timing import timed_call
 from cxr_core.writers.outputs import DEFAULT_OUTPUTS, OUTPUT_KINDS, parse_outputs
 
+if TYPE_CHECKING:
+    from cxr_core.analysis import Analysis
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -100,18 +108,22 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
     except (FileNotFoundError, ValueError) as error:  # a pin that cannot be honoured
         print(f"cxr analyze: {error}", file=sys.stderr)
         return EXIT_REFUSED
+    def analyze(path: Path) -> Analysis:
+        timings: dict[str, float] = {}
+        radiograph = timed_call(timings, "read", read_radiograph, path)
+        if spacing is not None and radiograph.source_dataset is None:
+            radiograph.spacing = spacing
+        analysis = engine.analyze(radiograph)
+        analysis.timings = timings | analysis.timings
+        return analysis
+
     refused = failed = 0
     review: list[ReviewRow] = []
     progress = tqdm(files, desc="analyzing", unit="image", disable=len(files) < 2,
                     file=sys.stderr)
-    for path in progress:
+    for path, analyzed in one_ahead(progress, analyze):
         try:
-            timings: dict[str, float] = {}
-            radiograph = timed_call(timings, "read", read_radiograph, path)
-            if spacing is not None and radiograph.source_dataset is None:
-                radiograph.spacing = spacing
-            analysis = engine.analyze(radiograph)
-            analysis.timings = timings | analysis.timings
+            analysis = analyzed.result()
             written = write_outputs(analysis, out_dir, outputs)
         except RefusedInput as error:
             refused += 1
@@ -120,7 +132,7 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
             continue
         except Exception as error:  # one bad input must not stop the others
             failed += 1
-            log.exception("internal error on %s", path.name)
+            log.error("internal error on %s", path.name, exc_info=error)
             tqdm.write(f"failed {path.name}: internal error ({type(error).__name__}: {error})",
                        file=sys.stderr)
             review.append(ReviewRow.not_analyzed(path, "failed", type(error).__name__))
@@ -132,3 +144,22 @@ def analyze_paths(inputs: list[Path], out_dir: Path, *, models_dir: Path | None 
     if failed:
         return EXIT_FAILED
     return EXIT_REFUSED if refused else EXIT_OK
+
+
+def one_ahead(items: Iterable[T], work: Callable[[T], R]) -> Iterator[tuple[T, Future[R]]]:
+    """Each item with its ``work``, done in a thread of its own one item ahead: while the
+    caller writes one image's files (mostly Python, zlib and numpy) the next one is read
+    and analysed (torch and numpy), so on two cores the two overlap. At most two results
+    are held; a result's exception is raised by ``future.result()``; the thread ends with
+    the loop (what is ahead is dropped if the caller stops early)."""
+    pending = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-analyze") as pool:
+        try:
+            ahead = [(item, pool.submit(work, item)) for item in islice(pending, 1)]
+            while ahead:
+                current = ahead.pop()
+                ahead = [(item, pool.submit(work, item)) for item in islice(pending, 1)]
+                yield current
+        finally:
+            for _, future in ahead:
+                future.cancel()
