@@ -30,14 +30,16 @@ TIMEOUT_S = 600
 
 
 def _wait(process: BackgroundProcess, timeout: float = TIMEOUT_S) -> list[str]:
-    """Poll as the module's timer does, until the process ends."""
-    lines: list[str] = []
+    """Poll as the module's timer does, until the process ends; every output line.
+
+    ``wait`` hands over the lines read after the last poll (a refusal printed just before
+    a quick exit), so they are taken from the progress record, which holds them all."""
     deadline = time.monotonic() + timeout
     while process.running and time.monotonic() < deadline:
-        lines += process.poll()
+        process.poll()
         time.sleep(0.2)
     process.wait(30)
-    return lines + process.poll()
+    return list(process.progress.lines)
 
 
 def test_tqdm_progress_is_parsed_from_a_real_process():
